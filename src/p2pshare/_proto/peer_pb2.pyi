@@ -1,0 +1,89 @@
+from google.protobuf.internal import containers as _containers
+from google.protobuf import descriptor as _descriptor
+from google.protobuf import message as _message
+from collections.abc import Iterable as _Iterable, Mapping as _Mapping
+from typing import ClassVar as _ClassVar, Optional as _Optional, Union as _Union
+
+DESCRIPTOR: _descriptor.FileDescriptor
+
+class PeerInfo(_message.Message):
+    __slots__ = ("peer_id", "address")
+    PEER_ID_FIELD_NUMBER: _ClassVar[int]
+    ADDRESS_FIELD_NUMBER: _ClassVar[int]
+    peer_id: str
+    address: str
+    def __init__(self, peer_id: _Optional[str] = ..., address: _Optional[str] = ...) -> None: ...
+
+class HelloRequest(_message.Message):
+    __slots__ = ("peer",)
+    PEER_FIELD_NUMBER: _ClassVar[int]
+    peer: PeerInfo
+    def __init__(self, peer: _Optional[_Union[PeerInfo, _Mapping]] = ...) -> None: ...
+
+class HelloResponse(_message.Message):
+    __slots__ = ("peer", "known", "protocol_version")
+    PEER_FIELD_NUMBER: _ClassVar[int]
+    KNOWN_FIELD_NUMBER: _ClassVar[int]
+    PROTOCOL_VERSION_FIELD_NUMBER: _ClassVar[int]
+    peer: PeerInfo
+    known: _containers.RepeatedCompositeFieldContainer[PeerInfo]
+    protocol_version: int
+    def __init__(self, peer: _Optional[_Union[PeerInfo, _Mapping]] = ..., known: _Optional[_Iterable[_Union[PeerInfo, _Mapping]]] = ..., protocol_version: _Optional[int] = ...) -> None: ...
+
+class ManifestRequest(_message.Message):
+    __slots__ = ("content_id",)
+    CONTENT_ID_FIELD_NUMBER: _ClassVar[int]
+    content_id: str
+    def __init__(self, content_id: _Optional[str] = ...) -> None: ...
+
+class Manifest(_message.Message):
+    __slots__ = ("content_id", "name", "size", "piece_size", "piece_hashes", "file_sha256")
+    CONTENT_ID_FIELD_NUMBER: _ClassVar[int]
+    NAME_FIELD_NUMBER: _ClassVar[int]
+    SIZE_FIELD_NUMBER: _ClassVar[int]
+    PIECE_SIZE_FIELD_NUMBER: _ClassVar[int]
+    PIECE_HASHES_FIELD_NUMBER: _ClassVar[int]
+    FILE_SHA256_FIELD_NUMBER: _ClassVar[int]
+    content_id: str
+    name: str
+    size: int
+    piece_size: int
+    piece_hashes: _containers.RepeatedScalarFieldContainer[bytes]
+    file_sha256: bytes
+    def __init__(self, content_id: _Optional[str] = ..., name: _Optional[str] = ..., size: _Optional[int] = ..., piece_size: _Optional[int] = ..., piece_hashes: _Optional[_Iterable[bytes]] = ..., file_sha256: _Optional[bytes] = ...) -> None: ...
+
+class PiecesRequest(_message.Message):
+    __slots__ = ("content_id", "indexes")
+    CONTENT_ID_FIELD_NUMBER: _ClassVar[int]
+    INDEXES_FIELD_NUMBER: _ClassVar[int]
+    content_id: str
+    indexes: _containers.RepeatedScalarFieldContainer[int]
+    def __init__(self, content_id: _Optional[str] = ..., indexes: _Optional[_Iterable[int]] = ...) -> None: ...
+
+class Piece(_message.Message):
+    __slots__ = ("index", "data")
+    INDEX_FIELD_NUMBER: _ClassVar[int]
+    DATA_FIELD_NUMBER: _ClassVar[int]
+    index: int
+    data: bytes
+    def __init__(self, index: _Optional[int] = ..., data: _Optional[bytes] = ...) -> None: ...
+
+class SearchRequest(_message.Message):
+    __slots__ = ("query", "limit")
+    QUERY_FIELD_NUMBER: _ClassVar[int]
+    LIMIT_FIELD_NUMBER: _ClassVar[int]
+    query: str
+    limit: int
+    def __init__(self, query: _Optional[str] = ..., limit: _Optional[int] = ...) -> None: ...
+
+class SearchHit(_message.Message):
+    __slots__ = ("content_id", "name", "size", "provider")
+    CONTENT_ID_FIELD_NUMBER: _ClassVar[int]
+    NAME_FIELD_NUMBER: _ClassVar[int]
+    SIZE_FIELD_NUMBER: _ClassVar[int]
+    PROVIDER_FIELD_NUMBER: _ClassVar[int]
+    content_id: str
+    name: str
+    size: int
+    provider: PeerInfo
+    def __init__(self, content_id: _Optional[str] = ..., name: _Optional[str] = ..., size: _Optional[int] = ..., provider: _Optional[_Union[PeerInfo, _Mapping]] = ...) -> None: ...

@@ -1,0 +1,212 @@
+"""Settings of each process: file < ``P2PSHARE_...`` environment < command-line flags.
+
+One TOML file holds a ``[tracker]`` and a ``[peer]`` table (``p2pshare init``
+writes a commented one). Environment variables are ``P2PSHARE_TRACKER_<KEY>`` for
+the tracker and ``P2PSHARE_PEER_<KEY>`` for a peer. A bad value stops the process
+with a ``ConfigError`` that names the key.
+"""
+
+from __future__ import annotations
+
+import os
+import tomllib
+from pathlib import Path
+from typing import Any, TypeVar
+
+from pydantic import Field, ValidationError, field_validator
+from pydantic_settings import (
+    BaseSettings,
+    InitSettingsSource,
+    PydanticBaseSettingsSource,
+    SettingsConfigDict,
+)
+
+from p2pshare.core.manifest import DEFAULT_PIECE_SIZE, check_piece_size
+from p2pshare.errors import ConfigError
+
+DEFAULT_TRACKER_PORT = 8460
+DEFAULT_PEER_PORT = 8461
+DEFAULT_API_PORT = 8462
+CONFIG_ENV = "P2PSHARE_CONFIG"
+API_ENV = "P2PSHARE_API"
+
+
+def _check_hostport(value: str | None) -> str | None:
+    if value is None:
+        return None
+    host, sep, port = value.rpartition(":")
+    if not sep or not host or not port.isdigit() or not 0 < int(port) < 65536:
+        raise ValueError("must be HOST:PORT, for example 203.0.113.7:8461")
+    return value
+
+
+class TrackerSettings(BaseSettings):
+    """The tracker (bootstrap server)."""
+
+    model_config = SettingsConfigDict(env_prefix="P2PSHARE_TRACKER_", extra="forbid")
+
+    host: str = Field("127.0.0.1", description="Address the REST API listens on.")
+    port: int = Field(DEFAULT_TRACKER_PORT, ge=0, le=65535, description="REST API port.")
+    db: Path = Field(Path("p2pshare-tracker.db"), description="SQLite file of the registry.")
+    lease_seconds: int = Field(
+        60, ge=5, le=86400, description="A peer not heard of for this long is dropped."
+    )
+    neighbour_sample: int = Field(
+        8, ge=0, le=256, description="How many live peers a joining peer is given."
+    )
+    log_level: str = Field("warning", description="debug, info, warning or error.")
+
+
+class PeerSettings(BaseSettings):
+    """A peer: its share folder, its gRPC server, its control API."""
+
+    model_config = SettingsConfigDict(env_prefix="P2PSHARE_PEER_", extra="forbid")
+
+    share: Path = Field(Path("share"), description="Folder whose files this peer shares.")
+    data: Path = Field(
+        Path("p2pshare-data"), description="Folder for the hash cache, partial downloads, state."
+    )
+    downloads: Path | None = Field(
+        None, description="Where downloads go by default (default: the share folder)."
+    )
+    tracker: str | None = Field(
+        f"http://127.0.0.1:{DEFAULT_TRACKER_PORT}",
+        description="Tracker URL; empty for none.",
+    )
+    host: str = Field("127.0.0.1", description="Address the gRPC server listens on.")
+    port: int = Field(DEFAULT_PEER_PORT, ge=0, le=65535, description="gRPC port (0: any free).")
+    advertise: str | None = Field(
+        None, description="HOST:PORT other peers dial (default: host:port as bound)."
+    )
+    api_host: str = Field("127.0.0.1", description="Address of the local control API.")
+    api_port: int = Field(DEFAULT_API_PORT, ge=0, le=65535, description="Control API port.")
+    piece_size: int = Field(DEFAULT_PIECE_SIZE, description="Piece size for files this peer shares.")
+    hash_workers: int = Field(
+        0, ge=0, le=64, description="Threads that hash pieces (0: one per core)."
+    )
+    whole_file_sha256: bool = Field(
+        False, description="Also compute each shared file's SHA-256 (costs one more pass)."
+    )
+    heartbeat_seconds: float = Field(
+        0, ge=0, description="Seconds between heartbeats (0: a third of the tracker's lease)."
+    )
+    streams_per_provider: int = Field(
+        4, ge=1, le=32, description="Concurrent piece streams a download opens to each provider."
+    )
+    pieces_per_request: int = Field(
+        8, ge=1, le=256, description="Pieces asked for in one GetPieces call."
+    )
+    max_uploads: int = Field(
+        64, ge=1, le=4096, description="Concurrent GetPieces streams this peer serves."
+    )
+    log_level: str = Field("warning", description="debug, info, warning or error.")
+
+    @field_validator("advertise")
+    @classmethod
+    def _advertise(cls, v: str | None) -> str | None:
+        return _check_hostport(v)
+
+    @field_validator("piece_size")
+    @classmethod
+    def _piece_size(cls, v: int) -> int:
+        return check_piece_size(v)
+
+    @field_validator("tracker")
+    @classmethod
+    def _tracker(cls, v: str | None) -> str | None:
+        if not v:
+            return None
+        if not v.startswith(("http://", "https://")):
+            raise ValueError("must be an http:// or https:// URL")
+        return v.rstrip("/")
+
+    @property
+    def api_url(self) -> str:
+        return f"http://{self.api_host}:{self.api_port}"
+
+
+S = TypeVar("S", bound=BaseSettings)
+
+
+def read_config_file(path: Path | None) -> dict[str, Any]:
+    """The parsed TOML file at ``path`` (or ``$P2PSHARE_CONFIG``), ``{}`` if neither is set."""
+    if path is None:
+        env = os.environ.get(CONFIG_ENV)
+        if not env:
+            return {}
+        path = Path(env)
+    try:
+        with path.open("rb") as f:
+            return tomllib.load(f)
+    except FileNotFoundError as exc:
+        raise ConfigError(f"config file not found: {path}") from exc
+    except (OSError, tomllib.TOMLDecodeError) as exc:
+        raise ConfigError(f"cannot read config file {path}: {exc}") from exc
+
+
+def load_settings(
+    cls: type[S], section: str, path: Path | None = None, **flags: Any
+) -> S:
+    """Settings of ``cls`` from the ``[section]`` of the file, the environment and ``flags``.
+
+    Flags that are ``None`` were not given and do not override anything.
+    """
+    table = read_config_file(path).get(section, {})
+    if not isinstance(table, dict):
+        raise ConfigError(f"[{section}] in the config file must be a table")
+    given = {k: v for k, v in flags.items() if v is not None}
+
+    class _Layered(cls):  # type: ignore[valid-type,misc]
+        @classmethod
+        def settings_customise_sources(
+            cls_,
+            settings_cls: type[BaseSettings],
+            init_settings: PydanticBaseSettingsSource,
+            env_settings: PydanticBaseSettingsSource,
+            dotenv_settings: PydanticBaseSettingsSource,
+            file_secret_settings: PydanticBaseSettingsSource,
+        ) -> tuple[PydanticBaseSettingsSource, ...]:
+            return (init_settings, env_settings, InitSettingsSource(settings_cls, table))
+
+    try:
+        layered = _Layered(**given)
+    except ValidationError as exc:
+        raise ConfigError(_describe(exc, section)) from exc
+    return cls.model_construct(**layered.model_dump())
+
+
+def _describe(exc: ValidationError, section: str) -> str:
+    problems = []
+    for err in exc.errors():
+        key = ".".join(str(p) for p in err["loc"]) or "?"
+        msg = err["msg"].removeprefix("Value error, ")
+        problems.append(f"{section}.{key}: {msg}")
+    return "bad configuration: " + "; ".join(problems)
+
+
+def config_template() -> str:
+    """A commented config file with every key at its default."""
+    lines = [
+        "# p2pshare configuration. Precedence: this file < P2PSHARE_... environment < flags.",
+        "# Environment: P2PSHARE_TRACKER_<KEY> for [tracker], P2PSHARE_PEER_<KEY> for [peer].",
+        "",
+    ]
+    for section, cls in (("tracker", TrackerSettings), ("peer", PeerSettings)):
+        lines += [f"# {cls.__doc__}", f"[{section}]"]
+        for name, field in cls.model_fields.items():
+            lines.append(f"# {field.description}")
+            default = field.default
+            if default is None:
+                lines.append(f"# {name} = ")
+            else:
+                lines.append(f"{name} = {_toml_value(default)}")
+        lines.append("")
+    return "\n".join(lines)
+
+
+def _toml_value(value: Any) -> str:
+    if isinstance(value, bool):
+        return "true" if value else "false"
+    if isinstance(value, int | float):
+        return str(value)
+    return '"' + str(value).replace("\\", "\\\\").replace('"', '\\"') + '"'

@@ -1,0 +1,62 @@
+"""Name matching: how a query selects shared files by name.
+
+A query is either words or a glob:
+
+- words: every query word must be the start of some word of the name
+  (``"lin iso"`` matches ``debian-linux-12.iso``); case and accents are ignored.
+- glob: a query containing ``*`` or ``?`` is matched against the whole name
+  (``"*.iso"``), case-insensitively.
+
+The tracker's full-text index implements the same rule (FTS5 prefix queries), so
+tracker and peer answers agree.
+"""
+
+from __future__ import annotations
+
+import fnmatch
+import re
+import unicodedata
+from dataclasses import dataclass
+
+MAX_QUERY_LENGTH = 256
+_WORD = re.compile(r"[^\W_]+")
+
+
+def _fold(text: str) -> str:
+    decomposed = unicodedata.normalize("NFKD", text.casefold())
+    return "".join(c for c in decomposed if not unicodedata.combining(c))
+
+
+def words(text: str) -> list[str]:
+    """The words of ``text``: runs of letters and digits, case and accents folded."""
+    return _WORD.findall(_fold(text))
+
+
+@dataclass(frozen=True, slots=True)
+class Query:
+    """A parsed name query."""
+
+    text: str
+    terms: tuple[str, ...]
+    glob: str | None
+
+    def matches(self, name: str) -> bool:
+        if self.glob is not None:
+            return fnmatch.fnmatchcase(_fold(name), self.glob)
+        name_words = words(name)
+        return all(any(w.startswith(t) for w in name_words) for t in self.terms)
+
+
+def parse_query(text: str) -> Query:
+    """Parse a query; raise ``ValueError`` if it is empty or too long."""
+    text = text.strip()
+    if not text:
+        raise ValueError("the query is empty")
+    if len(text) > MAX_QUERY_LENGTH:
+        raise ValueError(f"the query is longer than {MAX_QUERY_LENGTH} characters")
+    if "*" in text or "?" in text:
+        return Query(text, tuple(words(text)), _fold(text))
+    terms = tuple(words(text))
+    if not terms:
+        raise ValueError("the query has no letters or digits")
+    return Query(text, terms, None)
