@@ -1,0 +1,3 @@
+from p2pshare.cli.main import main
+
+main()

@@ -1,0 +1,1 @@
+"""A peer: shares a folder over gRPC, downloads from other peers, a local control API."""
