@@ -101,7 +101,8 @@ class Manifest:
         if not 0 <= index < self.piece_count:
             raise BadPiece(f"piece index {index} out of range")
         if len(data) != self.piece_length(index):
-            raise BadPiece(f"piece {index} has {len(data)} bytes, expected {self.piece_length(index)}")
+            expected = self.piece_length(index)
+            raise BadPiece(f"piece {index} has {len(data)} bytes, expected {expected}")
         if hashlib.sha256(data).digest() != self.piece_hashes[index]:
             raise BadPiece(f"piece {index} does not match its hash")
 

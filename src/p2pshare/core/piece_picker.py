@@ -1,0 +1,158 @@
+"""Piece scheduling: which piece to ask of which provider next.
+
+A pure state machine. The downloader tells it what happens (a provider joins,
+a piece arrives, a request fails, a provider lies) and asks it for the next
+batch of pieces for one provider. Policy:
+
+- rarest first: among the pieces a provider has, the ones fewest providers have
+  go first (ties broken in index order, so a run on one provider reads the file
+  sequentially);
+- a piece is in flight with at most one provider at a time, except in the
+  endgame: when nothing unrequested is left, a provider may duplicate a piece
+  in flight elsewhere, so one slow provider cannot hold up the last pieces;
+- a provider that sent a bad piece is banned and never asked again.
+"""
+
+from __future__ import annotations
+
+import itertools
+from collections.abc import Hashable
+from dataclasses import dataclass, field
+from typing import Generic, TypeVar
+
+from p2pshare.core.pieces import PieceSet
+
+P = TypeVar("P", bound=Hashable)
+
+
+@dataclass
+class _Provider:
+    have: PieceSet | None  # None: a seeder, has every piece
+    in_flight: set[int] = field(default_factory=set)
+    received: int = 0
+
+    def has(self, index: int) -> bool:
+        return self.have is None or index in self.have
+
+
+class PiecePicker(Generic[P]):
+    """Hands out pieces of one file to providers."""
+
+    def __init__(self, count: int, held: PieceSet | None = None) -> None:
+        self._held = held if held is not None else PieceSet(count)
+        if self._held.count != count:
+            raise ValueError("held set does not match the piece count")
+        self._count = count
+        self._providers: dict[P, _Provider] = {}
+        self._banned: set[P] = set()
+        self._seeders = 0
+        self._availability = [0] * count  # from providers with a partial have-map
+        self._requested: dict[int, set[P]] = {}
+
+    @property
+    def held(self) -> PieceSet:
+        return self._held
+
+    @property
+    def complete(self) -> bool:
+        return self._held.complete
+
+    @property
+    def providers(self) -> list[P]:
+        return list(self._providers)
+
+    def is_banned(self, provider: P) -> bool:
+        return provider in self._banned
+
+    def add_provider(self, provider: P, have: PieceSet | None = None) -> bool:
+        """Add a provider (``have=None``: it has every piece); False if banned or known."""
+        if provider in self._banned or provider in self._providers:
+            return False
+        self._providers[provider] = _Provider(have)
+        if have is None:
+            self._seeders += 1
+        else:
+            for i in have:
+                self._availability[i] += 1
+        return True
+
+    def remove_provider(self, provider: P) -> None:
+        """Forget a provider; its pieces in flight go back to the pool."""
+        state = self._providers.pop(provider, None)
+        if state is None:
+            return
+        if state.have is None:
+            self._seeders -= 1
+        else:
+            for i in state.have:
+                self._availability[i] -= 1
+        for i in state.in_flight:
+            self._unrequest(i, provider)
+
+    def ban(self, provider: P) -> None:
+        """A provider sent a bad piece: drop it for the rest of this download."""
+        self.remove_provider(provider)
+        self._banned.add(provider)
+
+    def _unrequest(self, index: int, provider: P) -> None:
+        askers = self._requested.get(index)
+        if askers is not None:
+            askers.discard(provider)
+            if not askers:
+                del self._requested[index]
+
+    def pick(self, provider: P, limit: int) -> list[int]:
+        """Up to ``limit`` pieces to ask of ``provider`` now, marked in flight."""
+        state = self._providers.get(provider)
+        if state is None or limit <= 0:
+            return []
+        candidates = (i for i in self._held.missing() if i not in self._requested and state.has(i))
+        if self._seeders == len(self._providers):
+            # every provider has every piece: rarity is equal, take the first ones in order
+            fresh = list(itertools.islice(candidates, limit))
+        else:
+            fresh = sorted(candidates, key=lambda i: self._availability[i])[:limit]
+        if fresh:
+            chosen = fresh
+        else:
+            # endgame: duplicate pieces in flight elsewhere, least-duplicated first
+            dup = [
+                i
+                for i in self._requested
+                if provider not in self._requested[i] and state.has(i) and i not in self._held
+            ]
+            dup.sort(key=lambda i: (len(self._requested[i]), i))
+            chosen = dup[:limit]
+        for i in chosen:
+            self._requested.setdefault(i, set()).add(provider)
+            state.in_flight.add(i)
+        return chosen
+
+    def received(self, provider: P, index: int) -> bool:
+        """A verified piece arrived; True if it was new (not an endgame duplicate)."""
+        state = self._providers.get(provider)
+        if state is not None:
+            state.in_flight.discard(index)
+            state.received += 1
+        askers = self._requested.pop(index, set())
+        for other in askers:
+            other_state = self._providers.get(other)
+            if other_state is not None:
+                other_state.in_flight.discard(index)
+        return self._held.add(index)
+
+    def failed(self, provider: P, index: int) -> None:
+        """A request for ``index`` to ``provider`` did not deliver; the piece goes back."""
+        state = self._providers.get(provider)
+        if state is not None:
+            state.in_flight.discard(index)
+        self._unrequest(index, provider)
+
+    def in_flight(self, provider: P) -> frozenset[int]:
+        state = self._providers.get(provider)
+        return frozenset(state.in_flight) if state else frozenset()
+
+    def wanted_from(self, provider: P) -> bool:
+        """Whether ``provider`` has any piece still missing here."""
+        state = self._providers.get(provider)
+        return state is not None and any(state.has(i) for i in self._held.missing())
