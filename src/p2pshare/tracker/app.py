@@ -1,0 +1,326 @@
+"""The tracker's REST API (FastAPI): join, heartbeat, publish files, search, find providers.
+
+``create_app(registry)`` builds one app around one registry; the registry's calls are
+synchronous and short, so the handlers call it straight from the event loop. Every
+error leaves as ``{"error": "..."}``: the ``p2pshare.errors`` tree is mapped to status
+codes by one handler, validation problems become a readable 422, and nothing else of
+a failure (no traceback) reaches the client.
+"""
+
+from __future__ import annotations
+
+import logging
+import time
+from collections.abc import Awaitable, Callable, MutableMapping
+from typing import Annotated, Any
+
+from fastapi import FastAPI, Header, Query, Request
+from fastapi.exceptions import RequestValidationError
+from fastapi.responses import JSONResponse, Response
+from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram, generate_latest
+from prometheus_client.exposition import CONTENT_TYPE_LATEST
+from pydantic import BaseModel
+from starlette.exceptions import HTTPException as StarletteHTTPException
+
+from p2pshare.core.manifest import check_content_id
+from p2pshare.core.names import MAX_QUERY_LENGTH, parse_query
+from p2pshare.errors import (
+    NotFound,
+    P2PShareError,
+    PermissionDenied,
+    RemoteError,
+    TransportError,
+    UsageError,
+)
+from p2pshare.tracker.models import (
+    ErrorResponse,
+    FilesResponse,
+    HealthResponse,
+    HeartbeatResponse,
+    PatchFilesRequest,
+    PeersResponse,
+    ProvidersResponse,
+    RegisterRequest,
+    RegisterResponse,
+    ReplaceFilesRequest,
+    SearchHit,
+    SearchResponse,
+)
+from p2pshare.tracker.registry import Registry
+
+__all__ = ["MAX_BODY_BYTES", "create_app", "status_of"]
+
+log = logging.getLogger(__name__)
+
+MAX_BODY_BYTES = 8 << 20
+"""Larger request bodies get 413; a peer with a huge share registers, then PATCHes in parts."""
+MAX_SEARCH_LIMIT = 500
+MAX_PEERS_LIMIT = 1000
+
+Scope = MutableMapping[str, Any]
+Message = MutableMapping[str, Any]
+Receive = Callable[[], Awaitable[Message]]
+Send = Callable[[Message], Awaitable[None]]
+ASGIApp = Callable[[Scope, Receive, Send], Awaitable[None]]
+
+_ERRORS = {"model": ErrorResponse}
+
+
+def status_of(exc: P2PShareError) -> int:
+    """The HTTP status that an error of ours is answered with."""
+    if isinstance(exc, NotFound):
+        return 404
+    if isinstance(exc, PermissionDenied):
+        return 403
+    if isinstance(exc, UsageError):
+        return 422
+    if isinstance(exc, RemoteError | TransportError):
+        return 502
+    return 500
+
+
+def _json(model: BaseModel, status: int = 200) -> Response:
+    return Response(model.model_dump_json(), status_code=status, media_type="application/json")
+
+
+def _error(status: int, message: str, headers: dict[str, str] | None = None) -> JSONResponse:
+    return JSONResponse({"error": message}, status_code=status, headers=headers)
+
+
+def _describe(exc: RequestValidationError) -> str:
+    problems = []
+    for err in exc.errors():
+        loc = [str(p) for p in err.get("loc", ())]
+        if loc and loc[0] in ("body", "query", "path", "header"):
+            where = loc[0] + (": " + ".".join(loc[1:]) if loc[1:] else "")
+        else:
+            where = ".".join(loc) or "request"
+        msg = str(err.get("msg", "invalid")).removeprefix("Value error, ")
+        if err.get("type") == "json_invalid":
+            detail = (err.get("ctx") or {}).get("error")
+            msg = f"malformed JSON ({detail})" if detail else "malformed JSON"
+        problems.append(f"{where}: {msg}")
+    return "; ".join(problems[:10]) or "invalid request"
+
+
+def _token(authorization: str | None) -> str:
+    scheme, _, token = (authorization or "").partition(" ")
+    if scheme.lower() != "bearer" or not token.strip():
+        raise PermissionDenied("this needs the peer's token: Authorization: Bearer <token>")
+    return token.strip()
+
+
+Token = Annotated[str | None, Header(alias="Authorization", description="Bearer <token>")]
+
+
+class _BodyTooLarge(StarletteHTTPException):
+    def __init__(self, limit: int) -> None:
+        super().__init__(413, f"request body larger than {limit} bytes")
+
+
+class _Edge:
+    """Pure ASGI middleware: request metrics per route, and the request body size limit."""
+
+    def __init__(
+        self, app: ASGIApp, *, requests: Counter, latency: Histogram, max_body: int
+    ) -> None:
+        self.app = app
+        self.requests = requests
+        self.latency = latency
+        self.max_body = max_body
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] != "http":
+            await self.app(scope, receive, send)
+            return
+        start = time.perf_counter()
+        status = 500
+        started = False
+
+        async def send_wrapper(message: Message) -> None:
+            nonlocal status, started
+            if message["type"] == "http.response.start":
+                status = message["status"]
+                started = True
+            await send(message)
+
+        received = 0
+
+        async def receive_wrapper() -> Message:
+            nonlocal received
+            message = await receive()
+            if message["type"] == "http.request":
+                received += len(message.get("body", b""))
+                if received > self.max_body:
+                    raise _BodyTooLarge(self.max_body)
+            return message
+
+        length = dict(scope.get("headers") or ()).get(b"content-length", b"")
+        try:
+            if length.isdigit() and int(length) > self.max_body:
+                raise _BodyTooLarge(self.max_body)
+            await self.app(scope, receive_wrapper, send_wrapper)
+        except _BodyTooLarge as exc:
+            if started:
+                raise
+            await _error(413, exc.detail)(scope, receive, send_wrapper)
+        finally:
+            route = scope.get("route")
+            path = getattr(route, "path", None) or "unmatched"
+            method = scope.get("method", "")
+            self.requests.labels(path, method, str(status)).inc()
+            self.latency.labels(path, method).observe(time.perf_counter() - start)
+
+
+def create_app(
+    registry: Registry,
+    *,
+    neighbour_sample: int = 8,
+    clock: Callable[[], float] = time.time,
+    max_body: int = MAX_BODY_BYTES,
+) -> FastAPI:
+    """The tracker's REST API around ``registry``; ``clock`` gives ``now`` to every call."""
+    app = FastAPI(
+        title="p2pshare tracker",
+        version="1",
+        description="Bootstrap server of p2pshare: live peers, their files, name search.",
+    )
+    metrics = CollectorRegistry(auto_describe=True)
+    requests = Counter(
+        "p2pshare_tracker_requests",
+        "HTTP requests answered, by route, method and status.",
+        ["route", "method", "status"],
+        registry=metrics,
+    )
+    latency = Histogram(
+        "p2pshare_tracker_request_seconds",
+        "Time to answer an HTTP request, by route and method.",
+        ["route", "method"],
+        buckets=(0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5),
+        registry=metrics,
+    )
+    live_peers = Gauge("p2pshare_tracker_live_peers", "Peers whose lease runs.", registry=metrics)
+    live_files = Gauge(
+        "p2pshare_tracker_files", "Files shared by live peers (per peer).", registry=metrics
+    )
+    app.add_middleware(_Edge, requests=requests, latency=latency, max_body=max_body)
+    app.state.registry = registry
+    app.state.metrics = metrics
+
+    @app.exception_handler(P2PShareError)
+    async def _ours(request: Request, exc: P2PShareError) -> JSONResponse:
+        status = status_of(exc)
+        if status >= 500:
+            log.error("%s %s failed: %s", request.method, request.url.path, exc)
+        return _error(status, str(exc))
+
+    @app.exception_handler(RequestValidationError)
+    async def _invalid(request: Request, exc: RequestValidationError) -> JSONResponse:
+        return _error(422, _describe(exc))
+
+    @app.exception_handler(StarletteHTTPException)
+    async def _http(request: Request, exc: StarletteHTTPException) -> JSONResponse:
+        return _error(exc.status_code, str(exc.detail), getattr(exc, "headers", None))
+
+    @app.exception_handler(Exception)
+    async def _crash(request: Request, exc: Exception) -> JSONResponse:
+        log.exception("%s %s crashed", request.method, request.url.path)
+        return _error(500, "internal error of the tracker")
+
+    responses: dict[int | str, dict[str, Any]] = {
+        403: _ERRORS,
+        404: _ERRORS,
+        422: _ERRORS,
+        413: _ERRORS,
+    }
+
+    @app.post("/v1/peers", status_code=201, response_model=RegisterResponse, responses=responses)
+    async def register(body: RegisterRequest) -> Response:
+        """Join: the answer's token alone may update or remove this registration."""
+        reg = registry.register(body.address, body.files, clock(), neighbours=neighbour_sample)
+        reply = RegisterResponse(
+            peer_id=reg.peer_id,
+            token=reg.token,
+            lease_seconds=registry.lease_seconds,
+            neighbours=reg.neighbours,
+        )
+        return _json(reply, 201)
+
+    @app.post(
+        "/v1/peers/{peer_id}/heartbeat", response_model=HeartbeatResponse, responses=responses
+    )
+    async def heartbeat(peer_id: str, authorization: Token = None) -> Response:
+        """Renew the lease; 404 means it ran out: register again."""
+        registry.heartbeat(peer_id, _token(authorization), clock())
+        return _json(HeartbeatResponse(lease_seconds=registry.lease_seconds))
+
+    @app.put("/v1/peers/{peer_id}/files", response_model=FilesResponse, responses=responses)
+    async def replace_files(
+        peer_id: str, body: ReplaceFilesRequest, authorization: Token = None
+    ) -> Response:
+        """Replace the peer's whole file index."""
+        n = registry.replace_files(peer_id, _token(authorization), body.files, clock())
+        return _json(FilesResponse(files=n, lease_seconds=registry.lease_seconds))
+
+    @app.patch("/v1/peers/{peer_id}/files", response_model=FilesResponse, responses=responses)
+    async def patch_files(
+        peer_id: str, body: PatchFilesRequest, authorization: Token = None
+    ) -> Response:
+        """Remove the content ids in ``remove``, then add the files in ``add``."""
+        n = registry.patch_files(peer_id, _token(authorization), body.add, body.remove, clock())
+        return _json(FilesResponse(files=n, lease_seconds=registry.lease_seconds))
+
+    @app.delete("/v1/peers/{peer_id}", status_code=204, responses=responses)
+    async def logout(peer_id: str, authorization: Token = None) -> Response:
+        """Leave: the registration and its files are gone at once."""
+        registry.remove(peer_id, _token(authorization), clock())
+        return Response(status_code=204)
+
+    @app.get("/v1/peers", response_model=PeersResponse, responses=responses)
+    async def peers(limit: Annotated[int, Query(ge=1, le=MAX_PEERS_LIMIT)] = 100) -> Response:
+        """Live peers, the most recently heard of first."""
+        return _json(PeersResponse(peers=registry.live_peers(limit, clock())))
+
+    @app.get("/v1/search", response_model=SearchResponse, responses=responses)
+    async def search(
+        q: Annotated[str, Query(description="words (prefixes) or a glob such as *.iso")],
+        limit: Annotated[int, Query(ge=1, le=MAX_SEARCH_LIMIT)] = 50,
+    ) -> Response:
+        """Files whose name matches ``q``, one hit per content id, with live providers."""
+        if len(q) > MAX_QUERY_LENGTH * 4:
+            raise UsageError(f"the query is longer than {MAX_QUERY_LENGTH} characters")
+        try:
+            query = parse_query(q)
+        except ValueError as exc:
+            raise UsageError(str(exc)) from exc
+        hits: list[SearchHit] = registry.search(query, limit, clock())
+        return _json(SearchResponse(hits=hits))
+
+    @app.get(
+        "/v1/files/{content_id}/providers",
+        response_model=ProvidersResponse,
+        responses=responses,
+    )
+    async def providers(content_id: str) -> Response:
+        """The live peers that provide a content id; 404 if none does."""
+        hit = registry.providers(check_content_id(content_id), clock())
+        return _json(
+            ProvidersResponse(
+                content_id=hit.content_id, name=hit.name, size=hit.size, providers=hit.providers
+            )
+        )
+
+    @app.get("/healthz", response_model=HealthResponse)
+    async def healthz() -> Response:
+        stats = registry.stats(clock())
+        return _json(HealthResponse(status="ok", peers=stats.peers, files=stats.files))
+
+    @app.get("/metrics", response_class=Response)
+    async def prometheus() -> Response:
+        """Prometheus text format."""
+        stats = registry.stats(clock())
+        live_peers.set(stats.peers)
+        live_files.set(stats.files)
+        return Response(generate_latest(metrics), media_type=CONTENT_TYPE_LATEST)
+
+    return app

@@ -1,0 +1,498 @@
+"""The tracker's registry: live peers, the files each shares, and name search.
+
+``Registry`` is the interface a store follows (SQLite here; memory or Redis
+later). Every method takes the current time ``now`` as an argument, so leases are
+tested with exact clocks. A peer whose lease ran out is never in an answer, even
+before ``purge`` deletes it.
+
+``SqliteRegistry`` keeps everything in one SQLite file (WAL, ``synchronous=NORMAL``)::
+
+    peers(id, peer_id, address, token_hash, expires, file_count)   index on expires, address
+    names(id, name, words)                  each distinct share name once
+    names_fts(words)                        FTS5 over names.words (external content)
+    files(peer, content_id, name_id, size)  primary key (peer, content_id);
+                                            indexes on (content_id, peer) and name_id
+
+``names.words`` holds the name's words as ``p2pshare.core.names.words`` folds them,
+so the FTS5 prefix query for a term is exactly "some word starts with it"; every
+candidate is still checked with ``Query.matches``, so the tracker never answers a
+name that a peer's own matcher would refuse.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import hmac
+import random
+import secrets
+import sqlite3
+from collections.abc import Iterable, Iterator, Sequence
+from contextlib import contextmanager
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Protocol
+
+from p2pshare.core.names import Query, words
+from p2pshare.errors import NotFound, PermissionDenied
+from p2pshare.tracker.models import FileEntry, PeerRef, SearchHit
+
+__all__ = ["Registration", "Registry", "RegistryStats", "SqliteRegistry", "fts_terms"]
+
+MAX_PROVIDERS = 50
+"""At most this many providers are listed per content id (the freshest first)."""
+GLOB_SCAN_LIMIT = 20_000
+"""A glob looks at no more candidate files than this before answering."""
+_SQL_VARS = 500
+
+
+@dataclass(frozen=True, slots=True)
+class Registration:
+    """What ``register`` gives a joining peer."""
+
+    peer_id: str
+    token: str
+    neighbours: list[PeerRef]
+
+
+@dataclass(frozen=True, slots=True)
+class RegistryStats:
+    """Live peers and the files they share (for ``/healthz`` and ``/metrics``)."""
+
+    peers: int
+    files: int
+
+
+class Registry(Protocol):
+    """A store of registrations. Tokens are checked here; times are given, never read."""
+
+    @property
+    def lease_seconds(self) -> float: ...
+
+    def register(
+        self, address: str, files: Sequence[FileEntry], now: float, *, neighbours: int = 8
+    ) -> Registration: ...
+
+    def heartbeat(self, peer_id: str, token: str, now: float) -> None: ...
+
+    def replace_files(
+        self, peer_id: str, token: str, files: Sequence[FileEntry], now: float
+    ) -> int: ...
+
+    def patch_files(
+        self,
+        peer_id: str,
+        token: str,
+        add: Sequence[FileEntry],
+        remove_content_ids: Sequence[str],
+        now: float,
+    ) -> int: ...
+
+    def remove(self, peer_id: str, token: str, now: float) -> None: ...
+
+    def search(self, query: Query, limit: int, now: float) -> list[SearchHit]: ...
+
+    def providers(self, content_id: str, now: float) -> SearchHit: ...
+
+    def live_peers(self, limit: int, now: float) -> list[PeerRef]: ...
+
+    def sample(self, n: int, exclude: Iterable[str], now: float) -> list[PeerRef]: ...
+
+    def stats(self, now: float) -> RegistryStats: ...
+
+    def purge(self, now: float, *, batch: int = 100) -> int: ...
+
+    def close(self) -> None: ...
+
+
+_SCHEMA = """
+CREATE TABLE IF NOT EXISTS peers (
+    id INTEGER PRIMARY KEY,
+    peer_id TEXT NOT NULL UNIQUE,
+    address TEXT NOT NULL,
+    token_hash BLOB NOT NULL,
+    expires REAL NOT NULL,
+    file_count INTEGER NOT NULL DEFAULT 0
+);
+CREATE INDEX IF NOT EXISTS peers_expires ON peers(expires);
+CREATE INDEX IF NOT EXISTS peers_address ON peers(address);
+CREATE TABLE IF NOT EXISTS names (
+    id INTEGER PRIMARY KEY,
+    name TEXT NOT NULL UNIQUE,
+    words TEXT NOT NULL
+);
+CREATE VIRTUAL TABLE IF NOT EXISTS names_fts USING fts5(
+    words, content='names', content_rowid='id',
+    tokenize='unicode61 remove_diacritics 2'
+);
+CREATE TRIGGER IF NOT EXISTS names_ai AFTER INSERT ON names BEGIN
+    INSERT INTO names_fts(rowid, words) VALUES (new.id, new.words);
+END;
+CREATE TRIGGER IF NOT EXISTS names_ad AFTER DELETE ON names BEGIN
+    INSERT INTO names_fts(names_fts, rowid, words) VALUES ('delete', old.id, old.words);
+END;
+CREATE TABLE IF NOT EXISTS files (
+    peer INTEGER NOT NULL REFERENCES peers(id) ON DELETE CASCADE,
+    content_id TEXT NOT NULL,
+    name_id INTEGER NOT NULL REFERENCES names(id),
+    size INTEGER NOT NULL,
+    PRIMARY KEY (peer, content_id)
+) WITHOUT ROWID;
+CREATE INDEX IF NOT EXISTS files_content ON files(content_id, peer);
+CREATE INDEX IF NOT EXISTS files_name ON files(name_id);
+"""
+
+
+def _token_hash(token: str) -> bytes:
+    return hashlib.sha256(token.encode("utf-8", "surrogatepass")).digest()
+
+
+def fts_terms(query: Query) -> list[str]:
+    """The words of ``query`` that every matching name has a word starting with.
+
+    For a words query these are its terms. For a glob, only literal words that
+    begin the glob or follow a literal separator count (in ``*an.iso`` the ``an``
+    may end a word, ``iso`` must start one); nothing after a ``[`` counts.
+    """
+    if query.glob is None:
+        return list(query.terms)
+    glob = query.glob.split("[", 1)[0]
+    terms: list[str] = []
+    word_start = True
+    current = ""
+    for c in glob:
+        if c.isalnum():
+            current += c
+            continue
+        if current and word_start:
+            terms.append(current)
+        current = ""
+        word_start = c not in "*?"
+    # the last run may be cut by a "[" or end the glob: it still starts a word
+    if current and word_start:
+        terms.append(current)
+    return [t for t in terms if words(t) == [t]]
+
+
+def _match_expression(terms: Iterable[str]) -> str:
+    return " AND ".join('"' + t.replace('"', '""') + '"*' for t in terms)
+
+
+class SqliteRegistry:
+    """The registry in one SQLite file; a tracker restart on the same file keeps it all.
+
+    Use it from one thread at a time (the tracker's event loop): each call is a
+    few indexed statements and returns in well under a millisecond.
+    """
+
+    def __init__(
+        self,
+        path: Path | str,
+        *,
+        lease_seconds: float,
+        rng: random.Random | None = None,
+    ) -> None:
+        self._lease = float(lease_seconds)
+        self._rng = rng or random.SystemRandom()
+        self._db = sqlite3.connect(str(path), isolation_level=None, check_same_thread=False)
+        try:
+            self._db.execute("PRAGMA busy_timeout=5000")
+            self._db.execute("PRAGMA journal_mode=WAL")
+            self._db.execute("PRAGMA synchronous=NORMAL")
+            self._db.execute("PRAGMA foreign_keys=ON")
+            self._db.executescript("BEGIN IMMEDIATE;" + _SCHEMA + "COMMIT;")
+            self._db.execute(
+                "CREATE TEMP TABLE IF NOT EXISTS staging ("
+                " content_id TEXT NOT NULL, name TEXT NOT NULL, words TEXT NOT NULL,"
+                " size INTEGER NOT NULL)"
+            )
+        except BaseException:
+            self._db.close()
+            raise
+
+    @property
+    def lease_seconds(self) -> float:
+        return self._lease
+
+    def close(self) -> None:
+        self._db.close()
+
+    @contextmanager
+    def _transaction(self) -> Iterator[sqlite3.Connection]:
+        self._db.execute("BEGIN IMMEDIATE")
+        try:
+            yield self._db
+        except BaseException:
+            self._db.execute("ROLLBACK")
+            raise
+        self._db.execute("COMMIT")
+
+    # -- writes ------------------------------------------------------------------------
+
+    def register(
+        self, address: str, files: Sequence[FileEntry], now: float, *, neighbours: int = 8
+    ) -> Registration:
+        """Add a peer with its files and pick up to ``neighbours`` other live peers for it.
+
+        An older registration of the same address is dropped: that peer restarted.
+        """
+        peer_id = secrets.token_hex(16)
+        token = secrets.token_urlsafe(32)
+        with self._transaction() as db:
+            old = [r[0] for r in db.execute("SELECT id FROM peers WHERE address = ?", (address,))]
+            self._drop(old)
+            row = db.execute(
+                "INSERT INTO peers(peer_id, address, token_hash, expires) VALUES (?, ?, ?, ?)"
+                " RETURNING id",
+                (peer_id, address, _token_hash(token), now + self._lease),
+            ).fetchone()
+            self._insert_files(row[0], files)
+            self._touch(row[0], now)
+        return Registration(peer_id, token, self.sample(neighbours, (peer_id,), now))
+
+    def heartbeat(self, peer_id: str, token: str, now: float) -> None:
+        """Renew the lease of a live peer."""
+        pk = self._authorize(peer_id, token, now)
+        self._db.execute("UPDATE peers SET expires = ? WHERE id = ?", (now + self._lease, pk))
+
+    def replace_files(
+        self, peer_id: str, token: str, files: Sequence[FileEntry], now: float
+    ) -> int:
+        """Make ``files`` the whole index of the peer; renew its lease; return the file count."""
+        pk = self._authorize(peer_id, token, now)
+        with self._transaction() as db:
+            orphans = [
+                r[0]
+                for r in db.execute("DELETE FROM files WHERE peer = ? RETURNING name_id", (pk,))
+            ]
+            self._drop_orphan_names(orphans)
+            self._insert_files(pk, files)
+            return self._touch(pk, now)
+
+    def patch_files(
+        self,
+        peer_id: str,
+        token: str,
+        add: Sequence[FileEntry],
+        remove_content_ids: Sequence[str],
+        now: float,
+    ) -> int:
+        """Remove then add files of the peer; renew its lease; return the file count."""
+        pk = self._authorize(peer_id, token, now)
+        with self._transaction() as db:
+            orphans: list[int] = []
+            for cid in set(remove_content_ids):
+                orphans += [
+                    r[0]
+                    for r in db.execute(
+                        "DELETE FROM files WHERE peer = ? AND content_id = ? RETURNING name_id",
+                        (pk, cid),
+                    )
+                ]
+            # a re-added content id takes its new name and size
+            for entry in add:
+                orphans += [
+                    r[0]
+                    for r in db.execute(
+                        "DELETE FROM files WHERE peer = ? AND content_id = ? RETURNING name_id",
+                        (pk, entry.content_id),
+                    )
+                ]
+            self._insert_files(pk, add)
+            self._drop_orphan_names(orphans)
+            return self._touch(pk, now)
+
+    def remove(self, peer_id: str, token: str, now: float) -> None:
+        """Log the peer out: its registration and files are gone at once."""
+        pk = self._authorize(peer_id, token, now)
+        with self._transaction():
+            self._drop([pk])
+
+    def purge(self, now: float, *, batch: int = 100) -> int:
+        """Delete up to ``batch`` peers whose lease ran out; return how many."""
+        with self._transaction() as db:
+            expired = [
+                r[0]
+                for r in db.execute(
+                    "SELECT id FROM peers WHERE expires <= ? ORDER BY expires LIMIT ?", (now, batch)
+                )
+            ]
+            self._drop(expired)
+        return len(expired)
+
+    def _authorize(self, peer_id: str, token: str, now: float) -> int:
+        row = self._db.execute(
+            "SELECT id, token_hash, expires FROM peers WHERE peer_id = ?", (peer_id,)
+        ).fetchone()
+        if row is None or row[2] <= now:
+            raise NotFound(f"no live peer {peer_id!r:.80} (register again)")
+        if not hmac.compare_digest(row[1], _token_hash(token)):
+            raise PermissionDenied(f"wrong token for peer {peer_id!r:.80}")
+        return int(row[0])
+
+    def _touch(self, pk: int, now: float) -> int:
+        row = self._db.execute(
+            "UPDATE peers SET expires = ?,"
+            " file_count = (SELECT count(*) FROM files WHERE peer = ?)"
+            " WHERE id = ? RETURNING file_count",
+            (now + self._lease, pk, pk),
+        ).fetchone()
+        return int(row[0])
+
+    def _insert_files(self, pk: int, files: Sequence[FileEntry]) -> None:
+        """Add files of peer ``pk`` (in a transaction); a repeated content id keeps its first
+        name. The caller updates the file count with ``_touch``."""
+        if not files:
+            return
+        db = self._db
+        db.executemany(
+            "INSERT INTO staging(content_id, name, words, size) VALUES (?, ?, ?, ?)",
+            ((f.content_id, f.name, " ".join(words(f.name)), f.size) for f in files),
+        )
+        db.execute(
+            "INSERT OR IGNORE INTO names(name, words)"
+            " SELECT name, min(words) FROM staging GROUP BY name"
+        )
+        db.execute(
+            "INSERT OR IGNORE INTO files(peer, content_id, name_id, size)"
+            " SELECT ?, s.content_id, n.id, s.size FROM staging s"
+            " JOIN names n ON n.name = s.name ORDER BY s.rowid",
+            (pk,),
+        )
+        db.execute("DELETE FROM staging")
+
+    def _drop(self, pks: Sequence[int]) -> None:
+        """Delete peers and their files (inside a transaction)."""
+        for pk in pks:
+            orphans = [
+                r[0]
+                for r in self._db.execute(
+                    "DELETE FROM files WHERE peer = ? RETURNING name_id", (pk,)
+                )
+            ]
+            self._db.execute("DELETE FROM peers WHERE id = ?", (pk,))
+            self._drop_orphan_names(orphans)
+
+    def _drop_orphan_names(self, name_ids: Iterable[int]) -> None:
+        self._db.executemany(
+            "DELETE FROM names WHERE id = ?1"
+            " AND NOT EXISTS (SELECT 1 FROM files WHERE name_id = ?1)",
+            ((i,) for i in set(name_ids)),
+        )
+
+    # -- reads -------------------------------------------------------------------------
+
+    def search(self, query: Query, limit: int, now: float) -> list[SearchHit]:
+        """Up to ``limit`` content ids whose name matches ``query``, with live providers."""
+        if limit <= 0:
+            return []
+        terms = fts_terms(query)
+        if terms:
+            rows = self._db.execute(
+                "SELECT f.content_id, n.name, f.size FROM names_fts"
+                " JOIN names n ON n.id = names_fts.rowid"
+                " JOIN files f ON f.name_id = n.id"
+                " JOIN peers p ON p.id = f.peer"
+                " WHERE names_fts MATCH ? AND p.expires > ?",
+                (_match_expression(terms), now),
+            )
+        else:
+            rows = self._db.execute(
+                "SELECT f.content_id, n.name, f.size FROM files f"
+                " JOIN names n ON n.id = f.name_id"
+                " JOIN peers p ON p.id = f.peer"
+                " WHERE p.expires > ?",
+                (now,),
+            )
+        found: dict[str, tuple[str, int]] = {}
+        checked: dict[str, bool] = {}
+        scanned = 0
+        for content_id, name, size in rows:
+            scanned += 1
+            if query.glob is not None and scanned > GLOB_SCAN_LIMIT:
+                break
+            if content_id in found:
+                continue
+            ok = checked.get(name)
+            if ok is None:
+                ok = checked[name] = query.matches(name)
+            if ok:
+                found[content_id] = (name, size)
+                if len(found) >= limit:
+                    break
+        rows.close()
+        providers = self._providers_of(list(found), now)
+        return [
+            SearchHit(content_id=cid, name=name, size=size, providers=providers.get(cid, []))
+            for cid, (name, size) in found.items()
+        ]
+
+    def providers(self, content_id: str, now: float) -> SearchHit:
+        """The content id's name, size and live providers; ``NotFound`` if none is live."""
+        row = self._db.execute(
+            "SELECT n.name, f.size FROM files f"
+            " JOIN peers p ON p.id = f.peer JOIN names n ON n.id = f.name_id"
+            " WHERE f.content_id = ? AND p.expires > ? ORDER BY p.expires DESC LIMIT 1",
+            (content_id, now),
+        ).fetchone()
+        if row is None:
+            raise NotFound(f"no live peer provides {content_id}")
+        refs = self._providers_of([content_id], now).get(content_id, [])
+        return SearchHit(content_id=content_id, name=row[0], size=row[1], providers=refs)
+
+    def _providers_of(self, content_ids: list[str], now: float) -> dict[str, list[PeerRef]]:
+        out: dict[str, list[PeerRef]] = {}
+        for start in range(0, len(content_ids), _SQL_VARS):
+            chunk = content_ids[start : start + _SQL_VARS]
+            marks = ",".join("?" * len(chunk))
+            for cid, peer_id, address in self._db.execute(
+                "SELECT content_id, peer_id, address FROM ("
+                " SELECT f.content_id, p.peer_id, p.address, row_number() OVER ("
+                "  PARTITION BY f.content_id ORDER BY p.expires DESC) AS rank"
+                " FROM files f JOIN peers p ON p.id = f.peer"
+                f" WHERE f.content_id IN ({marks}) AND p.expires > ?)"
+                " WHERE rank <= ? ORDER BY content_id, rank",
+                (*chunk, now, MAX_PROVIDERS),
+            ):
+                out.setdefault(cid, []).append(PeerRef(peer_id=peer_id, address=address))
+        return out
+
+    def live_peers(self, limit: int, now: float) -> list[PeerRef]:
+        """Up to ``limit`` live peers, the most recently heard of first."""
+        return [
+            PeerRef(peer_id=peer_id, address=address)
+            for peer_id, address in self._db.execute(
+                "SELECT peer_id, address FROM peers WHERE expires > ?"
+                " ORDER BY expires DESC LIMIT ?",
+                (now, max(limit, 0)),
+            )
+        ]
+
+    def sample(self, n: int, exclude: Iterable[str], now: float) -> list[PeerRef]:
+        """Up to ``n`` live peers chosen at random, none of whose ids is in ``exclude``."""
+        if n <= 0:
+            return []
+        skip = set(exclude)
+        ids = [
+            pk
+            for pk, peer_id in self._db.execute(
+                "SELECT id, peer_id FROM peers WHERE expires > ?", (now,)
+            )
+            if peer_id not in skip
+        ]
+        chosen = self._rng.sample(ids, min(n, len(ids)))
+        if not chosen:
+            return []
+        marks = ",".join("?" * len(chosen))
+        rows = {
+            pk: PeerRef(peer_id=peer_id, address=address)
+            for pk, peer_id, address in self._db.execute(
+                f"SELECT id, peer_id, address FROM peers WHERE id IN ({marks})", chosen
+            )
+        }
+        return [rows[pk] for pk in chosen]
+
+    def stats(self, now: float) -> RegistryStats:
+        row = self._db.execute(
+            "SELECT count(*), coalesce(sum(file_count), 0) FROM peers WHERE expires > ?", (now,)
+        ).fetchone()
+        return RegistryStats(peers=int(row[0]), files=int(row[1]))
