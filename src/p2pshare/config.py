@@ -80,7 +80,9 @@ class PeerSettings(BaseSettings):
     )
     api_host: str = Field("127.0.0.1", description="Address of the local control API.")
     api_port: int = Field(DEFAULT_API_PORT, ge=0, le=65535, description="Control API port.")
-    piece_size: int = Field(DEFAULT_PIECE_SIZE, description="Piece size for files this peer shares.")
+    piece_size: int = Field(
+        DEFAULT_PIECE_SIZE, description="Piece size for files this peer shares."
+    )
     hash_workers: int = Field(
         0, ge=0, le=64, description="Threads that hash pieces (0: one per core)."
     )
@@ -144,9 +146,7 @@ def read_config_file(path: Path | None) -> dict[str, Any]:
         raise ConfigError(f"cannot read config file {path}: {exc}") from exc
 
 
-def load_settings(
-    cls: type[S], section: str, path: Path | None = None, **flags: Any
-) -> S:
+def load_settings(cls: type[S], section: str, path: Path | None = None, **flags: Any) -> S:
     """Settings of ``cls`` from the ``[section]`` of the file, the environment and ``flags``.
 
     Flags that are ``None`` were not given and do not override anything.

@@ -1,15 +1,39 @@
-"""``p2pshare``: start a tracker or a peer, and drive a running peer."""
+"""``p2pshare``: start a tracker or a peer, and drive a running peer.
+
+Exit codes: 0 done; 1 the command could not finish (e.g. a download failed);
+2 bad input or configuration; 3 no peer answers at the control API; 130 interrupted.
+"""
 
 from __future__ import annotations
 
+import json
+import os
 import sys
+import time
 from pathlib import Path
-from typing import Annotated
+from typing import Annotated, Any
 
 import typer
+from rich.console import Console
+from rich.progress import (
+    BarColumn,
+    DownloadColumn,
+    Progress,
+    TextColumn,
+    TimeRemainingColumn,
+    TransferSpeedColumn,
+)
+from rich.table import Table
 
-from p2pshare.config import TrackerSettings, load_settings
-from p2pshare.errors import P2PShareError
+from p2pshare import errors
+from p2pshare.cli.control_client import ControlClient
+from p2pshare.config import (
+    API_ENV,
+    PeerSettings,
+    TrackerSettings,
+    config_template,
+    load_settings,
+)
 
 app = typer.Typer(
     name="p2pshare",
@@ -18,16 +42,40 @@ app = typer.Typer(
     add_completion=False,
     pretty_exceptions_enable=False,
 )
+out = Console()
+err = Console(stderr=True)
 
 ConfigOpt = Annotated[
     Path | None, typer.Option("--config", "-c", help="TOML config file (or $P2PSHARE_CONFIG).")
 ]
+ApiOpt = Annotated[
+    str | None,
+    typer.Option("--api", help=f"Control API URL of the peer (default: ${API_ENV} or config)."),
+]
+JsonOpt = Annotated[bool, typer.Option("--json", help="Print one JSON document on stdout.")]
 
 
-def fail(message: str, code: int = 1) -> typer.Exit:
-    """Print one line to stderr and return the exit to raise."""
-    typer.echo(f"p2pshare: {message}", err=True)
-    return typer.Exit(code)
+def _api_url(api: str | None, config: Path | None) -> str:
+    if api:
+        return api
+    if os.environ.get(API_ENV):
+        return os.environ[API_ENV]
+    return load_settings(PeerSettings, "peer", config).api_url
+
+
+def _print_json(doc: Any) -> None:
+    sys.stdout.write(json.dumps(doc, indent=2) + "\n")
+
+
+def _size(n: float) -> str:
+    for unit in ("B", "KiB", "MiB", "GiB", "TiB"):
+        if n < 1024 or unit == "TiB":
+            return f"{n:.0f} {unit}" if unit == "B" else f"{n:.1f} {unit}"
+        n /= 1024
+    raise AssertionError("unreachable")
+
+
+# -- processes -------------------------------------------------------------------
 
 
 @app.command()
@@ -40,15 +88,231 @@ def tracker(
     """Run the tracker (bootstrap server) in the foreground."""
     from p2pshare.tracker.server import run
 
-    settings = load_settings(TrackerSettings, "tracker", config, host=host, port=port, db=db)
+    run(load_settings(TrackerSettings, "tracker", config, host=host, port=port, db=db))
+
+
+@app.command()
+def peer(
+    config: ConfigOpt = None,
+    share: Annotated[Path | None, typer.Option(help="Folder to share.")] = None,
+    data: Annotated[
+        Path | None, typer.Option(help="Folder for state and partial downloads.")
+    ] = None,
+    tracker: Annotated[str | None, typer.Option(help="Tracker URL ('' for none).")] = None,
+    host: Annotated[str | None, typer.Option(help="Address the gRPC server listens on.")] = None,
+    port: Annotated[int | None, typer.Option(help="gRPC port (0: any free).")] = None,
+    api_port: Annotated[int | None, typer.Option(help="Control API port (0: any free).")] = None,
+    advertise: Annotated[
+        str | None, typer.Option(help="HOST:PORT other peers dial to reach this one.")
+    ] = None,
+) -> None:
+    """Run a peer in the foreground: share a folder, serve pieces, download on request."""
+    from p2pshare.peer.run import run
+
+    settings = load_settings(
+        PeerSettings,
+        "peer",
+        config,
+        share=share,
+        data=data,
+        tracker=tracker,
+        host=host,
+        port=port,
+        api_port=api_port,
+        advertise=advertise,
+    )
     run(settings)
+
+
+@app.command()
+def init(
+    path: Annotated[Path, typer.Argument(help="Where to write the config file.")] = Path(
+        "p2pshare.toml"
+    ),
+    force: Annotated[bool, typer.Option(help="Overwrite an existing file.")] = False,
+) -> None:
+    """Write a commented config file with every setting at its default."""
+    if path.exists() and not force:
+        raise errors.UsageError(f"{path} exists; use --force to overwrite it")
+    path.write_text(config_template())
+    out.print(f"wrote {path}")
+
+
+@app.command("hash")
+def hash_(
+    file: Annotated[Path, typer.Argument(help="File to index.")],
+    piece_size: Annotated[int, typer.Option(help="Piece size in bytes.")] = 1 << 20,
+    as_json: JsonOpt = False,
+) -> None:
+    """Compute a file's content id (the id other peers download it by)."""
+    from p2pshare.core.manifest import check_piece_size
+    from p2pshare.peer.hashing import hash_file
+
+    try:
+        check_piece_size(piece_size)
+    except ValueError as exc:
+        raise errors.UsageError(f"--piece-size: {exc}") from exc
+    if not file.is_file():
+        raise errors.UsageError(f"{file} is not a file")
+    start = time.perf_counter()
+    manifest = hash_file(file, name=file.name, piece_size=piece_size)
+    seconds = time.perf_counter() - start
+    doc = {
+        "content_id": manifest.content_id,
+        "name": manifest.name,
+        "size": manifest.size,
+        "piece_size": manifest.piece_size,
+        "seconds": seconds,
+    }
+    if as_json:
+        _print_json(doc)
+    else:
+        out.print(f"{manifest.content_id}  {manifest.name}  ({_size(manifest.size)})")
+
+
+# -- driving a peer ------------------------------------------------------------
+
+
+@app.command()
+def search(
+    query: Annotated[str, typer.Argument(help="Words (each a prefix of a name word) or a glob.")],
+    limit: Annotated[int, typer.Option(help="At most this many hits.")] = 100,
+    api: ApiOpt = None,
+    config: ConfigOpt = None,
+    as_json: JsonOpt = False,
+) -> None:
+    """Find files by name on the network."""
+    with ControlClient(_api_url(api, config)) as client:
+        result = client.get("/v1/search", q=query, limit=limit)
+    hits = result["hits"]
+    if as_json:
+        _print_json(hits)
+        return
+    for source, state in result["sources"].items():
+        if state != "ok":
+            err.print(f"[yellow]{source}: {state}[/]")
+    if not hits:
+        out.print(f"no file matches {query!r}")
+        return
+    table = Table("content id", "name", "size", "providers", box=None)
+    for hit in hits:
+        table.add_row(
+            hit["content_id"][:16], hit["name"], _size(hit["size"]), str(len(hit["providers"]))
+        )
+    out.print(table)
+
+
+@app.command()
+def get(
+    content_id: Annotated[str, typer.Argument(help="Content id, or a unique prefix from search.")],
+    output: Annotated[
+        Path | None, typer.Option("-o", "--output", help="Folder to save into (default: share).")
+    ] = None,
+    api: ApiOpt = None,
+    config: ConfigOpt = None,
+    as_json: JsonOpt = False,
+) -> None:
+    """Download a file and wait until it is verified and in place."""
+    body: dict[str, Any] = {"content_id": content_id}
+    if output is not None:
+        body["out_dir"] = str(output.expanduser().resolve())
+    with ControlClient(_api_url(api, config), timeout=60) as client:
+        view = client.post("/v1/downloads", body)
+        path = f"/v1/downloads/{view['content_id']}"
+        show = not as_json and err.is_terminal
+        with Progress(
+            TextColumn("{task.description}"),
+            BarColumn(),
+            DownloadColumn(binary_units=True),
+            TransferSpeedColumn(),
+            TimeRemainingColumn(),
+            console=err,
+            disable=not show,
+            transient=True,
+        ) as bar:
+            task = bar.add_task(view["name"] or view["content_id"][:16], total=view["size"] or None)
+            while view["state"] not in ("complete", "failed"):
+                view = client.get(path, after=view["version"], wait=5)
+                bar.update(
+                    task,
+                    description=view["name"] or view["content_id"][:16],
+                    total=view["size"] or None,
+                    completed=view["bytes_done"],
+                )
+    if as_json:
+        _print_json(view)
+    if view["state"] == "failed":
+        raise errors.DownloadFailed(view["error"] or "the download failed")
+    if not as_json:
+        rate = view["size"] / view["seconds"] if view["seconds"] > 0 else 0
+        out.print(f"{view['path']}  ({_size(view['size'])}, {_size(rate)}/s)")
+
+
+@app.command("ls")
+def ls(api: ApiOpt = None, config: ConfigOpt = None, as_json: JsonOpt = False) -> None:
+    """List the files this peer shares."""
+    with ControlClient(_api_url(api, config)) as client:
+        files = client.get("/v1/files")["files"]
+    if as_json:
+        _print_json(files)
+        return
+    table = Table("content id", "name", "size", box=None)
+    for f in files:
+        table.add_row(f["content_id"][:16], f["name"], _size(f["size"]))
+    out.print(table if files else "no shared files")
+
+
+@app.command()
+def status(api: ApiOpt = None, config: ConfigOpt = None, as_json: JsonOpt = False) -> None:
+    """Show this peer: its address, tracker, shared files and transfers."""
+    with ControlClient(_api_url(api, config)) as client:
+        doc = client.get("/v1/status")
+    if as_json:
+        _print_json(doc)
+        return
+    t = doc["tracker"]
+    out.print(f"peer {doc['peer_id'] or '(unregistered)'} at {doc['address']}")
+    out.print(f"share {doc['share']}: {doc['files']} files, {_size(doc['shared_bytes'])}")
+    out.print(f"tracker {t['url'] or '-'}: {t['state']}")
+    out.print(f"served {_size(doc['bytes_served'])} in {doc['pieces_served']} pieces")
+    if doc["downloads"]:
+        table = Table("download", "state", "progress", "rate", "providers", "note", box=None)
+        for d in doc["downloads"]:
+            pct = 100 * d["bytes_done"] / d["size"] if d["size"] else 0
+            table.add_row(
+                d["name"] or d["content_id"][:16],
+                d["state"],
+                f"{pct:.0f}%",
+                f"{_size(d['rate'])}/s",
+                str(len(d["providers"])),
+                d["error"] or d["why_stalled"] or "",
+            )
+        out.print(table)
+
+
+@app.command()
+def demo(
+    workdir: Annotated[
+        Path | None, typer.Option(help="Folder for the demo network (default: a temporary one).")
+    ] = None,
+) -> None:
+    """Start a local network (tracker + 3 peers), search, download, and summarize."""
+    from p2pshare.demo import run_demo
+
+    run_demo(workdir)
 
 
 def main() -> None:
     try:
         app()
-    except P2PShareError as exc:
-        typer.echo(f"p2pshare: {exc}", err=True)
+    except errors.Unreachable as exc:
+        err.print(f"p2pshare: {exc}", markup=False, highlight=False)
+        sys.exit(3)
+    except (errors.UsageError, errors.NotFound, errors.PermissionDenied) as exc:
+        err.print(f"p2pshare: {exc}", markup=False, highlight=False)
         sys.exit(2)
+    except errors.P2PShareError as exc:
+        err.print(f"p2pshare: {exc}", markup=False, highlight=False)
+        sys.exit(1)
     except KeyboardInterrupt:
         sys.exit(130)

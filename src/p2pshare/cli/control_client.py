@@ -1,0 +1,53 @@
+"""A small synchronous client of a peer's control API, for the CLI."""
+
+from __future__ import annotations
+
+from typing import Any
+
+import httpx
+
+from p2pshare import errors
+
+
+class ControlClient:
+    def __init__(self, base_url: str, *, timeout: float = 30.0) -> None:
+        self.base_url = base_url.rstrip("/")
+        self._http = httpx.Client(base_url=self.base_url, timeout=timeout)
+
+    def __enter__(self) -> ControlClient:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self._http.close()
+
+    def request(self, method: str, path: str, **kwargs: Any) -> Any:
+        try:
+            response = self._http.request(method, path, **kwargs)
+        except httpx.ConnectError as exc:
+            raise errors.Unreachable(
+                f"no peer answers at {self.base_url}; start one with 'p2pshare peer'"
+                " or point --api at it"
+            ) from exc
+        except httpx.TimeoutException as exc:
+            raise errors.TimedOut(f"the peer at {self.base_url} did not answer in time") from exc
+        except httpx.HTTPError as exc:
+            raise errors.Unreachable(f"cannot talk to {self.base_url}: {exc}") from exc
+        if response.is_success:
+            return response.json()
+        try:
+            message = response.json().get("error") or response.text
+        except ValueError:
+            message = response.text
+        if response.status_code == 404:
+            raise errors.NotFound(message)
+        if response.status_code in (400, 422):
+            raise errors.UsageError(message)
+        if response.status_code == 403:
+            raise errors.PermissionDenied(message)
+        raise errors.RemoteError(f"{response.status_code}: {message}")
+
+    def get(self, path: str, **params: Any) -> Any:
+        return self.request("GET", path, params={k: v for k, v in params.items() if v is not None})
+
+    def post(self, path: str, body: dict[str, Any]) -> Any:
+        return self.request("POST", path, json=body)

@@ -1,0 +1,191 @@
+"""A local p2pshare network of real processes: a tracker and peers on 127.0.0.1.
+
+Used by ``p2pshare demo``, the integration tests and the benchmarks, so all three
+start processes the same way: free ports chosen by the OS (port 0), each process
+telling its bound address on one line of stdout, its output kept in a log file.
+"""
+
+from __future__ import annotations
+
+import os
+import re
+import signal
+import subprocess
+import sys
+import threading
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import IO
+
+from p2pshare.errors import P2PShareError
+
+TRACKER_READY = re.compile(r"p2pshare tracker listening on (?P<url>http://\S+)")
+PEER_READY = re.compile(
+    r"p2pshare peer listening on grpc (?P<address>\S+), control API (?P<api>http://\S+)"
+)
+
+
+class StartFailed(P2PShareError):
+    """A process of the local network exited or hung before it was ready."""
+
+
+@dataclass
+class Proc:
+    """A started process; its output goes to ``log``."""
+
+    name: str
+    popen: subprocess.Popen[str]
+    log: Path
+
+    @property
+    def pid(self) -> int:
+        return self.popen.pid
+
+    def alive(self) -> bool:
+        return self.popen.poll() is None
+
+    def stop(self, sig: int = signal.SIGTERM, timeout: float = 10.0) -> int:
+        """Send ``sig`` (SIGKILL for a crash) and wait; kill if it does not exit."""
+        if self.alive():
+            self.popen.send_signal(sig)
+            try:
+                return self.popen.wait(timeout)
+            except subprocess.TimeoutExpired:
+                self.popen.kill()
+        return self.popen.wait(timeout)
+
+
+@dataclass
+class TrackerProc(Proc):
+    url: str = ""
+    db: Path = Path()
+
+
+@dataclass
+class PeerProc(Proc):
+    address: str = ""
+    api: str = ""
+    share: Path = Path()
+    data: Path = Path()
+
+
+def spawn(
+    argv: list[str],
+    ready: re.Pattern[str],
+    *,
+    log: Path,
+    name: str,
+    timeout: float = 30.0,
+    env: dict[str, str] | None = None,
+    cwd: Path | None = None,
+) -> tuple[Proc, re.Match[str]]:
+    """Start ``argv``; return once a line of its stdout matches ``ready``."""
+    log.parent.mkdir(parents=True, exist_ok=True)
+    sink = log.open("a", encoding="utf-8")
+    popen = subprocess.Popen(
+        argv,
+        stdout=subprocess.PIPE,
+        stderr=sink,
+        stdin=subprocess.DEVNULL,
+        text=True,
+        env={**os.environ, "PYTHONUNBUFFERED": "1", **(env or {})},
+        cwd=cwd,
+    )
+    assert popen.stdout is not None
+    found: list[re.Match[str]] = []
+    seen = threading.Event()
+
+    def drain(stream: IO[str]) -> None:
+        for line in stream:
+            sink.write(line)
+            sink.flush()
+            if not found:
+                match = ready.search(line)
+                if match:
+                    found.append(match)
+                    seen.set()
+        seen.set()
+        sink.close()
+
+    threading.Thread(target=drain, args=(popen.stdout,), daemon=True).start()
+    proc = Proc(name, popen, log)
+    if not seen.wait(timeout) or not found:
+        proc.stop(signal.SIGKILL)
+        tail = log.read_text(errors="replace")[-2000:] if log.exists() else ""
+        raise StartFailed(f"{name} did not start (see {log}):\n{tail}")
+    return proc, found[0]
+
+
+def p2pshare_argv(*args: str) -> list[str]:
+    return [sys.executable, "-m", "p2pshare", *args]
+
+
+@dataclass
+class LocalNetwork:
+    """Processes of one local network, all under ``root``; stop them with ``stop_all``."""
+
+    root: Path
+    procs: list[Proc] = field(default_factory=list)
+
+    def start_tracker(
+        self, *extra: str, name: str = "tracker", db: Path | None = None
+    ) -> TrackerProc:
+        db = db or self.root / f"{name}.db"
+        proc, match = spawn(
+            p2pshare_argv("tracker", "--port", "0", "--db", str(db), *extra),
+            TRACKER_READY,
+            log=self.root / "logs" / f"{name}.log",
+            name=name,
+        )
+        tracker = TrackerProc(proc.name, proc.popen, proc.log, url=match["url"], db=db)
+        self.procs.append(tracker)
+        return tracker
+
+    def start_peer(
+        self,
+        name: str,
+        *extra: str,
+        tracker: str | None = None,
+        env: dict[str, str] | None = None,
+    ) -> PeerProc:
+        share, data = self.root / name / "share", self.root / name / "data"
+        share.mkdir(parents=True, exist_ok=True)
+        argv = p2pshare_argv(
+            "peer",
+            "--share", str(share),
+            "--data", str(data),
+            "--port", "0",
+            "--api-port", "0",
+            "--tracker", tracker if tracker is not None else "",
+            *extra,
+        )  # fmt: skip
+        proc, match = spawn(
+            argv, PEER_READY, log=self.root / "logs" / f"{name}.log", name=name, env=env
+        )
+        peer = PeerProc(
+            proc.name,
+            proc.popen,
+            proc.log,
+            address=match["address"],
+            api=match["api"],
+            share=share,
+            data=data,
+        )
+        self.procs.append(peer)
+        return peer
+
+    def stop_all(self) -> None:
+        for proc in reversed(self.procs):
+            proc.stop()
+        self.procs.clear()
+
+
+def wait_for(predicate: object, timeout: float, what: str, interval: float = 0.05) -> None:
+    """Poll ``predicate()`` until it is true; raise ``TimeoutError`` naming ``what``."""
+    assert callable(predicate)
+    deadline = time.monotonic() + timeout
+    while not predicate():
+        if time.monotonic() > deadline:
+            raise TimeoutError(f"timed out after {timeout}s waiting for {what}")
+        time.sleep(interval)

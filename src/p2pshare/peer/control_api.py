@@ -1,0 +1,182 @@
+"""The control API: the local REST API through which the CLI drives a running peer."""
+
+from __future__ import annotations
+
+import time
+from pathlib import Path
+from typing import Annotated
+
+from fastapi import FastAPI, Query, Response
+from prometheus_client import CollectorRegistry, Gauge, generate_latest
+from prometheus_client.exposition import CONTENT_TYPE_LATEST
+from pydantic import BaseModel, ConfigDict, Field
+
+from p2pshare import __version__, http_errors
+from p2pshare.peer.downloads import Download
+from p2pshare.peer.node import PeerNode
+from p2pshare.tracker.models import FileEntry, SearchHit
+
+LONG_POLL_MAX = 30.0
+
+
+class _Model(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+
+class DownloadRequest(_Model):
+    """``POST /v1/downloads``: what to fetch and where to put it."""
+
+    content_id: str = Field(description="A content id, or a unique prefix of one seen here.")
+    out_dir: str | None = Field(None, description="Folder to save into (default: the share).")
+
+
+class DownloadView(_Model):
+    """A download's progress; ``why_stalled`` says what it waits for when it is not moving."""
+
+    content_id: str
+    name: str
+    state: str
+    size: int
+    bytes_done: int
+    pieces: int
+    pieces_done: int
+    rate: float
+    providers: list[str]
+    banned: list[str]
+    path: str | None
+    error: str | None
+    why_stalled: str | None
+    seconds: float
+    version: int
+
+    @classmethod
+    def of(cls, d: Download) -> DownloadView:
+        end = d.finished or time.monotonic()
+        return cls(
+            content_id=d.content_id,
+            name=d.name,
+            state=d.state,
+            size=d.size,
+            bytes_done=d.bytes_done,
+            pieces=d.pieces,
+            pieces_done=d.pieces_done,
+            rate=d.rate,
+            providers=d.providers,
+            banned=d.banned,
+            path=d.path,
+            error=d.error,
+            why_stalled=d.why_stalled,
+            seconds=end - d.started,
+            version=d.version,
+        )
+
+
+class SearchResult(_Model):
+    hits: list[SearchHit]
+    sources: dict[str, str] = Field(description="Each source asked and how it answered.")
+
+
+class FilesView(_Model):
+    files: list[FileEntry]
+
+
+class TrackerView(_Model):
+    url: str | None
+    state: str
+    peer_id: str
+    last_ok: float | None
+
+
+class StatusView(_Model):
+    version: str
+    peer_id: str
+    address: str
+    share: str
+    files: int
+    shared_bytes: int
+    tracker: TrackerView
+    neighbours: list[str]
+    pieces_served: int
+    bytes_served: int
+    downloads: list[DownloadView]
+    uptime: float
+
+
+def create_app(node: PeerNode) -> FastAPI:
+    app = FastAPI(
+        title="p2pshare peer control API",
+        version=__version__,
+        description="Drives one running peer. Listens on 127.0.0.1 unless configured otherwise.",
+    )
+    http_errors.install(app)
+    metrics = CollectorRegistry()
+    files_gauge = Gauge("p2pshare_peer_files", "Files shared", registry=metrics)
+    served = Gauge("p2pshare_peer_bytes_served", "Bytes of pieces served", registry=metrics)
+    active = Gauge("p2pshare_peer_downloads_active", "Downloads running", registry=metrics)
+
+    @app.get("/healthz")
+    async def healthz() -> dict[str, str]:
+        return {"status": "ok"}
+
+    @app.get("/metrics", response_class=Response)
+    async def prometheus() -> Response:
+        files_gauge.set(len(node.share.files()))
+        served.set(node.service.bytes_served)
+        active.set(sum(not d.done for d in node.downloads.all()))
+        return Response(generate_latest(metrics), media_type=CONTENT_TYPE_LATEST)
+
+    @app.get("/v1/status")
+    async def status() -> StatusView:
+        files = node.share.files()
+        t = node.tracker
+        return StatusView(
+            version=__version__,
+            peer_id=t.peer_id,
+            address=node.address,
+            share=str(node.share_root),
+            files=len(files),
+            shared_bytes=sum(f.size for f in files),
+            tracker=TrackerView(url=t.url, state=t.state, peer_id=t.peer_id, last_ok=t.last_ok),
+            neighbours=[n.address for n in t.neighbours],
+            pieces_served=node.service.pieces_served,
+            bytes_served=node.service.bytes_served,
+            downloads=[DownloadView.of(d) for d in node.downloads.all()],
+            uptime=time.time() - node.started,
+        )
+
+    @app.get("/v1/files")
+    async def files() -> FilesView:
+        return FilesView(files=node.file_entries())
+
+    @app.get("/v1/search")
+    async def search(
+        q: Annotated[str, Query(min_length=1, max_length=256, description="Words or a glob.")],
+        limit: Annotated[int, Query(ge=1, le=1000)] = 100,
+    ) -> SearchResult:
+        hits, sources = await node.search(q, limit)
+        return SearchResult(hits=hits, sources=sources)
+
+    @app.post("/v1/downloads", status_code=202)
+    async def start_download(req: DownloadRequest) -> DownloadView:
+        content_id = node.resolve_content_id(req.content_id)
+        out = Path(req.out_dir).expanduser() if req.out_dir else None
+        return DownloadView.of(node.downloads.start(content_id, out))
+
+    @app.get("/v1/downloads")
+    async def downloads() -> list[DownloadView]:
+        return [DownloadView.of(d) for d in node.downloads.all()]
+
+    @app.get("/v1/downloads/{content_id}")
+    async def download(
+        content_id: str,
+        after: Annotated[
+            int | None, Query(description="Long-poll: answer once the version exceeds this.")
+        ] = None,
+        wait: Annotated[float, Query(ge=0, le=LONG_POLL_MAX)] = 10.0,
+    ) -> DownloadView:
+        d = node.downloads.get(node.resolve_content_id(content_id))
+        if after is not None:
+            await d.wait_change(after, wait)
+        return DownloadView.of(d)
+
+    return app

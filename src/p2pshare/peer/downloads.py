@@ -1,0 +1,401 @@
+"""Downloads: find providers, fetch the manifest, swarm pieces from all providers.
+
+Each download runs as one asyncio task that owns a ``PiecePicker`` (the pure
+scheduling core) and a ``PartialDownload`` (the disk). Per provider it runs a few
+concurrent piece streams; each verified piece is hashed and written in a worker
+thread so the event loop keeps receiving.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import os
+import time
+from collections import deque
+from collections.abc import Awaitable, Callable
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from p2pshare import errors
+from p2pshare.core.manifest import Manifest, check_content_id
+from p2pshare.core.paths import check_share_name
+from p2pshare.core.piece_picker import PiecePicker
+from p2pshare.peer.partial import PartialDownload, load_record
+from p2pshare.peer.peer_client import PeerClients
+
+log = logging.getLogger(__name__)
+
+FindProviders = Callable[[str], Awaitable[list[str]]]
+OnComplete = Callable[[Path], Awaitable[None]]
+
+PIECE_TIMEOUT = 20.0  # a provider silent this long on an open stream is stalled
+RECORD_EVERY = 2.0  # seconds between records of verified pieces
+PROVIDER_REFRESH = 3.0  # seconds between looks for new providers
+NO_PROVIDER_GRACE = 15.0  # how long a download waits with no provider before it fails
+MAX_FAILURES = 3  # consecutive failed requests before a provider is dropped
+
+
+@dataclass
+class Download:
+    """One download, as the control API shows it."""
+
+    content_id: str
+    out_dir: Path
+    state: str = "starting"  # starting, downloading, complete, failed
+    name: str = ""
+    size: int = 0
+    pieces: int = 0
+    pieces_done: int = 0
+    bytes_done: int = 0
+    path: str | None = None
+    error: str | None = None
+    why_stalled: str | None = None
+    providers: list[str] = field(default_factory=list)
+    banned: list[str] = field(default_factory=list)
+    started: float = field(default_factory=time.monotonic)
+    finished: float | None = None
+    version: int = 0
+    _changed: asyncio.Event = field(default_factory=asyncio.Event, repr=False)
+    _window: deque[tuple[float, int]] = field(default_factory=deque, repr=False)
+
+    @property
+    def done(self) -> bool:
+        return self.state in ("complete", "failed")
+
+    @property
+    def rate(self) -> float:
+        """Bytes per second over the last two seconds."""
+        if self.done or len(self._window) < 2:
+            return 0.0
+        (t0, b0), (t1, b1) = self._window[0], self._window[-1]
+        return (b1 - b0) / (t1 - t0) if t1 > t0 else 0.0
+
+    def touch(self) -> None:
+        self.version += 1
+        self._changed.set()
+        self._changed = asyncio.Event()
+
+    def add_bytes(self, n: int) -> None:
+        now = time.monotonic()
+        self.bytes_done += n
+        self.pieces_done += 1
+        self._window.append((now, self.bytes_done))
+        while self._window and now - self._window[0][0] > 2.0:
+            self._window.popleft()
+        self.touch()
+
+    async def wait_change(self, after: int, timeout: float) -> None:
+        """Return when ``version`` exceeds ``after``, or after ``timeout`` seconds."""
+        if self.version > after or self.done:
+            return
+        with contextlib.suppress(TimeoutError):
+            await asyncio.wait_for(self._changed.wait(), timeout)
+
+
+class DownloadManager:
+    """Runs downloads; one per content id at a time."""
+
+    def __init__(
+        self,
+        *,
+        clients: PeerClients,
+        find_providers: FindProviders,
+        records: Path,
+        default_out: Path,
+        on_complete: OnComplete,
+        streams_per_provider: int = 4,
+        pieces_per_request: int = 8,
+    ) -> None:
+        self._clients = clients
+        self._find_providers = find_providers
+        self._records = records
+        self._default_out = default_out
+        self._on_complete = on_complete
+        self._streams = streams_per_provider
+        self._per_request = pieces_per_request
+        self._downloads: dict[str, Download] = {}
+        self._tasks: dict[str, asyncio.Task[None]] = {}
+        self._pool = ThreadPoolExecutor(max(2, os.cpu_count() or 2), "p2pshare-piece")
+        records.mkdir(parents=True, exist_ok=True)
+
+    def all(self) -> list[Download]:
+        return list(self._downloads.values())
+
+    def get(self, content_id: str) -> Download:
+        try:
+            return self._downloads[content_id]
+        except KeyError:
+            raise errors.NotFound(f"no download of {content_id}") from None
+
+    def start(self, content_id: str, out_dir: Path | None = None) -> Download:
+        """Start downloading ``content_id`` into ``out_dir`` (or join the running download)."""
+        check_content_id(content_id)
+        current = self._downloads.get(content_id)
+        if current is not None and not current.done:
+            return current
+        download = Download(content_id, (out_dir or self._default_out).resolve())
+        self._downloads[content_id] = download
+        self._tasks[content_id] = asyncio.create_task(
+            self._run(download, None), name=f"download-{content_id[:12]}"
+        )
+        return download
+
+    def resume_interrupted(self) -> int:
+        """Restart downloads left by an earlier run of this peer; returns how many."""
+        count = 0
+        for record in sorted(self._records.glob("*.json")):
+            loaded = load_record(record)
+            if loaded is None or loaded[0].content_id in self._downloads:
+                continue
+            manifest, target = loaded
+            download = Download(manifest.content_id, target.parent)
+            self._downloads[manifest.content_id] = download
+            self._tasks[manifest.content_id] = asyncio.create_task(self._run(download, manifest))
+            count += 1
+        return count
+
+    async def close(self) -> None:
+        tasks = list(self._tasks.values())
+        for task in tasks:
+            task.cancel()
+        await asyncio.gather(*tasks, return_exceptions=True)
+        self._pool.shutdown(wait=True)
+
+    async def _run(self, download: Download, manifest: Manifest | None) -> None:
+        try:
+            providers = await self._providers(download)
+            if manifest is None:
+                manifest = await self._manifest(download, providers)
+            download.name, download.size = manifest.name, manifest.size
+            download.pieces = manifest.piece_count
+            target = _target_path(download.out_dir, manifest.name)
+            record = self._records / f"{manifest.content_id}.json"
+            loop = asyncio.get_running_loop()
+            partial = await loop.run_in_executor(
+                self._pool, lambda: PartialDownload.open(manifest, target, record, pool=self._pool)
+            )
+            try:
+                download.pieces_done = len(partial.have)
+                download.bytes_done = sum(manifest.piece_length(i) for i in partial.have)
+                download.state = "downloading"
+                download.touch()
+                await _Swarm(self, download, partial, providers).run()
+                path = await loop.run_in_executor(self._pool, partial.finish)
+            finally:
+                partial.close()
+            download.path = str(path)
+            download.state = "complete"
+            download.why_stalled = None
+            await self._on_complete(path)
+        except errors.P2PShareError as exc:
+            download.state = "failed"
+            download.error = str(exc)
+            log.info("download %s failed: %s", download.content_id[:12], exc)
+        finally:
+            download.finished = time.monotonic()
+            download.touch()
+
+    async def _providers(self, download: Download) -> list[str]:
+        download.why_stalled = "looking for providers"
+        providers = await self._find_providers(download.content_id)
+        if not providers:
+            raise errors.DownloadFailed(f"no peer provides {download.content_id}")
+        download.providers = providers
+        download.touch()
+        return providers
+
+    async def _manifest(self, download: Download, providers: list[str]) -> Manifest:
+        download.why_stalled = "fetching the manifest"
+        problems = []
+        for address in providers:
+            try:
+                return await self._clients.manifest(address, download.content_id)
+            except errors.P2PShareError as exc:
+                problems.append(str(exc))
+        raise errors.DownloadFailed("no provider gave the manifest: " + "; ".join(problems))
+
+
+def _target_path(out_dir: Path, name: str) -> Path:
+    """Where a file shared as ``name`` is saved under ``out_dir``, refusing escapes."""
+    try:
+        check_share_name(name)
+    except errors.InvalidName as exc:
+        raise errors.DownloadFailed(f"refusing the provider's file name: {exc}") from exc
+    target = out_dir / name
+    if not target.parent.resolve().is_relative_to(out_dir.resolve()) and target.parent.exists():
+        raise errors.DownloadFailed(f"refusing {name!r}: it leaves {out_dir} through a symlink")
+    if target.exists():
+        raise errors.DownloadFailed(
+            f"{target} already exists; move it away or choose another output folder"
+        )
+    return target
+
+
+class _Swarm:
+    """Fetches the missing pieces of one download from every provider at once."""
+
+    def __init__(
+        self,
+        manager: DownloadManager,
+        download: Download,
+        partial: PartialDownload,
+        providers: list[str],
+    ) -> None:
+        self.m = manager
+        self.download = download
+        self.partial = partial
+        self.picker: PiecePicker[str] = PiecePicker(partial.manifest.piece_count, partial.have)
+        self.initial = providers
+        self.workers: dict[str, list[asyncio.Task[None]]] = {}
+        self.changed = asyncio.Event()
+        self.failures: dict[str, int] = {}
+        self.last_record = time.monotonic()
+        self.record_lock = asyncio.Lock()
+        self.fatal: errors.P2PShareError | None = None
+
+    async def run(self) -> None:
+        for address in self.initial:
+            self._add(address)
+        try:
+            await self._supervise()
+        finally:
+            for tasks in self.workers.values():
+                for task in tasks:
+                    task.cancel()
+            await asyncio.gather(
+                *(t for ts in self.workers.values() for t in ts), return_exceptions=True
+            )
+        async with self.record_lock:
+            if not self.picker.complete:
+                await self._save_record()
+        if self.fatal is not None:
+            raise self.fatal
+
+    def _add(self, address: str) -> None:
+        if self.picker.add_provider(address):
+            self.failures[address] = 0
+            self.workers[address] = [
+                asyncio.create_task(self._worker(address)) for _ in range(self.m._streams)
+            ]
+            self._show_providers()
+
+    def _show_providers(self) -> None:
+        self.download.providers = self.picker.providers
+        self.download.touch()
+
+    async def _supervise(self) -> None:
+        alone_since: float | None = None
+        while not self.picker.complete and self.fatal is None:
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(self.changed.wait(), PROVIDER_REFRESH)
+            self.changed.clear()
+            if self.picker.complete or self.fatal is not None:
+                return
+            self._reap()
+            if self.workers:
+                alone_since = None
+                if self.download.why_stalled == "looking for providers":
+                    self.download.why_stalled = None
+                continue
+            self.download.why_stalled = "no provider reachable; looking for providers"
+            self.download.touch()
+            now = time.monotonic()
+            alone_since = alone_since or now
+            for address in await self._look_for_providers():
+                self._add(address)
+            if not self.workers and now - alone_since > NO_PROVIDER_GRACE:
+                raise errors.DownloadFailed(
+                    f"no provider reachable for {self.download.name or self.download.content_id}"
+                    f" ({len(self.partial.have)}/{self.partial.manifest.piece_count} pieces kept;"
+                    " run get again to resume)"
+                )
+
+    def _reap(self) -> None:
+        for address in list(self.workers):
+            if all(t.done() for t in self.workers[address]):
+                del self.workers[address]
+                self.picker.remove_provider(address)
+                self._show_providers()
+
+    async def _look_for_providers(self) -> list[str]:
+        try:
+            found = await self.m._find_providers(self.download.content_id)
+        except errors.P2PShareError as exc:
+            self.download.why_stalled = f"waiting for the tracker: {exc}"
+            return []
+        return [a for a in found if a not in self.workers and not self.picker.is_banned(a)]
+
+    async def _worker(self, address: str) -> None:
+        while not self.picker.complete and self.fatal is None:
+            batch = self.picker.pick(address, self.m._per_request)
+            if not batch:
+                if not self.picker.wanted_from(address):
+                    return
+                with contextlib.suppress(TimeoutError):
+                    await asyncio.wait_for(self.changed.wait(), 1.0)
+                continue
+            pending = set(batch)
+            try:
+                await self._fetch(address, batch, pending)
+                self.failures[address] = 0
+            except errors.BadPiece as exc:
+                log.warning("banning %s: %s", address, exc)
+                self.picker.ban(address)
+                self.download.banned.append(address)
+                self._show_providers()
+                self.changed.set()
+                return
+            except errors.DownloadFailed as exc:
+                self.fatal = exc  # disk trouble: no provider can fix it
+                self.changed.set()
+                return
+            except errors.P2PShareError as exc:
+                self.failures[address] = self.failures.get(address, 0) + 1
+                log.info("request to %s failed: %s", address, exc)
+                if self.failures[address] >= MAX_FAILURES:
+                    self.changed.set()
+                    return
+                await asyncio.sleep(0.2 * self.failures[address])
+            finally:
+                for index in pending:
+                    self.picker.failed(address, index)
+                self.changed.set()
+
+    async def _fetch(self, address: str, batch: list[int], pending: set[int]) -> None:
+        loop = asyncio.get_running_loop()
+        stream = self.m._clients.pieces(
+            address, self.download.content_id, batch, timeout=PIECE_TIMEOUT * len(batch)
+        )
+        try:
+            while pending:
+                try:
+                    piece = await asyncio.wait_for(anext(stream), PIECE_TIMEOUT)
+                except StopAsyncIteration:
+                    raise errors.RemoteError(f"peer {address} ended the stream early") from None
+                except TimeoutError:
+                    raise errors.TimedOut(f"peer {address} stalled") from None
+                if piece.index not in pending:
+                    raise errors.BadPiece(f"peer {address} sent piece {piece.index} unasked")
+                await loop.run_in_executor(
+                    self.m._pool, self.partial.write_verified, piece.index, piece.data
+                )
+                pending.discard(piece.index)
+                if self.picker.received(address, piece.index):
+                    self.download.add_bytes(len(piece.data))
+                await self._maybe_record()
+        finally:
+            await stream.aclose()
+
+    async def _maybe_record(self) -> None:
+        if time.monotonic() - self.last_record < RECORD_EVERY or self.record_lock.locked():
+            return
+        async with self.record_lock:
+            await self._save_record()
+
+    async def _save_record(self) -> None:
+        self.last_record = time.monotonic()
+        loop = asyncio.get_running_loop()
+        await loop.run_in_executor(self.m._pool, self.partial.save_record)

@@ -1,0 +1,167 @@
+"""A download on disk: a hidden partial file beside its target, and a record of
+verified pieces in the peer's data folder.
+
+Invariants:
+- the target name only ever holds a complete, verified file (moved into place with
+  one ``os.replace``);
+- the record never claims a piece that is not on disk: pieces are flushed with
+  ``fdatasync`` before the record that names them is written, and on resume every
+  claimed piece is hashed again, so a partial file changed while the peer was down
+  costs a re-fetch of those pieces, never a corrupt result.
+"""
+
+from __future__ import annotations
+
+import base64
+import errno
+import json
+import os
+from concurrent.futures import ThreadPoolExecutor
+from pathlib import Path
+from typing import Any
+
+from p2pshare.core.manifest import Manifest, validate_manifest
+from p2pshare.core.paths import PARTIAL_SUFFIX
+from p2pshare.core.pieces import PieceSet
+from p2pshare.errors import BadPiece, DownloadFailed, P2PShareError
+
+RECORD_VERSION = 1
+
+
+def partial_path(target: Path) -> Path:
+    return target.with_name(f".{target.name}{PARTIAL_SUFFIX}")
+
+
+def _disk_error(exc: OSError, path: Path) -> DownloadFailed:
+    if exc.errno in (errno.ENOSPC, errno.EDQUOT):
+        return DownloadFailed(f"disk full while writing {path}; free space and run get again")
+    return DownloadFailed(f"cannot write {path}: {exc.strerror or exc}")
+
+
+class PartialDownload:
+    """Verified pieces of one file, written in place into its partial file."""
+
+    def __init__(self, manifest: Manifest, target: Path, record: Path, have: PieceSet) -> None:
+        self.manifest = manifest
+        self.target = target
+        self.record = record
+        self.have = have
+        self.partial = partial_path(target)
+        self._unflushed = 0
+        try:
+            self.partial.parent.mkdir(parents=True, exist_ok=True)
+            self._fd = os.open(self.partial, os.O_RDWR | os.O_CREAT | os.O_NOFOLLOW, 0o644)
+        except OSError as exc:
+            raise _disk_error(exc, self.partial) from exc
+
+    @classmethod
+    def open(
+        cls, manifest: Manifest, target: Path, record: Path, *, pool: ThreadPoolExecutor
+    ) -> PartialDownload:
+        """Start, or resume from ``record``, re-checking every piece it claims."""
+        have = PieceSet(manifest.piece_count)
+        claimed = _read_record(record, manifest, target)
+        download = cls(manifest, target, record, have)
+        if claimed:
+            ok = pool.map(download._check_on_disk, claimed)
+            for index, good in zip(claimed, ok, strict=True):
+                if good:
+                    have.add(index)
+        return download
+
+    def _check_on_disk(self, index: int) -> bool:
+        length = self.manifest.piece_length(index)
+        data = os.pread(self._fd, length, self.manifest.piece_offset(index))
+        try:
+            self.manifest.verify_piece(index, data)
+        except BadPiece:
+            return False
+        return True
+
+    def write_verified(self, index: int, data: bytes) -> None:
+        """Verify ``data`` as piece ``index`` and write it; raises ``BadPiece``.
+
+        Runs in a worker thread: hashing and writing both release the GIL.
+        """
+        self.manifest.verify_piece(index, data)
+        try:
+            os.pwrite(self._fd, data, self.manifest.piece_offset(index))
+        except OSError as exc:
+            raise _disk_error(exc, self.partial) from exc
+
+    def save_record(self) -> None:
+        """Flush the partial file, then record which pieces it holds."""
+        # snapshot first: every piece in it was written before the flush below
+        snapshot = PieceSet.from_bytes(self.have.count, self.have.to_bytes())
+        try:
+            os.fdatasync(self._fd)
+            tmp = self.record.with_suffix(".tmp")
+            tmp.write_text(json.dumps(_record(self.manifest, self.target, snapshot)))
+            os.replace(tmp, self.record)
+        except OSError as exc:
+            raise _disk_error(exc, self.record) from exc
+
+    def finish(self) -> Path:
+        """Move the complete file into place; returns the target path."""
+        if not self.have.complete:
+            raise DownloadFailed("cannot finish: pieces are missing")
+        try:
+            os.ftruncate(self._fd, self.manifest.size)
+            os.fsync(self._fd)
+            self.close()
+            os.replace(self.partial, self.target)
+            self.record.unlink(missing_ok=True)
+        except OSError as exc:
+            raise _disk_error(exc, self.target) from exc
+        return self.target
+
+    def close(self) -> None:
+        if self._fd >= 0:
+            os.close(self._fd)
+            self._fd = -1
+
+
+def _record(manifest: Manifest, target: Path, have: PieceSet) -> dict[str, Any]:
+    return {
+        "version": RECORD_VERSION,
+        "content_id": manifest.content_id,
+        "name": manifest.name,
+        "target": str(target),
+        "size": manifest.size,
+        "piece_size": manifest.piece_size,
+        "piece_hashes": b"".join(manifest.piece_hashes).hex(),
+        "file_sha256": manifest.file_sha256.hex(),
+        "have": base64.b64encode(have.to_bytes()).decode(),
+    }
+
+
+def _read_record(record: Path, manifest: Manifest, target: Path) -> list[int]:
+    """Pieces the record claims, if it is a record of this download; else none."""
+    try:
+        data = json.loads(record.read_text())
+        if data.get("content_id") != manifest.content_id or data.get("target") != str(target):
+            return []
+        if not partial_path(target).exists():
+            return []
+        have = PieceSet.from_bytes(manifest.piece_count, base64.b64decode(data["have"]))
+    except (OSError, ValueError, KeyError, TypeError):
+        return []
+    return list(have)
+
+
+def load_record(record: Path) -> tuple[Manifest, Path] | None:
+    """The manifest and target of an interrupted download, to resume it at start-up."""
+    try:
+        data = json.loads(record.read_text())
+        hashes = bytes.fromhex(data["piece_hashes"])
+        manifest = validate_manifest(
+            content_id=data["content_id"],
+            name=data["name"],
+            size=data["size"],
+            piece_size=data["piece_size"],
+            piece_hashes=[hashes[i : i + 32] for i in range(0, len(hashes), 32)],
+            file_sha256=bytes.fromhex(data["file_sha256"]),
+        )
+        return manifest, Path(data["target"])
+    except (OSError, ValueError, KeyError, TypeError, P2PShareError):
+        return None

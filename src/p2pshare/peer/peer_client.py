@@ -1,0 +1,94 @@
+"""The client side of the peer protocol: one channel per remote peer, typed calls."""
+
+from __future__ import annotations
+
+from collections.abc import AsyncGenerator
+
+import grpc
+
+from p2pshare._proto import peer_pb2 as pb
+from p2pshare._proto import peer_pb2_grpc as pb_grpc
+from p2pshare.core.manifest import Manifest, check_content_id
+from p2pshare.peer.wire import CHANNEL_OPTIONS, manifest_from_pb, translate
+
+CALL_TIMEOUT = 10.0
+
+
+class PeerClients:
+    """Channels to other peers, opened on first use and reused."""
+
+    def __init__(self, *, me: pb.PeerInfo | None = None) -> None:
+        self._channels: dict[str, tuple[grpc.aio.Channel, pb_grpc.PeerStub]] = {}
+        self._me = me or pb.PeerInfo()
+
+    def set_me(self, me: pb.PeerInfo) -> None:
+        self._me = me
+
+    def _stub(self, address: str) -> pb_grpc.PeerStub:
+        entry = self._channels.get(address)
+        if entry is None:
+            channel = grpc.aio.insecure_channel(address, options=CHANNEL_OPTIONS)
+            entry = (channel, pb_grpc.PeerStub(channel))  # type: ignore[no-untyped-call]
+            self._channels[address] = entry
+        return entry[1]
+
+    async def forget(self, address: str) -> None:
+        entry = self._channels.pop(address, None)
+        if entry is not None:
+            await entry[0].close(None)
+
+    async def close(self) -> None:
+        channels = [c for c, _ in self._channels.values()]
+        self._channels.clear()
+        for channel in channels:
+            await channel.close(None)
+
+    async def hello(self, address: str, *, timeout: float = CALL_TIMEOUT) -> pb.HelloResponse:
+        try:
+            reply: pb.HelloResponse = await self._stub(address).Hello(
+                pb.HelloRequest(peer=self._me), timeout=timeout
+            )
+            return reply
+        except grpc.aio.AioRpcError as exc:
+            raise translate(exc, address) from exc
+
+    async def manifest(
+        self, address: str, content_id: str, *, timeout: float = CALL_TIMEOUT
+    ) -> Manifest:
+        """The manifest of ``content_id`` from ``address``, checked against the id."""
+        check_content_id(content_id)
+        try:
+            msg = await self._stub(address).GetManifest(
+                pb.ManifestRequest(content_id=content_id), timeout=timeout
+            )
+        except grpc.aio.AioRpcError as exc:
+            raise translate(exc, address) from exc
+        return manifest_from_pb(msg, content_id)
+
+    async def pieces(
+        self, address: str, content_id: str, indexes: list[int], *, timeout: float
+    ) -> AsyncGenerator[pb.Piece, None]:
+        """Stream the asked pieces, unverified: the caller checks each one."""
+        call = self._stub(address).GetPieces(
+            pb.PiecesRequest(content_id=content_id, indexes=indexes), timeout=timeout
+        )
+        try:
+            async for piece in call:
+                yield piece
+        except grpc.aio.AioRpcError as exc:
+            raise translate(exc, address) from exc
+        finally:
+            call.cancel()
+
+    async def search(
+        self, address: str, query: str, *, limit: int = 0, timeout: float = CALL_TIMEOUT
+    ) -> list[pb.SearchHit]:
+        try:
+            return [
+                hit
+                async for hit in self._stub(address).Search(
+                    pb.SearchRequest(query=query, limit=limit), timeout=timeout
+                )
+            ]
+        except grpc.aio.AioRpcError as exc:
+            raise translate(exc, address) from exc

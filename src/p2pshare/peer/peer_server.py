@@ -1,0 +1,134 @@
+"""The server side of the peer protocol: serves this peer's share over gRPC."""
+
+from __future__ import annotations
+
+import asyncio
+import functools
+import logging
+from collections.abc import AsyncIterator, Awaitable, Callable
+from typing import Any, TypeVar
+
+import grpc
+
+from p2pshare import errors
+from p2pshare._proto import peer_pb2 as pb
+from p2pshare._proto import peer_pb2_grpc as pb_grpc
+from p2pshare.core.manifest import check_content_id
+from p2pshare.core.names import parse_query
+from p2pshare.peer.share import Share
+from p2pshare.peer.wire import PROTOCOL_VERSION, SERVER_OPTIONS, manifest_to_pb, status_for
+
+log = logging.getLogger(__name__)
+
+MAX_PIECES_PER_REQUEST = 1024
+DEFAULT_SEARCH_LIMIT = 100
+MAX_SEARCH_LIMIT = 1000
+
+Ctx = grpc.aio.ServicerContext[Any, Any]
+T = TypeVar("T")
+R = TypeVar("R")
+
+
+def _unary(
+    fn: Callable[[Any, T, Ctx], Awaitable[R]],
+) -> Callable[[Any, T, Ctx], Awaitable[R]]:
+    """Map our errors to a gRPC status; anything else is logged as INTERNAL."""
+
+    @functools.wraps(fn)
+    async def wrapper(self: Any, request: T, context: Ctx) -> R:
+        try:
+            return await fn(self, request, context)
+        except errors.P2PShareError as exc:
+            await context.abort(status_for(exc), str(exc))
+        raise AssertionError("unreachable")  # context.abort always raises
+
+    return wrapper
+
+
+def _stream(
+    fn: Callable[[Any, T, Ctx], AsyncIterator[R]],
+) -> Callable[[Any, T, Ctx], AsyncIterator[R]]:
+    @functools.wraps(fn)
+    async def wrapper(self: Any, request: T, context: Ctx) -> AsyncIterator[R]:
+        try:
+            async for item in fn(self, request, context):
+                yield item
+        except errors.P2PShareError as exc:
+            await context.abort(status_for(exc), str(exc))
+
+    return wrapper
+
+
+class PeerService(pb_grpc.PeerServicer):
+    """Answers other peers: who we are, manifests, pieces, local search."""
+
+    def __init__(
+        self,
+        *,
+        share: Share,
+        me: Callable[[], pb.PeerInfo],
+        known: Callable[[], list[pb.PeerInfo]],
+        max_uploads: int,
+    ) -> None:
+        self._share = share
+        self._me = me
+        self._known = known
+        self._uploads = asyncio.Semaphore(max_uploads)
+        self.pieces_served = 0
+        self.bytes_served = 0
+
+    @_unary
+    async def Hello(self, request: pb.HelloRequest, context: Ctx) -> pb.HelloResponse:
+        return pb.HelloResponse(
+            peer=self._me(), known=self._known(), protocol_version=PROTOCOL_VERSION
+        )
+
+    @_unary
+    async def GetManifest(self, request: pb.ManifestRequest, context: Ctx) -> pb.Manifest:
+        shared = self._share.get(check_content_id(request.content_id))
+        return manifest_to_pb(shared.manifest)
+
+    @_stream
+    async def GetPieces(self, request: pb.PiecesRequest, context: Ctx) -> AsyncIterator[pb.Piece]:
+        content_id = check_content_id(request.content_id)
+        if len(request.indexes) > MAX_PIECES_PER_REQUEST:
+            raise errors.UsageError(f"at most {MAX_PIECES_PER_REQUEST} pieces per request")
+        if self._uploads.locked():
+            await context.abort(grpc.StatusCode.RESOURCE_EXHAUSTED, "too many uploads, retry")
+        async with self._uploads:
+            count = self._share.get(content_id).manifest.piece_count
+            bad = [i for i in request.indexes if i >= count]
+            if bad:
+                raise errors.UsageError(f"piece {bad[0]} out of range (file has {count})")
+            with self._share.reader(content_id) as reader:
+                for index in request.indexes:
+                    # a page-cache read of one piece takes well under a millisecond:
+                    # cheaper inline than a hop to a thread
+                    data = reader.read(index)
+                    self.pieces_served += 1
+                    self.bytes_served += len(data)
+                    yield pb.Piece(index=index, data=data)
+
+    @_stream
+    async def Search(self, request: pb.SearchRequest, context: Ctx) -> AsyncIterator[pb.SearchHit]:
+        try:
+            query = parse_query(request.query)
+        except ValueError as exc:
+            raise errors.UsageError(str(exc)) from exc
+        limit = min(request.limit or DEFAULT_SEARCH_LIMIT, MAX_SEARCH_LIMIT)
+        me = self._me()
+        for shared in self._share.search(query, limit):
+            yield pb.SearchHit(
+                content_id=shared.content_id, name=shared.name, size=shared.size, provider=me
+            )
+
+
+async def start_server(service: PeerService, host: str, port: int) -> tuple[grpc.aio.Server, int]:
+    """Start a gRPC server for ``service``; returns it and the port it bound."""
+    server = grpc.aio.server(options=SERVER_OPTIONS)
+    pb_grpc.add_PeerServicer_to_server(service, server)  # type: ignore[no-untyped-call]
+    bound = server.add_insecure_port(f"{host}:{port}")
+    if bound == 0:
+        raise errors.ConfigError(f"peer.port: cannot listen on {host}:{port}")
+    await server.start()
+    return server, bound

@@ -1,0 +1,38 @@
+"""Run a peer process in the foreground until SIGINT or SIGTERM."""
+
+from __future__ import annotations
+
+import asyncio
+import signal
+
+from p2pshare.config import PeerSettings
+from p2pshare.peer.control_api import create_app
+from p2pshare.peer.node import PeerNode
+from p2pshare.serving import HttpServer, bind, bound_url, quiet_logs
+
+
+async def serve(settings: PeerSettings) -> None:
+    quiet_logs(settings.log_level)
+    # bind the control API first: a port in use fails before any work is done
+    sock = bind(settings.api_host, settings.api_port, "peer.api_port")
+    node = PeerNode(settings)
+    await node.start()
+    http = HttpServer(create_app(node), sock, log_level=settings.log_level)
+    try:
+        await http.start()
+        print(
+            f"p2pshare peer listening on grpc {node.address}, control API {bound_url(sock)}",
+            flush=True,
+        )
+        stop = asyncio.Event()
+        loop = asyncio.get_running_loop()
+        for sig in (signal.SIGINT, signal.SIGTERM):
+            loop.add_signal_handler(sig, stop.set)
+        await stop.wait()
+    finally:
+        await http.stop()
+        await node.stop()
+
+
+def run(settings: PeerSettings) -> None:
+    asyncio.run(serve(settings))
