@@ -12,6 +12,7 @@ import json
 import os
 import shlex
 import subprocess
+import sys
 import tempfile
 import time
 from pathlib import Path
@@ -40,12 +41,15 @@ def _sample_files(peer1: Path, peer2: Path) -> Path:
     return shared
 
 
-def _run(title: str, *args: str) -> str:
+def _run(title: str | None, *args: str) -> str:
+    """Run one p2pshare command as a person would; show it and its output under ``title``."""
     argv = p2pshare_argv(*args)
-    console.print(f"\n[bold]{title}[/]\n[dim]$ p2pshare {shlex.join(args)}[/]")
+    if title:
+        console.print(f"\n[bold]{title}[/]\n[dim]$ p2pshare {shlex.join(args)}[/]")
     done = subprocess.run(argv, capture_output=True, text=True, timeout=300)
-    if done.stdout:
-        console.print(done.stdout.rstrip(), markup=False, highlight=False)
+    if title and done.stdout:
+        sys.stdout.write(done.stdout)
+        sys.stdout.flush()
     if done.returncode != 0:
         raise DownloadFailed(f"p2pshare {args[0]} failed: {done.stderr.strip()}")
     return done.stdout
@@ -76,10 +80,7 @@ def run_demo(workdir: Path | None) -> None:
         carol = peers[2]
 
         _run("carol searches the network for 'holiday':", "search", "holiday", "--api", carol.api)
-        hits = _run(
-            "the same, as JSON for scripts (ids in full):",
-            *("search", "holiday video", "--json", "--api", carol.api),
-        )
+        hits = _run(None, "search", "holiday video", "--json", "--api", carol.api)
         hit = json.loads(hits)[0]
         out_dir = root / "carol" / "downloads"
         start = time.perf_counter()
@@ -94,7 +95,7 @@ def run_demo(workdir: Path | None) -> None:
 
         table = Table(title="summary", show_header=False, box=None)
         table.add_row("processes", "1 tracker, 3 peers (real gRPC and HTTP on 127.0.0.1)")
-        table.add_row("search hits for 'holiday'", str(len(json.loads(hits))))
+        table.add_row("search hits for 'holiday video'", str(len(json.loads(hits))))
         table.add_row("providers used", ", ".join(p["address"] for p in hit["providers"]))
         table.add_row("downloaded", f"{fetched} ({hit['size'] >> 20} MiB in {seconds:.2f} s)")
         table.add_row("sha256 equal to the original", "yes" if same else "NO")

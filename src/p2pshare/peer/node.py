@@ -210,8 +210,8 @@ class PeerNode:
                 sources["tracker"] = f"unreachable: {exc}"
         me = PeerRef(peer_id=self.tracker.peer_id, address=self.address)
         for f in self.share.search(parsed, limit):
-            hit = merged.get(f.content_id)
-            providers = list(hit.providers) if hit else []
+            known = merged.get(f.content_id)
+            providers = list(known.providers) if known else []
             if all(p.address != self.address for p in providers):
                 providers.append(me)
             merged[f.content_id] = SearchHit(
