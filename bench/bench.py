@@ -609,6 +609,8 @@ def start_peer(
         [
             P2PSHARE,
             "peer",
+            "--host",
+            LOOPBACK,
             "--share",
             share,
             "--data",
@@ -666,7 +668,7 @@ def bench_p2pshare(
     tlog = d / "tracker.log"
     tracker = procs.start(
         "p2pshare-tracker",
-        [P2PSHARE, "tracker", "--port", "0", "--db", d / "tracker.db"],
+        [P2PSHARE, "tracker", "--host", LOOPBACK, "--port", "0", "--db", d / "tracker.db"],
         tlog,
     )
     provider: subprocess.Popen[bytes] | None = None
