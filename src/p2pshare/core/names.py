@@ -23,7 +23,9 @@ _WORD = re.compile(r"[^\W_]+")
 
 
 def _fold(text: str) -> str:
-    decomposed = unicodedata.normalize("NFKD", text.casefold())
+    # NFKD before and after casefold: the compatibility caseless match of Unicode §3.13,
+    # so folding is idempotent (NFKD of "𝑨" is "A", which casefold must still lower)
+    decomposed = unicodedata.normalize("NFKD", unicodedata.normalize("NFKD", text).casefold())
     return "".join(c for c in decomposed if not unicodedata.combining(c))
 
 
