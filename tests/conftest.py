@@ -1,0 +1,1 @@
+"""Shared test configuration (kept minimal; real-process helpers live in ``tests/procs.py``)."""

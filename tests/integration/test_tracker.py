@@ -1,0 +1,124 @@
+"""The tracker as a real process on 127.0.0.1 (port 0), over real HTTP."""
+
+from __future__ import annotations
+
+import hashlib
+import signal
+
+import httpx
+import pytest
+
+from p2pshare.errors import NotFound, PermissionDenied, Unreachable, UsageError
+from p2pshare.tracker.client import TrackerClient
+from p2pshare.tracker.models import FileEntry
+from tests.procs import output, p2pshare, start_tracker, wait_until
+
+pytestmark = pytest.mark.integration
+
+
+def cid(n: int) -> str:
+    return hashlib.sha256(str(n).encode()).hexdigest()
+
+
+@pytest.fixture
+def tracker(tmp_path):
+    t = start_tracker(tmp_path)
+    yield t
+    t.stop()
+
+
+async def test_register_search_and_heartbeat_over_http(tracker):
+    async with TrackerClient(tracker.url) as client:
+        files = [FileEntry(content_id=cid(1), name="isos/debian-12.iso", size=3)]
+        reg = await client.register("127.0.0.1:40001", files)
+        other = await client.register("127.0.0.1:40002", [])
+        assert [n.peer_id for n in other.neighbours] == [reg.peer_id]
+        [hit] = await client.search("deb iso")
+        assert hit.name == "isos/debian-12.iso"
+        assert [p.address for p in hit.providers] == ["127.0.0.1:40001"]
+        assert (await client.heartbeat(reg.peer_id, reg.token)).lease_seconds > 0
+        assert (await client.providers(cid(1))).providers[0].peer_id == reg.peer_id
+        with pytest.raises(PermissionDenied):
+            await client.heartbeat(reg.peer_id, other.token)
+
+
+async def test_killed_tracker_restarted_on_the_same_db_still_knows_its_peers(tmp_path):
+    first = start_tracker(tmp_path)
+    async with TrackerClient(first.url) as client:
+        reg = await client.register(
+            "127.0.0.1:40001", [FileEntry(content_id=cid(7), name="kept.mkv", size=9)]
+        )
+    assert first.stop(signal.SIGKILL) == -signal.SIGKILL
+
+    second = start_tracker(tmp_path, db=first.db)
+    try:
+        async with TrackerClient(second.url) as client:
+            assert [h.content_id for h in await client.search("kept")] == [cid(7)]
+            await client.heartbeat(reg.peer_id, reg.token)
+            assert [p.peer_id for p in await client.peers()] == [reg.peer_id]
+    finally:
+        second.stop()
+
+
+async def test_bad_inputs_get_clear_errors_over_the_wire(tracker):
+    async with httpx.AsyncClient(base_url=tracker.url) as http:
+        r = await http.post(
+            "/v1/peers", content=b"{not json", headers={"Content-Type": "application/json"}
+        )
+        assert r.status_code == 422 and "malformed JSON" in r.json()["error"]
+        r = await http.post("/v1/peers", json={"address": "x", "files": []})
+        assert r.status_code == 422 and "HOST:PORT" in r.json()["error"]
+        r = await http.post("/v1/peers/nobody/heartbeat", headers={"Authorization": "Bearer t"})
+        assert r.status_code == 404
+        assert "Traceback" not in r.text
+    async with TrackerClient(tracker.url) as client:
+        with pytest.raises(UsageError, match="empty"):
+            await client.search("")
+        with pytest.raises(NotFound):
+            await client.providers(cid(3))
+    assert "Traceback" not in output(tracker.proc)
+
+
+def test_sigterm_stops_the_tracker_cleanly(tmp_path):
+    t = start_tracker(tmp_path)
+    assert httpx.get(t.url + "/healthz").json()["status"] == "ok"
+    assert t.stop(signal.SIGTERM) == 0
+    assert "Traceback" not in output(t.proc)
+
+
+async def test_a_stopped_tracker_is_unreachable(tmp_path):
+    t = start_tracker(tmp_path)
+    t.stop()
+    async with TrackerClient(t.url, timeout=2) as client:
+        with pytest.raises(Unreachable):
+            await client.peers()
+
+
+def test_expired_peers_vanish_without_logout(tmp_path):
+    t = start_tracker(tmp_path, env={"P2PSHARE_TRACKER_LEASE_SECONDS": "5"})
+    try:
+        body = {"address": "127.0.0.1:40001", "files": []}
+        assert httpx.post(t.url + "/v1/peers", json=body).status_code == 201
+        assert httpx.get(t.url + "/v1/peers").json()["peers"]
+        wait_until(
+            lambda: httpx.get(t.url + "/v1/peers").json()["peers"] == [],
+            timeout=15,
+            what="the lease to run out",
+        )
+    finally:
+        t.stop()
+
+
+def test_port_in_use_is_one_line_error(tmp_path):
+    import socket
+    import subprocess
+
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        s.listen()
+        port = s.getsockname()[1]
+        argv = p2pshare("tracker", "--port", str(port), "--db", str(tmp_path / "t.db"))
+        done = subprocess.run(argv, capture_output=True, text=True, timeout=30, check=False)
+    assert done.returncode != 0
+    assert "cannot listen" in done.stderr
+    assert "Traceback" not in done.stderr

@@ -1,0 +1,251 @@
+"""SqliteRegistry on a temporary file, with explicit clocks."""
+
+from __future__ import annotations
+
+import hashlib
+import random
+import sqlite3
+
+import pytest
+
+from p2pshare.core.names import parse_query
+from p2pshare.errors import NotFound, PermissionDenied
+from p2pshare.tracker.models import FileEntry
+from p2pshare.tracker.registry import SqliteRegistry, fts_terms
+
+LEASE = 60.0
+T0 = 1_000_000.0
+
+
+def cid(n: int) -> str:
+    return hashlib.sha256(str(n).encode()).hexdigest()
+
+
+def entry(n: int, name: str, size: int = 10) -> FileEntry:
+    return FileEntry(content_id=cid(n), name=name, size=size)
+
+
+@pytest.fixture
+def reg(tmp_path):
+    r = SqliteRegistry(tmp_path / "tracker.db", lease_seconds=LEASE, rng=random.Random(7))
+    yield r
+    r.close()
+
+
+def names_of(reg, query: str, now: float = T0) -> set[str]:
+    return {h.name for h in reg.search(parse_query(query), 100, now)}
+
+
+def test_registered_files_are_found_with_their_provider(reg):
+    a = reg.register("10.0.0.1:1", [entry(1, "debian-linux-12.iso", 42)], T0)
+    [hit] = reg.search(parse_query("linux"), 10, T0)
+    assert (hit.content_id, hit.name, hit.size) == (cid(1), "debian-linux-12.iso", 42)
+    assert [(p.peer_id, p.address) for p in hit.providers] == [(a.peer_id, "10.0.0.1:1")]
+
+
+def test_search_groups_providers_per_content_id(reg):
+    a = reg.register("10.0.0.1:1", [entry(1, "movie.mkv")], T0)
+    b = reg.register("10.0.0.2:1", [entry(1, "other name of movie.mkv")], T0)
+    hits = reg.search(parse_query("movie"), 10, T0)
+    assert len(hits) == 1
+    assert {p.peer_id for p in hits[0].providers} == {a.peer_id, b.peer_id}
+
+
+def test_search_limit_counts_content_ids(reg):
+    reg.register("10.0.0.1:1", [entry(i, f"song {i}.mp3") for i in range(20)], T0)
+    assert len(reg.search(parse_query("song"), 5, T0)) == 5
+
+
+def test_expired_peer_is_absent_from_search_providers_and_peers(reg):
+    old = reg.register("10.0.0.1:1", [entry(1, "old.txt")], T0)
+    new = reg.register("10.0.0.2:1", [entry(2, "new.txt")], T0 + 30)
+    later = T0 + LEASE + 1
+    assert names_of(reg, "txt", later) == {"new.txt"}
+    with pytest.raises(NotFound):
+        reg.providers(cid(1), later)
+    assert [p.peer_id for p in reg.live_peers(10, later)] == [new.peer_id]
+    assert old.peer_id not in {p.peer_id for p in reg.sample(10, (), later)}
+    assert reg.stats(later).peers == 1
+
+
+def test_heartbeat_extends_the_lease(reg):
+    a = reg.register("10.0.0.1:1", [entry(1, "a.txt")], T0)
+    reg.heartbeat(a.peer_id, a.token, T0 + 50)
+    assert reg.providers(cid(1), T0 + 100).providers[0].peer_id == a.peer_id
+    with pytest.raises(NotFound):
+        reg.providers(cid(1), T0 + 111)
+
+
+def test_heartbeat_of_expired_peer_is_not_found_even_with_its_token(reg):
+    a = reg.register("10.0.0.1:1", [], T0)
+    with pytest.raises(NotFound):
+        reg.heartbeat(a.peer_id, a.token, T0 + LEASE)
+
+
+def test_unknown_peer_is_not_found(reg):
+    with pytest.raises(NotFound):
+        reg.heartbeat("nobody", "x", T0)
+
+
+def test_wrong_token_is_denied_for_every_update(reg):
+    a = reg.register("10.0.0.1:1", [entry(1, "a.txt")], T0)
+    b = reg.register("10.0.0.2:1", [], T0)
+    for call in (
+        lambda: reg.heartbeat(a.peer_id, b.token, T0),
+        lambda: reg.replace_files(a.peer_id, b.token, [], T0),
+        lambda: reg.patch_files(a.peer_id, "", [], [cid(1)], T0),
+        lambda: reg.remove(a.peer_id, a.token + "x", T0),
+    ):
+        with pytest.raises(PermissionDenied):
+            call()
+    assert names_of(reg, "a") == {"a.txt"}
+
+
+def test_only_a_hash_of_the_token_is_stored(reg, tmp_path):
+    a = reg.register("10.0.0.1:1", [], T0)
+    dump = "\n".join(sqlite3.connect(tmp_path / "tracker.db").iterdump())
+    assert a.token not in dump
+
+
+def test_replace_files_swaps_the_whole_index(reg):
+    a = reg.register("10.0.0.1:1", [entry(1, "one.txt"), entry(2, "two.txt")], T0)
+    assert reg.replace_files(a.peer_id, a.token, [entry(3, "three.txt")], T0) == 1
+    assert names_of(reg, "txt") == {"three.txt"}
+    assert reg.stats(T0).files == 1
+
+
+def test_patch_adds_and_removes_files(reg):
+    a = reg.register("10.0.0.1:1", [entry(1, "one.txt"), entry(2, "two.txt")], T0)
+    count = reg.patch_files(a.peer_id, a.token, [entry(3, "three.txt")], [cid(1)], T0)
+    assert count == 2
+    assert names_of(reg, "txt") == {"two.txt", "three.txt"}
+    with pytest.raises(NotFound):
+        reg.providers(cid(1), T0)
+
+
+def test_patch_re_adding_a_content_id_renames_it(reg):
+    a = reg.register("10.0.0.1:1", [entry(1, "draft.txt")], T0)
+    reg.patch_files(a.peer_id, a.token, [entry(1, "final.txt")], [], T0)
+    assert names_of(reg, "txt") == {"final.txt"}
+
+
+def test_remove_logs_out_at_once(reg):
+    a = reg.register("10.0.0.1:1", [entry(1, "a.txt")], T0)
+    reg.remove(a.peer_id, a.token, T0)
+    assert names_of(reg, "a") == set()
+    with pytest.raises(NotFound):
+        reg.heartbeat(a.peer_id, a.token, T0)
+
+
+def test_registering_an_address_again_replaces_the_old_registration(reg):
+    old = reg.register("10.0.0.1:1", [entry(1, "a.txt")], T0)
+    new = reg.register("10.0.0.1:1", [entry(1, "a.txt")], T0 + 1)
+    assert [p.peer_id for p in reg.providers(cid(1), T0 + 1).providers] == [new.peer_id]
+    with pytest.raises(NotFound):
+        reg.heartbeat(old.peer_id, old.token, T0 + 1)
+
+
+def test_neighbours_are_other_live_peers(reg):
+    others = {reg.register(f"10.0.0.{i}:1", [], T0).peer_id for i in range(5)}
+    me = reg.register("10.0.1.1:1", [], T0, neighbours=3)
+    assert len(me.neighbours) == 3
+    assert {n.peer_id for n in me.neighbours} <= others
+    assert len(reg.register("10.0.1.2:1", [], T0, neighbours=100).neighbours) == 6
+
+
+def test_live_peers_lists_the_most_recent_first(reg):
+    a = reg.register("10.0.0.1:1", [], T0)
+    b = reg.register("10.0.0.2:1", [], T0 + 1)
+    assert [p.peer_id for p in reg.live_peers(10, T0 + 2)] == [b.peer_id, a.peer_id]
+    assert len(reg.live_peers(1, T0 + 2)) == 1
+
+
+def test_purge_deletes_expired_peers_and_their_names(reg, tmp_path):
+    reg.register("10.0.0.1:1", [entry(1, "gone.txt")], T0)
+    keep = reg.register("10.0.0.2:1", [entry(2, "kept.txt")], T0 + 30)
+    assert reg.purge(T0 + LEASE) == 1
+    db = sqlite3.connect(tmp_path / "tracker.db")
+    assert [r[0] for r in db.execute("SELECT name FROM names")] == ["kept.txt"]
+    assert [r[0] for r in db.execute("SELECT peer_id FROM peers")] == [keep.peer_id]
+
+
+def test_restart_on_the_same_file_keeps_registrations(tmp_path):
+    path = tmp_path / "tracker.db"
+    first = SqliteRegistry(path, lease_seconds=LEASE)
+    a = first.register("10.0.0.1:1", [entry(1, "kept.iso")], T0)
+    first.close()
+    second = SqliteRegistry(path, lease_seconds=LEASE)
+    try:
+        assert [h.name for h in second.search(parse_query("kept"), 10, T0)] == ["kept.iso"]
+        second.heartbeat(a.peer_id, a.token, T0 + 1)
+        with pytest.raises(PermissionDenied):
+            second.heartbeat(a.peer_id, "forged", T0 + 1)
+    finally:
+        second.close()
+
+
+NAMES = [
+    "debian-linux-12.iso",
+    "Ubuntu_22.04_desktop.ISO",
+    "music/Café del Mar - Été.flac",
+    "music/cafeteria.mp3",
+    "docs/Straße und Weg.pdf",
+    "photos/IMG_0001.JPG",
+    "photos/img0002.jpeg",
+    "books/Ωmega Ünïcode.epub",
+    "notes.txt",
+    "a/b/c/deep name.tar.gz",
+]
+
+QUERIES = [
+    "linux",
+    "lin iso",
+    "LIN",
+    "cafe",
+    "café",
+    "ete",
+    "strasse",
+    "straße",
+    "img",
+    "0001",
+    "ωmega",
+    "unicode",
+    "deep tar",
+    "nux",
+    "*.iso",
+    "*.ISO",
+    "*linux*",
+    "deb*an*",
+    "music/*",
+    "photos/img_????.jpg",
+    "*",
+    "*.[jt]*",
+    "?otes.txt",
+    "d*",
+]
+
+
+@pytest.mark.parametrize("text", QUERIES)
+def test_search_agrees_with_core_names(reg, text):
+    reg.register("10.0.0.1:1", [entry(i, n) for i, n in enumerate(NAMES)], T0)
+    query = parse_query(text)
+    assert names_of(reg, text) == {n for n in NAMES if query.matches(n)}
+
+
+def test_prefix_query_needs_a_word_start():
+    # "nux" is inside "linux" but starts no word
+    assert fts_terms(parse_query("nux")) == ["nux"]
+
+
+@pytest.mark.parametrize(
+    ("glob", "terms"),
+    [
+        ("*.iso", ["iso"]),
+        ("deb*an.iso", ["deb", "iso"]),
+        ("*", []),
+        ("a?c", ["a"]),
+        ("photos/[ab]*.jpg", ["photos"]),
+    ],
+)
+def test_glob_uses_only_literal_word_starts_as_fts_terms(glob, terms):
+    assert fts_terms(parse_query(glob)) == terms
