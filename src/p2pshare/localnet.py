@@ -106,6 +106,7 @@ def spawn(
                     found.append(match)
                     seen.set()
         seen.set()
+        stream.close()
         sink.close()
 
     threading.Thread(target=drain, args=(popen.stdout,), daemon=True).start()

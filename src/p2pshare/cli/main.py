@@ -302,17 +302,21 @@ def demo(
     run_demo(workdir)
 
 
+def _exit_with(exc: errors.P2PShareError, code: int) -> None:
+    # one unwrapped line, whatever the terminal width: scripts read it too
+    message = " ".join(str(exc).split())
+    sys.stderr.write(f"p2pshare: {message}\n")
+    sys.exit(code)
+
+
 def main() -> None:
     try:
         app()
     except errors.Unreachable as exc:
-        err.print(f"p2pshare: {exc}", markup=False, highlight=False)
-        sys.exit(3)
+        _exit_with(exc, 3)
     except (errors.UsageError, errors.NotFound, errors.PermissionDenied) as exc:
-        err.print(f"p2pshare: {exc}", markup=False, highlight=False)
-        sys.exit(2)
+        _exit_with(exc, 2)
     except errors.P2PShareError as exc:
-        err.print(f"p2pshare: {exc}", markup=False, highlight=False)
-        sys.exit(1)
+        _exit_with(exc, 1)
     except KeyboardInterrupt:
         sys.exit(130)

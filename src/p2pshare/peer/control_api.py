@@ -87,6 +87,14 @@ class TrackerView(_Model):
     last_ok: float | None
 
 
+class ScanView(_Model):
+    """The scan of the share folder at start-up."""
+
+    hashed: int = Field(description="Files hashed (new or changed).")
+    cached: int = Field(description="Files whose hashes came from the cache.")
+    skipped: list[str] = Field(description="Entries not shared, each with why.")
+
+
 class StatusView(_Model):
     version: str
     peer_id: str
@@ -94,6 +102,7 @@ class StatusView(_Model):
     share: str
     files: int
     shared_bytes: int
+    scan: ScanView
     tracker: TrackerView
     neighbours: list[str]
     pieces_served: int
@@ -136,6 +145,11 @@ def create_app(node: PeerNode) -> FastAPI:
             share=str(node.share_root),
             files=len(files),
             shared_bytes=sum(f.size for f in files),
+            scan=ScanView(
+                hashed=node.scan.hashed,
+                cached=node.scan.cached,
+                skipped=[f"{path}: {why}" for path, why in node.scan.skipped],
+            ),
             tracker=TrackerView(url=t.url, state=t.state, peer_id=t.peer_id, last_ok=t.last_ok),
             neighbours=[n.address for n in t.neighbours],
             pieces_served=node.service.pieces_served,

@@ -23,6 +23,7 @@ from p2pshare import errors
 from p2pshare.core.manifest import Manifest, check_content_id
 from p2pshare.core.paths import check_share_name
 from p2pshare.core.piece_picker import PiecePicker
+from p2pshare.peer.hashing import hash_file
 from p2pshare.peer.partial import PartialDownload, load_record
 from p2pshare.peer.peer_client import PeerClients
 
@@ -133,10 +134,14 @@ class DownloadManager:
     def start(self, content_id: str, out_dir: Path | None = None) -> Download:
         """Start downloading ``content_id`` into ``out_dir`` (or join the running download)."""
         check_content_id(content_id)
+        out = (out_dir or self._default_out).resolve()
         current = self._downloads.get(content_id)
-        if current is not None and not current.done:
+        if current is not None and (
+            not current.done
+            or (current.state == "complete" and current.out_dir == out and _exists(current.path))
+        ):
             return current
-        download = Download(content_id, (out_dir or self._default_out).resolve())
+        download = Download(content_id, out)
         self._downloads[content_id] = download
         self._tasks[content_id] = asyncio.create_task(
             self._run(download, None), name=f"download-{content_id[:12]}"
@@ -172,6 +177,9 @@ class DownloadManager:
             download.name, download.size = manifest.name, manifest.size
             download.pieces = manifest.piece_count
             target = _target_path(download.out_dir, manifest.name)
+            if target.exists():
+                await self._already_there(download, manifest, target)
+                return
             record = self._records / f"{manifest.content_id}.json"
             loop = asyncio.get_running_loop()
             partial = await loop.run_in_executor(
@@ -197,6 +205,21 @@ class DownloadManager:
         finally:
             download.finished = time.monotonic()
             download.touch()
+
+    async def _already_there(self, download: Download, manifest: Manifest, target: Path) -> None:
+        """The target exists: done if it holds these very bytes, else refuse to touch it."""
+        found = await asyncio.to_thread(
+            hash_file, target, name=manifest.name, piece_size=manifest.piece_size
+        )
+        if found.content_id != manifest.content_id:
+            raise errors.DownloadFailed(
+                f"{target} already exists with other content; move it away or choose another"
+                " output folder"
+            )
+        download.path = str(target)
+        download.pieces_done, download.bytes_done = manifest.piece_count, manifest.size
+        download.state = "complete"
+        await self._on_complete(target)
 
     async def _providers(self, download: Download) -> list[str]:
         download.why_stalled = "looking for providers"
@@ -227,11 +250,11 @@ def _target_path(out_dir: Path, name: str) -> Path:
     target = out_dir / name
     if not target.parent.resolve().is_relative_to(out_dir.resolve()) and target.parent.exists():
         raise errors.DownloadFailed(f"refusing {name!r}: it leaves {out_dir} through a symlink")
-    if target.exists():
-        raise errors.DownloadFailed(
-            f"{target} already exists; move it away or choose another output folder"
-        )
     return target
+
+
+def _exists(path: str | None) -> bool:
+    return path is not None and Path(path).is_file()
 
 
 class _Swarm:

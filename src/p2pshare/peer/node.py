@@ -75,7 +75,11 @@ class PeerNode:
         self.scan = await asyncio.to_thread(self.share.scan)
         self.clients = PeerClients()
         self.service = PeerService(
-            share=self.share, me=self.me, known=self.known, max_uploads=s.max_uploads
+            share=self.share,
+            me=self.me,
+            known=self.known,
+            max_uploads=s.max_uploads,
+            max_upload_rate=s.max_upload_rate,
         )
         self.grpc_server, port = await start_server(self.service, s.host, s.port)
         self.address = s.advertise or f"{_dialable(s.host)}:{port}"

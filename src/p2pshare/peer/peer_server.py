@@ -5,6 +5,7 @@ from __future__ import annotations
 import asyncio
 import functools
 import logging
+import time
 from collections.abc import AsyncIterator, Awaitable, Callable
 from typing import Any, TypeVar
 
@@ -15,6 +16,7 @@ from p2pshare._proto import peer_pb2 as pb
 from p2pshare._proto import peer_pb2_grpc as pb_grpc
 from p2pshare.core.manifest import check_content_id
 from p2pshare.core.names import parse_query
+from p2pshare.core.rate import TokenBucket
 from p2pshare.peer.share import Share
 from p2pshare.peer.wire import PROTOCOL_VERSION, SERVER_OPTIONS, manifest_to_pb, status_for
 
@@ -69,11 +71,14 @@ class PeerService(pb_grpc.PeerServicer):
         me: Callable[[], pb.PeerInfo],
         known: Callable[[], list[pb.PeerInfo]],
         max_uploads: int,
+        max_upload_rate: int = 0,
     ) -> None:
         self._share = share
         self._me = me
         self._known = known
         self._uploads = asyncio.Semaphore(max_uploads)
+        # a quarter second of burst: smooth enough, and a piece larger than that just waits
+        self._rate = TokenBucket(max_upload_rate, max(max_upload_rate / 4, 1), time.monotonic())
         self.pieces_served = 0
         self.bytes_served = 0
 
@@ -105,6 +110,9 @@ class PeerService(pb_grpc.PeerServicer):
                     # a page-cache read of one piece takes well under a millisecond:
                     # cheaper inline than a hop to a thread
                     data = reader.read(index)
+                    delay = self._rate.take(len(data), time.monotonic())
+                    if delay:
+                        await asyncio.sleep(delay)
                     self.pieces_served += 1
                     self.bytes_served += len(data)
                     yield pb.Piece(index=index, data=data)

@@ -1,0 +1,44 @@
+"""Helpers for tests that drive real tracker and peer processes."""
+
+from __future__ import annotations
+
+import hashlib
+import os
+import subprocess
+from pathlib import Path
+from typing import Any
+
+import httpx
+
+from p2pshare.localnet import PeerProc, p2pshare_argv, wait_for
+
+
+def cli(*args: str, timeout: float = 60) -> subprocess.CompletedProcess[str]:
+    """Run ``p2pshare ARGS`` as a user would, capturing its output."""
+    return subprocess.run(
+        p2pshare_argv(*args), capture_output=True, text=True, timeout=timeout, check=False
+    )
+
+
+def api(peer: PeerProc, path: str, **params: Any) -> Any:
+    response = httpx.get(peer.api + path, params=params, timeout=10)
+    response.raise_for_status()
+    return response.json()
+
+
+def write_random(path: Path, size: int) -> Path:
+    path.parent.mkdir(parents=True, exist_ok=True)
+    path.write_bytes(os.urandom(size))
+    return path
+
+
+def sha256(path: Path) -> str:
+    return hashlib.sha256(path.read_bytes()).hexdigest()
+
+
+def wait_registered(peer: PeerProc, timeout: float = 10) -> None:
+    wait_for(
+        lambda: api(peer, "/v1/status")["tracker"]["state"] == "registered",
+        timeout,
+        f"{peer.name} to register",
+    )
