@@ -283,7 +283,7 @@ class Share:
                         result.cached += 1
                     with self._lock:
                         assert self._touched is not None
-                        if True:
+                        if name not in self._touched:
                             self._put(shared)
             finally:
                 with self._lock:
