@@ -355,8 +355,30 @@ def _r(x: float | None, nd: int) -> float | None:
     return None if x is None else round(x, nd)
 
 
+def cpu_busy(seconds: float = 1.0) -> float:
+    """Share (0-100) of all CPUs busy over ``seconds``, from /proc/stat."""
+
+    def snap() -> tuple[int, int]:
+        vals = [int(x) for x in Path("/proc/stat").read_text().split("\n", 1)[0].split()[1:]]
+        idle = vals[3] + vals[4]
+        return sum(vals) - idle, sum(vals)
+
+    b0, t0 = snap()
+    time.sleep(seconds)
+    b1, t1 = snap()
+    return round(100 * (b1 - b0) / max(1, t1 - t0), 1)
+
+
 def guarded(series: Series, fn: Callable[[], None]) -> None:
-    """Run one part; a failure is recorded on its series and the bench goes on."""
+    """Run one part; a failure is recorded on its series and the bench goes on.
+
+    The machine's CPU use just before is recorded too: other work on the machine
+    makes every figure noisy, so a busy figure explains an outlier.
+    """
+    busy = cpu_busy()
+    series.extra["cpu_busy_before_pct"] = busy
+    if busy > 20:
+        log(f"warning: the CPUs are {busy:.0f}% busy before {series.name}: figures will be noisy")
     try:
         fn()
     except BenchError as exc:
@@ -367,7 +389,20 @@ def guarded(series: Series, fn: Callable[[], None]) -> None:
 # ---------------------------------------------------------------- nginx + curl
 
 
-def bench_nginx(procs: Procs, src: Path, runs: int, timeout: float, s: Series) -> None:
+def fsync_seconds(path: Path) -> float:
+    """Time to force a just-written file to the disk (what p2pshare does before "done")."""
+    t0 = time.perf_counter()
+    fd = os.open(path, os.O_RDONLY)
+    try:
+        os.fsync(fd)
+    finally:
+        os.close(fd)
+    return time.perf_counter() - t0
+
+
+def bench_nginx(
+    procs: Procs, src: Path, runs: int, timeout: float, s: Series, durable: Series
+) -> None:
     d = fresh_dir(WORK / "nginx")
     (d / "tmp").mkdir()
     port = free_port()
@@ -408,10 +443,15 @@ http {{
             )
             if rc != 0:
                 raise BenchError(f"curl exited {rc}: {text.strip()[-300:]}")
+            sync_s = fsync_seconds(out)
             if not same_bytes(src, out):
                 raise BenchError("curl's output differs from the source")
             s.seconds.append(secs)
-            log(f"nginx+curl run {i + 1}/{runs}: {secs:.3f}s, {s.size / secs / MB:.0f} MB/s")
+            durable.seconds.append(secs + sync_s)
+            log(
+                f"nginx+curl run {i + 1}/{runs}: {secs:.3f}s, {s.size / secs / MB:.0f} MB/s; "
+                f"+fsync {sync_s:.3f}s"
+            )
         drop_outputs(out)
     finally:
         procs.stop(proc)
@@ -485,7 +525,9 @@ def aria2_args(port: int, logfile: Path) -> list[str]:
     ]
 
 
-def bench_aria2(procs: Procs, src: Path, runs: int, timeout: float, s: Series) -> None:
+def bench_aria2(
+    procs: Procs, src: Path, runs: int, timeout: float, s: Series, durable: Series
+) -> None:
     d = fresh_dir(WORK / "bt")
     tport = free_port()
     torrent = d / f"{src.name}.torrent"
@@ -564,10 +606,15 @@ def bench_aria2(procs: Procs, src: Path, runs: int, timeout: float, s: Series) -
             )
             if rc != 0:
                 raise BenchError(f"downloading aria2c exited {rc}: {text.strip()[-300:]}")
+            sync_s = fsync_seconds(out / src.name)
             if not same_bytes(src, out / src.name):
                 raise BenchError("aria2c's output differs from the source")
             s.seconds.append(secs)
-            log(f"aria2 run {i + 1}/{runs}: {secs:.3f}s, {s.size / secs / MB:.0f} MB/s")
+            durable.seconds.append(secs + sync_s)
+            log(
+                f"aria2 run {i + 1}/{runs}: {secs:.3f}s, {s.size / secs / MB:.0f} MB/s; "
+                f"+fsync {sync_s:.3f}s"
+            )
         drop_outputs(out)
     finally:
         if seeder is not None:
@@ -661,10 +708,90 @@ def parse_json_object(text: str) -> dict[str, Any]:
     return obj
 
 
+def cpu_seconds(pid: int) -> float:
+    """User + system CPU seconds of a process and its waited-for children."""
+    try:
+        fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+    except OSError:
+        return 0.0
+    ticks = sum(int(x) for x in fields[11:15])  # utime stime cutime cstime
+    return ticks / os.sysconf("SC_CLK_TCK")
+
+
+PY_SPY = ROOT / ".venv" / "bin" / "py-spy"
+
+
+def start_spy(procs: Procs, pid: int, stem: Path) -> subprocess.Popen[bytes]:
+    """py-spy (installed into .venv on demand) sampling ``pid`` into STEM.txt (collapsed)."""
+    if not PY_SPY.exists():
+        subprocess.run(
+            [str(ROOT / ".venv" / "bin" / "python"), "-m", "pip", "install", "-q", "py-spy"],
+            check=True,
+            timeout=300,
+        )
+    return procs.start(
+        f"py-spy {pid}",
+        [
+            PY_SPY,
+            "record",
+            "--pid",
+            str(pid),
+            "--rate",
+            "200",
+            "--format",
+            "raw",
+            "--nonblocking",
+            "--output",
+            f"{stem}.txt",
+        ],
+        stem.with_suffix(".log"),
+    )
+
+
+def summarize_profile(stem: Path, top: int = 15) -> dict[str, Any]:
+    """Self and inclusive sample shares of the hottest functions in a collapsed profile."""
+    path = stem.with_name(stem.name + ".txt")
+    self_n: dict[str, int] = {}
+    incl_n: dict[str, int] = {}
+    total = 0
+    with contextlib.suppress(OSError):
+        for line in path.read_text().splitlines():
+            stack, _, count = line.rpartition(" ")
+            if not stack or not count.isdigit():
+                continue
+            n = int(count)
+            total += n
+            frames = stack.split(";")
+            leaf = re.sub(r" \(.*/", " (", frames[-1])
+            self_n[leaf] = self_n.get(leaf, 0) + n
+            # inclusive: p2pshare's own functions only, lines merged
+            mine = {
+                re.sub(r" \((?:.*/)?p2pshare/(.*):\d+\)$", r" (\1)", f)
+                for f in frames
+                if re.search(r"\((?:.*/)?p2pshare/", f)
+            }
+            for f in mine:
+                incl_n[f] = incl_n.get(f, 0) + n
+
+    def share(d: dict[str, int]) -> list[tuple[str, float]]:
+        ranked = sorted(d.items(), key=lambda kv: -kv[1])[:top]
+        return [(f, round(100 * n / total, 1)) for f, n in ranked] if total else []
+
+    return {"samples": total, "self_pct": share(self_n), "inclusive_pct": share(incl_n)}
+
+
 def bench_p2pshare(
-    procs: Procs, src: Path, runs: int, timeout: float, s: Series, mem: dict[str, Any]
+    procs: Procs,
+    src: Path,
+    runs: int,
+    timeout: float,
+    s: Series,
+    mem: dict[str, Any],
+    profile: bool = False,
+    out_root: Path | None = None,
 ) -> None:
     d = fresh_dir(WORK / "p2p")
+    out_root = out_root or d
     tlog = d / "tracker.log"
     tracker = procs.start(
         "p2pshare-tracker",
@@ -688,21 +815,39 @@ def bench_p2pshare(
             log(f"content id {cid}")
             s.extra["content_id"] = cid
             dl_mem: list[dict[str, Any]] = []
-            for i in range(runs):
-                share = fresh_dir(d / "dl-share")
-                data = fresh_dir(d / "dl-data")
-                out = fresh_dir(d / "out")
+            cpu: list[dict[str, float]] = []
+            for i in range(runs + (1 if profile else 0)):
+                profiling = i == runs
+                share = fresh_dir(out_root / "dl-share")
+                data = fresh_dir(out_root / "dl-data")
+                out = fresh_dir(out_root / "out")
                 downloader, dapi = start_peer(procs, "downloader", share, data, turl, 60)
+                spies: list[subprocess.Popen[bytes]] = []
                 try:
+                    if profiling:
+                        spies = [
+                            start_spy(procs, downloader.pid, d / "profile-downloader"),
+                            start_spy(procs, provider.pid, d / "profile-provider"),
+                        ]
+                        time.sleep(1.0)  # let py-spy attach
+                    cpu0 = (cpu_seconds(downloader.pid), cpu_seconds(provider.pid))
                     with MemWatch(downloader.pid) as dwatch:
                         secs, rc, text = run_timed(
                             [P2PSHARE, "get", cid, "-o", out, "--api", dapi],
                             d / f"get-{i}.log",
                             timeout,
                         )
+                    cpu1 = (cpu_seconds(downloader.pid), cpu_seconds(provider.pid))
+                    for spy in spies:
+                        with contextlib.suppress(ProcessLookupError):
+                            os.killpg(spy.pid, signal.SIGINT)
+                        with contextlib.suppress(subprocess.TimeoutExpired):
+                            spy.wait(20)
+                        procs.stop(spy)
                 finally:
+                    for spy in spies:
+                        procs.stop(spy)
                     procs.stop(downloader)
-                dl_mem.append(dwatch.result())
                 if rc != 0:
                     raise BenchError(f"p2pshare get exited {rc}: {text.strip()[-400:]}")
                 got = out / src.name
@@ -713,12 +858,30 @@ def bench_p2pshare(
                     got = files[0]
                 if not same_bytes(src, got):
                     raise BenchError("p2pshare get's output differs from the source")
+                drop_outputs(share, data, out)
+                if profiling:
+                    s.extra["profile"] = {
+                        "seconds": round(secs, 3),
+                        "downloader": summarize_profile(d / "profile-downloader"),
+                        "provider": summarize_profile(d / "profile-provider"),
+                    }
+                    log(f"profiled run (not counted): {secs:.3f}s; profiles in {d}/profile-*")
+                    continue
+                dl_mem.append(dwatch.result())
+                cpu.append(
+                    {
+                        "downloader_cpu_s": round(cpu1[0] - cpu0[0], 2),
+                        "provider_cpu_s": round(cpu1[1] - cpu0[1], 2),
+                    }
+                )
                 s.seconds.append(secs)
                 log(
                     f"p2pshare run {i + 1}/{runs}: {secs:.3f}s, {s.size / secs / MB:.0f} MB/s, "
-                    f"downloader VmHWM {dl_mem[-1]['vmhwm_mb']} MB"
+                    f"downloader VmHWM {dl_mem[-1]['vmhwm_mb']} MB, CPU s: "
+                    f"downloader {cpu[-1]['downloader_cpu_s']}, "
+                    f"provider {cpu[-1]['provider_cpu_s']}"
                 )
-                drop_outputs(share, data, out)
+            s.extra["cpu_seconds"] = cpu
         mem["serving_peer"] = pwatch.result()
         mem["downloading_peer"] = max(dl_mem, key=lambda m: m["vmhwm_mb"]) if dl_mem else None
         mem["downloading_peer_runs"] = dl_mem
@@ -882,6 +1045,18 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--size-mib", type=int, default=1024, help="size of the test file in MiB")
     ap.add_argument("--quick", action="store_true", help="smoke run: 64 MiB file, 1 run")
     ap.add_argument(
+        "--profile",
+        action="store_true",
+        help="one extra, uncounted p2pshare run under py-spy (bench/work/p2p/profile-*)",
+    )
+    ap.add_argument(
+        "--p2p-out",
+        type=Path,
+        default=None,
+        help="diagnostic: folder for the downloading peer's share, data and output "
+        "(e.g. /dev/shm to take the disk out); default bench/work/p2p",
+    )
+    ap.add_argument(
         "--only",
         default="nginx,aria2,p2pshare,index",
         help="comma-separated parts to run (nginx, aria2, p2pshare, index)",
@@ -911,16 +1086,27 @@ def main(argv: list[str] | None = None) -> int:
         src = make_source(size)
         if "nginx" in parts:
             s = transfer["nginx+curl"] = Series("nginx+curl", size)
-            guarded(s, lambda: bench_nginx(procs, src, args.runs, timeout, s))
+            sd = Series("nginx+curl, then fsync", size)
+            guarded(s, lambda: bench_nginx(procs, src, args.runs, timeout, s, sd))
+            sd.error = s.error
+            transfer["nginx+curl+fsync"] = sd
         if "aria2" in parts:
             a = transfer["aria2"] = Series("aria2 (BitTorrent)", size)
-            guarded(a, lambda: bench_aria2(procs, src, args.runs, timeout, a))
+            ad = Series("aria2, then fsync", size)
+            guarded(a, lambda: bench_aria2(procs, src, args.runs, timeout, a, ad))
+            ad.error = a.error
+            transfer["aria2+fsync"] = ad
         if "p2pshare" in parts:
             p = transfer["p2pshare"] = Series("p2pshare", size)
             if p2p_missing:
                 p.error = f"skipped: {p2p_missing}"
             else:
-                guarded(p, lambda: bench_p2pshare(procs, src, args.runs, timeout, p, mem))
+                guarded(
+                    p,
+                    lambda: bench_p2pshare(
+                        procs, src, args.runs, timeout, p, mem, args.profile, args.p2p_out
+                    ),
+                )
         if "index" in parts:
             index, _ = bench_index(src, args.runs, timeout, with_p2p=not p2p_missing)
             if p2p_missing:
@@ -929,22 +1115,20 @@ def main(argv: list[str] | None = None) -> int:
     finally:
         procs.stop_all()
 
-    ratios = {
-        "p2pshare/nginx-curl": ratio(transfer.get("p2pshare"), transfer.get("nginx+curl")),
-        "p2pshare/aria2": ratio(transfer.get("p2pshare"), transfer.get("aria2")),
-        "p2pshare/mktorrent": ratio(
-            index.get("p2pshare hash (in-process)"), index.get("mktorrent")
+    pairs: dict[str, tuple[Series | None, Series | None]] = {
+        "p2pshare/nginx-curl": (transfer.get("p2pshare"), transfer.get("nginx+curl")),
+        "p2pshare/aria2": (transfer.get("p2pshare"), transfer.get("aria2")),
+        "p2pshare/(nginx-curl+fsync)": (
+            transfer.get("p2pshare"),
+            transfer.get("nginx+curl+fsync"),
         ),
-        "p2pshare/mktorrent (wall)": ratio(
-            index.get("p2pshare hash (wall)"), index.get("mktorrent")
-        ),
+        "p2pshare/(aria2+fsync)": (transfer.get("p2pshare"), transfer.get("aria2+fsync")),
+        "p2pshare/mktorrent": (index.get("p2pshare hash (in-process)"), index.get("mktorrent")),
+        "p2pshare/mktorrent (wall)": (index.get("p2pshare hash (wall)"), index.get("mktorrent")),
+        "p2pshare/sha256sum": (index.get("p2pshare hash (in-process)"), index.get("sha256sum")),
     }
-    ratios_median = {
-        "p2pshare/nginx-curl": ratio(
-            transfer.get("p2pshare"), transfer.get("nginx+curl"), "median"
-        ),
-        "p2pshare/aria2": ratio(transfer.get("p2pshare"), transfer.get("aria2"), "median"),
-    }
+    ratios = {k: ratio(a, b) for k, (a, b) in pairs.items()}
+    ratios_median = {k: ratio(a, b, "median") for k, (a, b) in pairs.items()}
     failures = [
         f"{k}: {s.error}" for _, k, s in iter_series({"t": transfer, "i": index}) if s.error
     ]
@@ -997,19 +1181,23 @@ def main(argv: list[str] | None = None) -> int:
                 "-" if v is None or goal is None else ("yes" if v >= goal else "NO"),
             ]
         )
-    for who in ("serving_peer", "downloading_peer"):
-        m = mem.get(who)
-        if m:
-            rrows.append(
-                [
-                    f"{who} VmHWM MB (tree peak RSS)",
-                    f"{m['vmhwm_mb']}",
-                    f"({m['peak_tree_rss_mb']})",
-                    f"< {MEM_GOAL_MB:.0f}",
-                    "yes" if m["vmhwm_mb"] < MEM_GOAL_MB else "NO",
-                ]
-            )
     print(table(rrows))
+    if mem:
+        print()
+        mrows = [["memory (MB)", "VmHWM", "tree peak RSS", "goal", "met"]]
+        for who in ("serving_peer", "downloading_peer"):
+            m = mem.get(who)
+            if m:
+                mrows.append(
+                    [
+                        who.replace("_", " "),
+                        f"{m['vmhwm_mb']:.1f}",
+                        f"{m['peak_tree_rss_mb']:.1f}",
+                        f"< {MEM_GOAL_MB:.0f}",
+                        "yes" if m["vmhwm_mb"] < MEM_GOAL_MB else "NO",
+                    ]
+                )
+        print(table(mrows))
     print(f"\nresults: {(WORK / 'results.json').relative_to(ROOT)}")
     if failures:
         print("\nFAILED or skipped:")
