@@ -369,6 +369,16 @@ def cpu_busy(seconds: float = 1.0) -> float:
     return round(100 * (b1 - b0) / max(1, t1 - t0), 1)
 
 
+def wait_idle(limit: float, threshold: float = 15.0) -> None:
+    deadline = time.monotonic() + limit
+    while (busy := cpu_busy(2.0)) > threshold:
+        if time.monotonic() > deadline:
+            log(f"CPUs still {busy:.0f}% busy after {limit:.0f}s; going on")
+            return
+        log(f"waiting for the CPUs to settle ({busy:.0f}% busy)")
+    log(f"CPUs idle enough ({busy:.0f}% busy)")
+
+
 def guarded(series: Series, fn: Callable[[], None]) -> None:
     """Run one part; a failure is recorded on its series and the bench goes on.
 
@@ -708,14 +718,15 @@ def parse_json_object(text: str) -> dict[str, Any]:
     return obj
 
 
-def cpu_seconds(pid: int) -> float:
-    """User + system CPU seconds of a process and its waited-for children."""
+def cpu_seconds(pid: int) -> tuple[float, float]:
+    """(user, system) CPU seconds of a process, its waited-for children included."""
     try:
         fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
     except OSError:
-        return 0.0
-    ticks = sum(int(x) for x in fields[11:15])  # utime stime cutime cstime
-    return ticks / os.sysconf("SC_CLK_TCK")
+        return 0.0, 0.0
+    utime, stime, cutime, cstime = (int(x) for x in fields[11:15])
+    hz = os.sysconf("SC_CLK_TCK")
+    return (utime + cutime) / hz, (stime + cstime) / hz
 
 
 PY_SPY = ROOT / ".venv" / "bin" / "py-spy"
@@ -870,16 +881,18 @@ def bench_p2pshare(
                 dl_mem.append(dwatch.result())
                 cpu.append(
                     {
-                        "downloader_cpu_s": round(cpu1[0] - cpu0[0], 2),
-                        "provider_cpu_s": round(cpu1[1] - cpu0[1], 2),
+                        "downloader_cpu_s": round(sum(cpu1[0]) - sum(cpu0[0]), 2),
+                        "downloader_sys_s": round(cpu1[0][1] - cpu0[0][1], 2),
+                        "provider_cpu_s": round(sum(cpu1[1]) - sum(cpu0[1]), 2),
+                        "provider_sys_s": round(cpu1[1][1] - cpu0[1][1], 2),
                     }
                 )
                 s.seconds.append(secs)
                 log(
                     f"p2pshare run {i + 1}/{runs}: {secs:.3f}s, {s.size / secs / MB:.0f} MB/s, "
-                    f"downloader VmHWM {dl_mem[-1]['vmhwm_mb']} MB, CPU s: "
-                    f"downloader {cpu[-1]['downloader_cpu_s']}, "
-                    f"provider {cpu[-1]['provider_cpu_s']}"
+                    f"downloader VmHWM {dl_mem[-1]['vmhwm_mb']} MB, CPU s (of which sys): "
+                    f"downloader {cpu[-1]['downloader_cpu_s']} ({cpu[-1]['downloader_sys_s']}), "
+                    f"provider {cpu[-1]['provider_cpu_s']} ({cpu[-1]['provider_sys_s']})"
                 )
             s.extra["cpu_seconds"] = cpu
         mem["serving_peer"] = pwatch.result()
@@ -1057,6 +1070,13 @@ def main(argv: list[str] | None = None) -> int:
         "(e.g. /dev/shm to take the disk out); default bench/work/p2p",
     )
     ap.add_argument(
+        "--wait-idle",
+        type=float,
+        default=0,
+        metavar="SECONDS",
+        help="first wait up to this long for the CPUs to be under 15%% busy",
+    )
+    ap.add_argument(
         "--only",
         default="nginx,aria2,p2pshare,index",
         help="comma-separated parts to run (nginx, aria2, p2pshare, index)",
@@ -1084,6 +1104,8 @@ def main(argv: list[str] | None = None) -> int:
         log(f"p2pshare parts skipped: {p2p_missing}")
     try:
         src = make_source(size)
+        if args.wait_idle > 0:
+            wait_idle(args.wait_idle)
         if "nginx" in parts:
             s = transfer["nginx+curl"] = Series("nginx+curl", size)
             sd = Series("nginx+curl, then fsync", size)
