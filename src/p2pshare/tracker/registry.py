@@ -9,7 +9,8 @@ before ``purge`` deletes it.
 
     peers(id, peer_id, address, token_hash, expires, file_count)   index on expires, address
     names(id, name, words)                  each distinct share name once
-    names_fts(words)                        FTS5 over names.words (external content)
+    names_fts(words)                        FTS5 over names.words (external content),
+                                            prefix indexes for 1- and 2-letter terms
     files(peer, content_id, name_id, size)  primary key (peer, content_id);
                                             indexes on (content_id, peer) and name_id
 
@@ -40,8 +41,9 @@ __all__ = ["Registration", "Registry", "RegistryStats", "SqliteRegistry", "fts_t
 
 MAX_PROVIDERS = 50
 """At most this many providers are listed per content id (the freshest first)."""
-GLOB_SCAN_LIMIT = 20_000
-"""A glob looks at no more candidate files than this before answering."""
+GLOB_SCAN_LIMIT = 5_000
+"""A glob looks at no more candidate files than this before answering (a glob with no
+word start, such as ``*tux*``, is a scan: over a large registry its answer is partial)."""
 _SQL_VARS = 500
 
 
@@ -122,7 +124,7 @@ CREATE TABLE IF NOT EXISTS names (
 );
 CREATE VIRTUAL TABLE IF NOT EXISTS names_fts USING fts5(
     words, content='names', content_rowid='id',
-    tokenize='unicode61 remove_diacritics 2'
+    tokenize='unicode61 remove_diacritics 2', prefix='1 2'
 );
 CREATE TRIGGER IF NOT EXISTS names_ai AFTER INSERT ON names BEGIN
     INSERT INTO names_fts(rowid, words) VALUES (new.id, new.words);
