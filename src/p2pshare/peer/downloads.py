@@ -88,12 +88,22 @@ class Download:
             self._window.popleft()
         self.touch()
 
-    async def wait_change(self, after: int, timeout: float) -> None:
-        """Return when ``version`` exceeds ``after``, or after ``timeout`` seconds."""
-        if self.version > after or self.done:
-            return
+    async def wait_change(self, after: int, timeout: float, min_interval: float = 0.25) -> None:
+        """Return when ``version`` exceeds ``after``, or after ``timeout`` seconds.
+
+        Progress alone wakes a watcher at most every ``min_interval`` seconds (a piece
+        arrives every millisecond; answering each would tax the download itself);
+        the end of the download wakes it at once.
+        """
+        loop = asyncio.get_running_loop()
+        start = loop.time()
         with contextlib.suppress(TimeoutError):
-            await asyncio.wait_for(self._changed.wait(), timeout)
+            async with asyncio.timeout(timeout):
+                while self.version <= after and not self.done:
+                    await self._changed.wait()
+                while not self.done and (left := start + min_interval - loop.time()) > 0:
+                    with contextlib.suppress(TimeoutError):
+                        await asyncio.wait_for(self._changed.wait(), left)
 
 
 class DownloadManager:
@@ -392,25 +402,36 @@ class _Swarm:
         stream = self.m._clients.pieces(
             address, self.download.content_id, batch, timeout=PIECE_TIMEOUT * len(batch)
         )
+        # hashing and writing run in threads while the stream goes on receiving;
+        # at most one batch of pieces per stream is held in memory
+        writes: dict[int, asyncio.Future[None]] = {}
         try:
-            while pending:
+            while len(writes) < len(batch):
                 try:
                     piece = await asyncio.wait_for(anext(stream), PIECE_TIMEOUT)
                 except StopAsyncIteration:
                     raise errors.RemoteError(f"peer {address} ended the stream early") from None
                 except TimeoutError:
                     raise errors.TimedOut(f"peer {address} stalled") from None
-                if piece.index not in pending:
+                if piece.index not in pending or piece.index in writes:
                     raise errors.BadPiece(f"peer {address} sent piece {piece.index} unasked")
-                await loop.run_in_executor(
+                writes[piece.index] = loop.run_in_executor(
                     self.m._pool, self.partial.write_verified, piece.index, piece.data
                 )
-                pending.discard(piece.index)
-                if self.picker.received(address, piece.index):
-                    self.download.add_bytes(len(piece.data))
-                await self._maybe_record()
         finally:
             await stream.aclose()
+            results = await asyncio.gather(*writes.values(), return_exceptions=True)
+            failure: BaseException | None = None
+            for index, result in zip(writes, results, strict=True):
+                if isinstance(result, BaseException):
+                    failure = failure or result
+                    continue
+                pending.discard(index)
+                if self.picker.received(address, index):
+                    self.download.add_bytes(self.partial.manifest.piece_length(index))
+            await self._maybe_record()
+        if failure is not None:
+            raise failure
 
     async def _maybe_record(self) -> None:
         if time.monotonic() - self.last_record < RECORD_EVERY or self.record_lock.locked():

@@ -4,10 +4,11 @@ verified pieces in the peer's data folder.
 Invariants:
 - the target name only ever holds a complete, verified file (moved into place with
   one ``os.replace``);
-- the record never claims a piece that is not on disk: pieces are flushed with
-  ``fdatasync`` before the record that names them is written, and on resume every
-  claimed piece is hashed again, so a partial file changed while the peer was down
-  costs a re-fetch of those pieces, never a corrupt result.
+- the record is a hint, never trusted: on resume every piece it claims is hashed
+  again, so a partial file lost in a crash or changed while the peer was down
+  costs a re-fetch of those pieces, never a corrupt result. That is why the
+  record needs no ``fsync`` of the partial file, which would hold every download
+  to the disk's write speed.
 """
 
 from __future__ import annotations
@@ -90,13 +91,10 @@ class PartialDownload:
             raise _disk_error(exc, self.partial) from exc
 
     def save_record(self) -> None:
-        """Flush the partial file, then record which pieces it holds."""
-        # snapshot first: every piece in it was written before the flush below
-        snapshot = PieceSet.from_bytes(self.have.count, self.have.to_bytes())
+        """Record which pieces the partial file holds."""
         try:
-            os.fdatasync(self._fd)
             tmp = self.record.with_suffix(".tmp")
-            tmp.write_text(json.dumps(_record(self.manifest, self.target, snapshot)))
+            tmp.write_text(json.dumps(_record(self.manifest, self.target, self.have)))
             os.replace(tmp, self.record)
         except OSError as exc:
             raise _disk_error(exc, self.record) from exc
