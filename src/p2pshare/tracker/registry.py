@@ -10,7 +10,7 @@ before ``purge`` deletes it.
     peers(id, peer_id, address, token_hash, expires, file_count)   index on expires, address
     names(id, name, words)                  each distinct share name once
     names_fts(words)                        FTS5 over names.words (external content),
-                                            prefix indexes for 1- and 2-letter terms
+                                            prefix indexes for terms of 1 to 3 letters
     files(peer, content_id, name_id, size)  primary key (peer, content_id);
                                             indexes on (content_id, peer) and name_id
 
@@ -124,7 +124,7 @@ CREATE TABLE IF NOT EXISTS names (
 );
 CREATE VIRTUAL TABLE IF NOT EXISTS names_fts USING fts5(
     words, content='names', content_rowid='id',
-    tokenize='unicode61 remove_diacritics 2', prefix='1 2'
+    tokenize='unicode61 remove_diacritics 2', prefix='1 2 3'
 );
 CREATE TRIGGER IF NOT EXISTS names_ai AFTER INSERT ON names BEGIN
     INSERT INTO names_fts(rowid, words) VALUES (new.id, new.words);
