@@ -408,15 +408,15 @@ class _Swarm:
         try:
             while len(writes) < len(batch):
                 try:
-                    piece = await asyncio.wait_for(anext(stream), PIECE_TIMEOUT)
+                    index, data = await asyncio.wait_for(anext(stream), PIECE_TIMEOUT)
                 except StopAsyncIteration:
                     raise errors.RemoteError(f"peer {address} ended the stream early") from None
                 except TimeoutError:
                     raise errors.TimedOut(f"peer {address} stalled") from None
-                if piece.index not in pending or piece.index in writes:
-                    raise errors.BadPiece(f"peer {address} sent piece {piece.index} unasked")
-                writes[piece.index] = loop.run_in_executor(
-                    self.m._pool, self.partial.write_verified, piece.index, piece.data
+                if index not in pending or index in writes:
+                    raise errors.BadPiece(f"peer {address} sent piece {index} unasked")
+                writes[index] = loop.run_in_executor(
+                    self.m._pool, self.partial.write_verified, index, data
                 )
         finally:
             await stream.aclose()

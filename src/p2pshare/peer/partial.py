@@ -79,7 +79,7 @@ class PartialDownload:
             return False
         return True
 
-    def write_verified(self, index: int, data: bytes) -> None:
+    def write_verified(self, index: int, data: bytes | memoryview) -> None:
         """Verify ``data`` as piece ``index`` and write it; raises ``BadPiece``.
 
         Runs in a worker thread: hashing and writing both release the GIL.

@@ -9,7 +9,13 @@ import grpc
 from p2pshare._proto import peer_pb2 as pb
 from p2pshare._proto import peer_pb2_grpc as pb_grpc
 from p2pshare.core.manifest import Manifest, check_content_id
-from p2pshare.peer.wire import CHANNEL_OPTIONS, manifest_from_pb, translate
+from p2pshare.peer.wire import (
+    CHANNEL_OPTIONS,
+    GET_PIECES,
+    decode_piece,
+    manifest_from_pb,
+    translate,
+)
 
 CALL_TIMEOUT = 10.0
 
@@ -24,13 +30,16 @@ class PeerClients:
     def set_me(self, me: pb.PeerInfo) -> None:
         self._me = me
 
-    def _stub(self, address: str) -> pb_grpc.PeerStub:
+    def _entry(self, address: str) -> tuple[grpc.aio.Channel, pb_grpc.PeerStub]:
         entry = self._channels.get(address)
         if entry is None:
             channel = grpc.aio.insecure_channel(address, options=CHANNEL_OPTIONS)
             entry = (channel, pb_grpc.PeerStub(channel))  # type: ignore[no-untyped-call]
             self._channels[address] = entry
-        return entry[1]
+        return entry
+
+    def _stub(self, address: str) -> pb_grpc.PeerStub:
+        return self._entry(address)[1]
 
     async def forget(self, address: str) -> None:
         entry = self._channels.pop(address, None)
@@ -67,14 +76,18 @@ class PeerClients:
 
     async def pieces(
         self, address: str, content_id: str, indexes: list[int], *, timeout: float
-    ) -> AsyncGenerator[pb.Piece, None]:
-        """Stream the asked pieces, unverified: the caller checks each one."""
-        call = self._stub(address).GetPieces(
-            pb.PiecesRequest(content_id=content_id, indexes=indexes), timeout=timeout
+    ) -> AsyncGenerator[tuple[int, memoryview], None]:
+        """Stream the asked pieces as (index, data), unverified: the caller checks each."""
+        # raw bytes in, parsed by hand: see wire.decode_piece
+        get_pieces = self._entry(address)[0].unary_stream(
+            GET_PIECES,
+            request_serializer=pb.PiecesRequest.SerializeToString,
+            response_deserializer=None,
         )
+        call = get_pieces(pb.PiecesRequest(content_id=content_id, indexes=indexes), timeout=timeout)
         try:
-            async for piece in call:
-                yield piece
+            async for raw in call:
+                yield decode_piece(raw)
         except grpc.aio.AioRpcError as exc:
             raise translate(exc, address) from exc
         finally:

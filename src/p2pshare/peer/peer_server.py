@@ -18,7 +18,13 @@ from p2pshare.core.manifest import check_content_id
 from p2pshare.core.names import parse_query
 from p2pshare.core.rate import TokenBucket
 from p2pshare.peer.share import Share
-from p2pshare.peer.wire import PROTOCOL_VERSION, SERVER_OPTIONS, manifest_to_pb, status_for
+from p2pshare.peer.wire import (
+    PROTOCOL_VERSION,
+    SERVER_OPTIONS,
+    encode_piece,
+    manifest_to_pb,
+    status_for,
+)
 
 log = logging.getLogger(__name__)
 
@@ -94,7 +100,8 @@ class PeerService(pb_grpc.PeerServicer):
         return manifest_to_pb(shared.manifest)
 
     @_stream
-    async def GetPieces(self, request: pb.PiecesRequest, context: Ctx) -> AsyncIterator[pb.Piece]:
+    async def GetPieces(self, request: pb.PiecesRequest, context: Ctx) -> AsyncIterator[bytes]:
+        """Serialized ``pb.Piece`` messages (see ``wire.encode_piece``)."""
         content_id = check_content_id(request.content_id)
         if len(request.indexes) > MAX_PIECES_PER_REQUEST:
             raise errors.UsageError(f"at most {MAX_PIECES_PER_REQUEST} pieces per request")
@@ -115,7 +122,7 @@ class PeerService(pb_grpc.PeerServicer):
                         await asyncio.sleep(delay)
                     self.pieces_served += 1
                     self.bytes_served += len(data)
-                    yield pb.Piece(index=index, data=data)
+                    yield encode_piece(index, data)
 
     @_stream
     async def Search(self, request: pb.SearchRequest, context: Ctx) -> AsyncIterator[pb.SearchHit]:
@@ -131,10 +138,37 @@ class PeerService(pb_grpc.PeerServicer):
             )
 
 
+def _handlers(service: PeerService) -> grpc.GenericRpcHandler:  # type: ignore[type-arg]
+    """The generated handlers, except that GetPieces yields already serialized pieces."""
+    methods = {
+        "Hello": grpc.unary_unary_rpc_method_handler(
+            service.Hello,
+            request_deserializer=pb.HelloRequest.FromString,
+            response_serializer=pb.HelloResponse.SerializeToString,
+        ),
+        "GetManifest": grpc.unary_unary_rpc_method_handler(
+            service.GetManifest,
+            request_deserializer=pb.ManifestRequest.FromString,
+            response_serializer=pb.Manifest.SerializeToString,
+        ),
+        "GetPieces": grpc.unary_stream_rpc_method_handler(
+            service.GetPieces,
+            request_deserializer=pb.PiecesRequest.FromString,
+            response_serializer=None,  # the servicer yields bytes
+        ),
+        "Search": grpc.unary_stream_rpc_method_handler(
+            service.Search,
+            request_deserializer=pb.SearchRequest.FromString,
+            response_serializer=pb.SearchHit.SerializeToString,
+        ),
+    }
+    return grpc.method_handlers_generic_handler("p2pshare.v1.Peer", methods)
+
+
 async def start_server(service: PeerService, host: str, port: int) -> tuple[grpc.aio.Server, int]:
     """Start a gRPC server for ``service``; returns it and the port it bound."""
     server = grpc.aio.server(options=SERVER_OPTIONS)
-    pb_grpc.add_PeerServicer_to_server(service, server)  # type: ignore[no-untyped-call]
+    server.add_generic_rpc_handlers((_handlers(service),))
     bound = server.add_insecure_port(f"{host}:{port}")
     if bound == 0:
         raise errors.ConfigError(f"peer.port: cannot listen on {host}:{port}")

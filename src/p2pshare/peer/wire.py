@@ -85,3 +85,79 @@ def manifest_from_pb(msg: pb.Manifest, content_id: str) -> Manifest:
         piece_hashes=list(msg.piece_hashes),
         file_sha256=msg.file_sha256,
     )
+
+
+# -- the Piece message by hand ---------------------------------------------------
+#
+# Pieces are the hot path: every MiB would otherwise be copied into a protobuf
+# message, serialized, parsed and copied out again. These two functions speak the
+# same wire format as ``pb.Piece`` (field 1: varint index, field 2: bytes data),
+# so peers built from the .proto alone interoperate, with one copy fewer on each
+# side and no parse at all on the receiving one.
+
+_TAG_INDEX = 0x08  # field 1, varint
+_TAG_DATA = 0x12  # field 2, length-delimited
+
+
+def _varint(value: int) -> bytes:
+    out = bytearray()
+    while True:
+        byte = value & 0x7F
+        value >>= 7
+        if value:
+            out.append(byte | 0x80)
+        else:
+            out.append(byte)
+            return bytes(out)
+
+
+def _read_varint(buf: memoryview, pos: int) -> tuple[int, int]:
+    result = shift = 0
+    while True:
+        if pos >= len(buf) or shift > 63:
+            raise errors.RemoteError("malformed piece message: bad varint")
+        byte = buf[pos]
+        pos += 1
+        result |= (byte & 0x7F) << shift
+        if not byte & 0x80:
+            return result, pos
+        shift += 7
+
+
+def encode_piece(index: int, data: bytes) -> bytes:
+    """``pb.Piece(index=index, data=data).SerializeToString()``, in one copy."""
+    head = (bytes([_TAG_INDEX]) + _varint(index)) if index else b""
+    if not data:
+        return head
+    return b"".join((head, bytes([_TAG_DATA]), _varint(len(data)), data))
+
+
+def decode_piece(buf: bytes) -> tuple[int, memoryview]:
+    """The index and data of a serialized ``pb.Piece``; data is a view, not a copy."""
+    view = memoryview(buf)
+    index, data = 0, view[:0]
+    pos = 0
+    while pos < len(view):
+        key, pos = _read_varint(view, pos)
+        wire_type = key & 7
+        if wire_type == 0:
+            value, pos = _read_varint(view, pos)
+            if key >> 3 == 1:
+                index = value
+        elif wire_type == 2:
+            length, pos = _read_varint(view, pos)
+            if pos + length > len(view):
+                raise errors.RemoteError("malformed piece message: truncated field")
+            if key >> 3 == 2:
+                data = view[pos : pos + length]
+            pos += length
+        elif wire_type in (1, 5):
+            pos += 8 if wire_type == 1 else 4
+        else:
+            raise errors.RemoteError(f"malformed piece message: wire type {wire_type}")
+    if pos != len(view):
+        raise errors.RemoteError("malformed piece message: truncated field")
+    return index, data
+
+
+GET_PIECES = "/p2pshare.v1.Peer/GetPieces"
