@@ -410,63 +410,6 @@ def fsync_seconds(path: Path) -> float:
     return time.perf_counter() - t0
 
 
-def bench_nginx(
-    procs: Procs, src: Path, runs: int, timeout: float, s: Series, durable: Series
-) -> None:
-    d = fresh_dir(WORK / "nginx")
-    (d / "tmp").mkdir()
-    port = free_port()
-    conf = d / "nginx.conf"
-    conf.write_text(
-        f"""# written by bench/bench.py
-worker_processes 1;
-user root;
-pid {d}/nginx.pid;
-error_log {d}/error.log warn;
-events {{ worker_connections 64; }}
-http {{
-    access_log off;
-    sendfile on;
-    tcp_nopush on;
-    default_type application/octet-stream;
-    client_body_temp_path {d}/tmp;
-    server {{
-        listen {LOOPBACK}:{port};
-        root {src.parent};
-    }}
-}}
-"""
-    )
-    proc = procs.start(
-        "nginx", ["nginx", "-p", d, "-c", conf, "-g", "daemon off;"], d / "stdout.log"
-    )
-    try:
-        wait_port(port, proc, 10, "nginx")
-        url = f"http://{LOOPBACK}:{port}/{src.name}"
-        out = d / "out.bin"
-        for i in range(runs):
-            drop_outputs(out)
-            secs, rc, text = run_timed(
-                ["curl", "-s", "-S", "--max-time", str(int(timeout)), "-o", out, url],
-                d / "curl.log",
-                timeout + 10,
-            )
-            if rc != 0:
-                raise BenchError(f"curl exited {rc}: {text.strip()[-300:]}")
-            sync_s = fsync_seconds(out)
-            if not same_bytes(src, out):
-                raise BenchError("curl's output differs from the source")
-            s.seconds.append(secs)
-            durable.seconds.append(secs + sync_s)
-            log(
-                f"nginx+curl run {i + 1}/{runs}: {secs:.3f}s, {s.size / secs / MB:.0f} MB/s; "
-                f"+fsync {sync_s:.3f}s"
-            )
-        drop_outputs(out)
-    finally:
-        procs.stop(proc)
-
-
 # ---------------------------------------------------------------- BitTorrent
 
 
@@ -535,101 +478,199 @@ def aria2_args(port: int, logfile: Path) -> list[str]:
     ]
 
 
-def bench_aria2(
-    procs: Procs, src: Path, runs: int, timeout: float, s: Series, durable: Series
-) -> None:
-    d = fresh_dir(WORK / "bt")
-    tport = free_port()
-    torrent = d / f"{src.name}.torrent"
-    secs, rc, text = run_timed(
-        [
-            "mktorrent",
-            "-a",
-            f"http://{LOOPBACK}:{tport}/announce",
-            "-l",
-            "20",
-            "-t",
-            "2",
-            "-o",
-            torrent,
-            src,
-        ],
-        d / "mktorrent.log",
-        600,
-    )
-    if rc != 0:
-        raise BenchError(f"mktorrent exited {rc}: {text.strip()[-300:]}")
-    ih = info_hash(torrent.read_bytes())
-    # Debian's opentracker is built in whitelist mode: it tracks only listed info hashes.
-    # It chroots into -d, so the list is named relative to that folder.
-    (d / "whitelist").write_text(ih.hex() + "\n")
-    tracker = procs.start(
-        "opentracker",
-        ["opentracker", "-i", LOOPBACK, "-p", str(tport), "-P", str(tport)]
-        + ["-d", str(d), "-w", "whitelist"],
-        d / "opentracker.log",
-        cwd=d,
-    )
-    seeder: subprocess.Popen[bytes] | None = None
-    try:
-        wait_port(tport, tracker, 10, "opentracker")
-        seed_port = free_port()
-        seeder = procs.start(
+class Part:
+    """One transfer measurement: set up once, then run once per round, then tear down.
+
+    The rounds of all parts are interleaved (nginx, aria2, p2pshare, nginx, ...) so
+    that a burst of other work on the machine touches every tool alike.
+    """
+
+    name = "part"
+
+    def __init__(self, procs: Procs, src: Path, timeout: float, s: Series) -> None:
+        self.procs = procs
+        self.src = src
+        self.timeout = timeout
+        self.s = s
+
+    def setup(self) -> None:
+        """Start the servers."""
+
+    def run(self, i: int, runs: int) -> None:
+        """One timed download, verified."""
+
+    def teardown(self) -> None:
+        """Stop what setup started (also after a failure)."""
+
+
+class NginxPart(Part):
+    name = "nginx+curl"
+
+    def __init__(self, procs: Procs, src: Path, timeout: float, s: Series, durable: Series) -> None:
+        super().__init__(procs, src, timeout, s)
+        self.durable = durable
+        self.proc: subprocess.Popen[bytes] | None = None
+        self.d = WORK / "nginx"
+        self.url = ""
+
+    def setup(self) -> None:
+        d = fresh_dir(self.d)
+        (d / "tmp").mkdir()
+        port = free_port()
+        conf = d / "nginx.conf"
+        conf.write_text(
+            f"""# written by bench/bench.py
+worker_processes 1;
+user root;
+pid {d}/nginx.pid;
+error_log {d}/error.log warn;
+events {{ worker_connections 64; }}
+http {{
+    access_log off;
+    sendfile on;
+    tcp_nopush on;
+    default_type application/octet-stream;
+    client_body_temp_path {d}/tmp;
+    server {{
+        listen {LOOPBACK}:{port};
+        root {self.src.parent};
+    }}
+}}
+"""
+        )
+        self.proc = self.procs.start(
+            "nginx", ["nginx", "-p", d, "-c", conf, "-g", "daemon off;"], d / "stdout.log"
+        )
+        wait_port(port, self.proc, 10, "nginx")
+        self.url = f"http://{LOOPBACK}:{port}/{self.src.name}"
+
+    def run(self, i: int, runs: int) -> None:
+        out = self.d / "out.bin"
+        drop_outputs(out)
+        secs, rc, text = run_timed(
+            ["curl", "-s", "-S", "--max-time", str(int(self.timeout)), "-o", out, self.url],
+            self.d / "curl.log",
+            self.timeout + 10,
+        )
+        if rc != 0:
+            raise BenchError(f"curl exited {rc}: {text.strip()[-300:]}")
+        sync_s = fsync_seconds(out)
+        if not same_bytes(self.src, out):
+            raise BenchError("curl's output differs from the source")
+        drop_outputs(out)
+        self.s.seconds.append(secs)
+        self.durable.seconds.append(secs + sync_s)
+        log(
+            f"nginx+curl run {i + 1}/{runs}: {secs:.3f}s, {self.s.size / secs / MB:.0f} MB/s; "
+            f"+fsync {sync_s:.3f}s"
+        )
+
+    def teardown(self) -> None:
+        if self.proc is not None:
+            self.procs.stop(self.proc)
+        self.durable.error = self.s.error
+
+
+class Aria2Part(Part):
+    name = "aria2"
+
+    def __init__(self, procs: Procs, src: Path, timeout: float, s: Series, durable: Series) -> None:
+        super().__init__(procs, src, timeout, s)
+        self.durable = durable
+        self.d = WORK / "bt"
+        self.torrent = self.d / f"{src.name}.torrent"
+        self.tracker: subprocess.Popen[bytes] | None = None
+        self.seeder: subprocess.Popen[bytes] | None = None
+
+    def setup(self) -> None:
+        d = fresh_dir(self.d)
+        tport = free_port()
+        _, rc, text = run_timed(
+            [
+                "mktorrent",
+                "-a",
+                f"http://{LOOPBACK}:{tport}/announce",
+                "-l",
+                "20",
+                "-t",
+                "2",
+                "-o",
+                self.torrent,
+                self.src,
+            ],
+            d / "mktorrent.log",
+            600,
+        )
+        if rc != 0:
+            raise BenchError(f"mktorrent exited {rc}: {text.strip()[-300:]}")
+        ih = info_hash(self.torrent.read_bytes())
+        # Debian's opentracker is built in whitelist mode: it tracks only listed info
+        # hashes. It chroots into -d, so the list is named relative to that folder.
+        (d / "whitelist").write_text(ih.hex() + "\n")
+        self.tracker = self.procs.start(
+            "opentracker",
+            ["opentracker", "-i", LOOPBACK, "-p", str(tport), "-P", str(tport)]
+            + ["-d", str(d), "-w", "whitelist"],
+            d / "opentracker.log",
+            cwd=d,
+        )
+        wait_port(tport, self.tracker, 10, "opentracker")
+        self.seeder = self.procs.start(
             "aria2c-seed",
             [
-                *aria2_args(seed_port, d / "seed.log"),
-                f"--dir={src.parent}",
+                *aria2_args(free_port(), d / "seed.log"),
+                f"--dir={self.src.parent}",
                 "--seed-ratio=0",
                 "--bt-seed-unverified=true",
                 "--file-allocation=none",
-                torrent,
+                self.torrent,
             ],
             d / "seed.out",
         )
         deadline = time.monotonic() + 30
         while True:
-            if seeder.poll() is not None:
-                raise BenchError(f"seeding aria2c exited with {seeder.returncode}")
-            try:
+            if self.seeder.poll() is not None:
+                raise BenchError(f"seeding aria2c exited with {self.seeder.returncode}")
+            with contextlib.suppress(OSError):
                 if scrape_complete(tport, ih) >= 1:
                     break
-            except OSError:
-                pass
             if time.monotonic() > deadline:
                 raise BenchError("the seeding aria2c did not announce within 30s")
             time.sleep(0.1)
-        out = d / "dl"
-        for i in range(runs):
-            fresh_dir(out)
-            dl_port = free_port()
-            secs, rc, text = run_timed(
-                [
-                    *aria2_args(dl_port, d / f"dl-{i}.log"),
-                    f"--dir={out}",
-                    "--seed-time=0",
-                    "--file-allocation=falloc",
-                    f"--bt-stop-timeout={int(timeout)}",
-                    torrent,
-                ],
-                d / f"dl-{i}.out",
-                timeout + 10,
-            )
-            if rc != 0:
-                raise BenchError(f"downloading aria2c exited {rc}: {text.strip()[-300:]}")
-            sync_s = fsync_seconds(out / src.name)
-            if not same_bytes(src, out / src.name):
-                raise BenchError("aria2c's output differs from the source")
-            s.seconds.append(secs)
-            durable.seconds.append(secs + sync_s)
-            log(
-                f"aria2 run {i + 1}/{runs}: {secs:.3f}s, {s.size / secs / MB:.0f} MB/s; "
-                f"+fsync {sync_s:.3f}s"
-            )
+
+    def run(self, i: int, runs: int) -> None:
+        out = fresh_dir(self.d / "dl")
+        secs, rc, text = run_timed(
+            [
+                *aria2_args(free_port(), self.d / f"dl-{i}.log"),
+                f"--dir={out}",
+                "--seed-time=0",
+                "--file-allocation=falloc",
+                f"--bt-stop-timeout={int(self.timeout)}",
+                self.torrent,
+            ],
+            self.d / f"dl-{i}.out",
+            self.timeout + 10,
+        )
+        if rc != 0:
+            raise BenchError(f"downloading aria2c exited {rc}: {text.strip()[-300:]}")
+        got = out / self.src.name
+        sync_s = fsync_seconds(got)
+        if not same_bytes(self.src, got):
+            raise BenchError("aria2c's output differs from the source")
         drop_outputs(out)
-    finally:
-        if seeder is not None:
-            procs.stop(seeder)
-        procs.stop(tracker)
+        self.s.seconds.append(secs)
+        self.durable.seconds.append(secs + sync_s)
+        log(
+            f"aria2 run {i + 1}/{runs}: {secs:.3f}s, {self.s.size / secs / MB:.0f} MB/s; "
+            f"+fsync {sync_s:.3f}s"
+        )
+
+    def teardown(self) -> None:
+        for proc in (self.seeder, self.tracker):
+            if proc is not None:
+                self.procs.stop(proc)
+        self.durable.error = self.s.error
 
 
 # ---------------------------------------------------------------- p2pshare
@@ -791,117 +832,133 @@ def summarize_profile(stem: Path, top: int = 15) -> dict[str, Any]:
     return {"samples": total, "self_pct": share(self_n), "inclusive_pct": share(incl_n)}
 
 
-def bench_p2pshare(
-    procs: Procs,
-    src: Path,
-    runs: int,
-    timeout: float,
-    s: Series,
-    mem: dict[str, Any],
-    profile: bool = False,
-    out_root: Path | None = None,
-) -> None:
-    d = fresh_dir(WORK / "p2p")
-    out_root = out_root or d
-    tlog = d / "tracker.log"
-    tracker = procs.start(
-        "p2pshare-tracker",
-        [P2PSHARE, "tracker", "--host", LOOPBACK, "--port", "0", "--db", d / "tracker.db"],
-        tlog,
-    )
-    provider: subprocess.Popen[bytes] | None = None
-    try:
-        turl = wait_line(tlog, TRACKER_READY, tracker, 60, "p2pshare tracker").group(1)
-        turl = turl.rstrip(",.")
-        log(f"p2pshare tracker at {turl}")
+class P2PPart(Part):
+    name = "p2pshare"
+
+    def __init__(
+        self,
+        procs: Procs,
+        src: Path,
+        timeout: float,
+        s: Series,
+        mem: dict[str, Any],
+        out_root: Path | None = None,
+    ) -> None:
+        super().__init__(procs, src, timeout, s)
+        self.mem = mem
+        self.d = WORK / "p2p"
+        self.out_root = out_root or self.d
+        self.tracker: subprocess.Popen[bytes] | None = None
+        self.provider: subprocess.Popen[bytes] | None = None
+        self.pwatch: MemWatch | None = None
+        self.turl = ""
+        self.cid = ""
+        self.dl_mem: list[dict[str, Any]] = []
+        self.cpu: list[dict[str, float]] = []
+
+    def setup(self) -> None:
+        d = fresh_dir(self.d)
+        tlog = d / "tracker.log"
+        self.tracker = self.procs.start(
+            "p2pshare-tracker",
+            [P2PSHARE, "tracker", "--host", LOOPBACK, "--port", "0", "--db", d / "tracker.db"],
+            tlog,
+        )
+        turl = wait_line(tlog, TRACKER_READY, self.tracker, 60, "p2pshare tracker").group(1)
+        self.turl = turl.rstrip(",.")
+        log(f"p2pshare tracker at {self.turl}")
         # The provider hashes the whole file in its initial scan before it says ready.
         t0 = time.perf_counter()
-        provider, papi = start_peer(
-            procs, "provider", src.parent, d / "provider-data", turl, 120 + s.size / (20 * MB)
+        ready_timeout = 120 + self.s.size / (20 * MB)
+        self.provider, papi = start_peer(
+            self.procs, "provider", self.src.parent, d / "provider-data", self.turl, ready_timeout
         )
-        log(f"providing peer ready in {time.perf_counter() - t0:.1f}s, control API {papi}")
-        s.extra["provider_ready_s"] = round(time.perf_counter() - t0, 2)
-        with MemWatch(provider.pid) as pwatch:
-            cid = content_id_of(src, papi, timeout)
-            log(f"content id {cid}")
-            s.extra["content_id"] = cid
-            dl_mem: list[dict[str, Any]] = []
-            cpu: list[dict[str, float]] = []
-            for i in range(runs + (1 if profile else 0)):
-                profiling = i == runs
-                share = fresh_dir(out_root / "dl-share")
-                data = fresh_dir(out_root / "dl-data")
-                out = fresh_dir(out_root / "out")
-                downloader, dapi = start_peer(procs, "downloader", share, data, turl, 60)
-                spies: list[subprocess.Popen[bytes]] = []
-                try:
-                    if profiling:
-                        spies = [
-                            start_spy(procs, downloader.pid, d / "profile-downloader"),
-                            start_spy(procs, provider.pid, d / "profile-provider"),
-                        ]
-                        time.sleep(1.0)  # let py-spy attach
-                    cpu0 = (cpu_seconds(downloader.pid), cpu_seconds(provider.pid))
-                    with MemWatch(downloader.pid) as dwatch:
-                        secs, rc, text = run_timed(
-                            [P2PSHARE, "get", cid, "-o", out, "--api", dapi],
-                            d / f"get-{i}.log",
-                            timeout,
-                        )
-                    cpu1 = (cpu_seconds(downloader.pid), cpu_seconds(provider.pid))
-                    for spy in spies:
-                        with contextlib.suppress(ProcessLookupError):
-                            os.killpg(spy.pid, signal.SIGINT)
-                        with contextlib.suppress(subprocess.TimeoutExpired):
-                            spy.wait(20)
-                        procs.stop(spy)
-                finally:
-                    for spy in spies:
-                        procs.stop(spy)
-                    procs.stop(downloader)
-                if rc != 0:
-                    raise BenchError(f"p2pshare get exited {rc}: {text.strip()[-400:]}")
-                got = out / src.name
-                if not got.is_file():
-                    files = [p for p in out.rglob("*") if p.is_file()]
-                    if len(files) != 1:
-                        raise BenchError(f"p2pshare get left {len(files)} files in {out}")
-                    got = files[0]
-                if not same_bytes(src, got):
-                    raise BenchError("p2pshare get's output differs from the source")
-                drop_outputs(share, data, out)
-                if profiling:
-                    s.extra["profile"] = {
-                        "seconds": round(secs, 3),
-                        "downloader": summarize_profile(d / "profile-downloader"),
-                        "provider": summarize_profile(d / "profile-provider"),
-                    }
-                    log(f"profiled run (not counted): {secs:.3f}s; profiles in {d}/profile-*")
-                    continue
-                dl_mem.append(dwatch.result())
-                cpu.append(
-                    {
-                        "downloader_cpu_s": round(sum(cpu1[0]) - sum(cpu0[0]), 2),
-                        "downloader_sys_s": round(cpu1[0][1] - cpu0[0][1], 2),
-                        "provider_cpu_s": round(sum(cpu1[1]) - sum(cpu0[1]), 2),
-                        "provider_sys_s": round(cpu1[1][1] - cpu0[1][1], 2),
-                    }
+        ready = time.perf_counter() - t0
+        log(f"providing peer ready in {ready:.1f}s, control API {papi}")
+        self.s.extra["provider_ready_s"] = round(ready, 2)
+        self.pwatch = MemWatch(self.provider.pid).__enter__()
+        self.cid = content_id_of(self.src, papi, self.timeout)
+        log(f"content id {self.cid}")
+        self.s.extra["content_id"] = self.cid
+
+    def run(self, i: int, runs: int, profiling: bool = False) -> None:
+        assert self.provider is not None
+        d = self.d
+        share = fresh_dir(self.out_root / "dl-share")
+        data = fresh_dir(self.out_root / "dl-data")
+        out = fresh_dir(self.out_root / "out")
+        downloader, dapi = start_peer(self.procs, "downloader", share, data, self.turl, 60)
+        spies: list[subprocess.Popen[bytes]] = []
+        try:
+            if profiling:
+                spies = [
+                    start_spy(self.procs, downloader.pid, d / "profile-downloader"),
+                    start_spy(self.procs, self.provider.pid, d / "profile-provider"),
+                ]
+                time.sleep(1.0)  # let py-spy attach
+            cpu0 = (cpu_seconds(downloader.pid), cpu_seconds(self.provider.pid))
+            with MemWatch(downloader.pid) as dwatch:
+                secs, rc, text = run_timed(
+                    [P2PSHARE, "get", self.cid, "-o", out, "--api", dapi],
+                    d / f"get-{i}.log",
+                    self.timeout,
                 )
-                s.seconds.append(secs)
-                log(
-                    f"p2pshare run {i + 1}/{runs}: {secs:.3f}s, {s.size / secs / MB:.0f} MB/s, "
-                    f"downloader VmHWM {dl_mem[-1]['vmhwm_mb']} MB, CPU s (of which sys): "
-                    f"downloader {cpu[-1]['downloader_cpu_s']} ({cpu[-1]['downloader_sys_s']}), "
-                    f"provider {cpu[-1]['provider_cpu_s']} ({cpu[-1]['provider_sys_s']})"
-                )
-            s.extra["cpu_seconds"] = cpu
-        mem["serving_peer"] = pwatch.result()
-        mem["downloading_peer"] = max(dl_mem, key=lambda m: m["vmhwm_mb"]) if dl_mem else None
-        mem["downloading_peer_runs"] = dl_mem
-    finally:
-        if provider is not None:
-            procs.stop(provider)
-        procs.stop(tracker)
+            cpu1 = (cpu_seconds(downloader.pid), cpu_seconds(self.provider.pid))
+            for spy in spies:  # py-spy writes its profile on SIGINT
+                with contextlib.suppress(ProcessLookupError):
+                    os.killpg(spy.pid, signal.SIGINT)
+                with contextlib.suppress(subprocess.TimeoutExpired):
+                    spy.wait(20)
+        finally:
+            for spy in spies:
+                self.procs.stop(spy)
+            self.procs.stop(downloader)
+        if rc != 0:
+            raise BenchError(f"p2pshare get exited {rc}: {text.strip()[-400:]}")
+        got = out / self.src.name
+        if not got.is_file():
+            files = [p for p in out.rglob("*") if p.is_file()]
+            if len(files) != 1:
+                raise BenchError(f"p2pshare get left {len(files)} files in {out}")
+            got = files[0]
+        if not same_bytes(self.src, got):
+            raise BenchError("p2pshare get's output differs from the source")
+        drop_outputs(share, data, out)
+        if profiling:
+            self.s.extra["profile"] = {
+                "seconds": round(secs, 3),
+                "downloader": summarize_profile(d / "profile-downloader"),
+                "provider": summarize_profile(d / "profile-provider"),
+            }
+            log(f"profiled run (not counted): {secs:.3f}s; profiles in {d}/profile-*")
+            return
+        self.dl_mem.append(dwatch.result())
+        cpu = {
+            "downloader_cpu_s": round(sum(cpu1[0]) - sum(cpu0[0]), 2),
+            "downloader_sys_s": round(cpu1[0][1] - cpu0[0][1], 2),
+            "provider_cpu_s": round(sum(cpu1[1]) - sum(cpu0[1]), 2),
+            "provider_sys_s": round(cpu1[1][1] - cpu0[1][1], 2),
+        }
+        self.cpu.append(cpu)
+        self.s.extra["cpu_seconds"] = self.cpu
+        self.s.seconds.append(secs)
+        log(
+            f"p2pshare run {i + 1}/{runs}: {secs:.3f}s, {self.s.size / secs / MB:.0f} MB/s, "
+            f"downloader VmHWM {self.dl_mem[-1]['vmhwm_mb']} MB, CPU s (of which sys): "
+            f"downloader {cpu['downloader_cpu_s']} ({cpu['downloader_sys_s']}), "
+            f"provider {cpu['provider_cpu_s']} ({cpu['provider_sys_s']})"
+        )
+
+    def teardown(self) -> None:
+        if self.pwatch is not None:
+            self.pwatch.__exit__()
+            self.mem["serving_peer"] = self.pwatch.result()
+        if self.dl_mem:
+            self.mem["downloading_peer"] = max(self.dl_mem, key=lambda m: m["vmhwm_mb"])
+            self.mem["downloading_peer_runs"] = self.dl_mem
+        for proc in (self.provider, self.tracker):
+            if proc is not None:
+                self.procs.stop(proc)
 
 
 # ---------------------------------------------------------------- indexing
@@ -1052,9 +1109,46 @@ def iter_series(groups: dict[str, dict[str, Series]]) -> Iterator[tuple[str, str
             yield g, k, s
 
 
+def run_transfers(todo: list[Part], runs: int, profile: bool) -> None:
+    """Set every part up, run them in interleaved rounds, tear them down."""
+    live: list[Part] = []
+    try:
+        for part in todo:
+            part.s.extra["cpu_busy_before_pct"] = busy = cpu_busy()
+            if busy > 20:
+                log(f"warning: the CPUs are {busy:.0f}% busy before {part.name}: noisy figures")
+            try:
+                part.setup()
+                live.append(part)
+            except BenchError as exc:
+                part.s.error = f"setup: {exc}"
+                log(f"{part.name}: FAILED: {exc}")
+                part.teardown()
+        for i in range(runs):
+            for part in list(live):
+                try:
+                    part.run(i, runs)
+                except BenchError as exc:
+                    part.s.error = str(exc)
+                    log(f"{part.name}: FAILED: {exc}")
+                    live.remove(part)
+                    part.teardown()
+        for part in live:
+            if profile and isinstance(part, P2PPart):
+                try:
+                    part.run(runs, runs, profiling=True)
+                except BenchError as exc:
+                    log(f"profiled run FAILED: {exc}")
+    finally:
+        for part in live:
+            part.teardown()
+
+
 def main(argv: list[str] | None = None) -> int:
     ap = argparse.ArgumentParser(prog="bench/run", description=__doc__.split("\n")[0])
-    ap.add_argument("--runs", type=int, default=3, help="runs of each measurement (best is kept)")
+    ap.add_argument(
+        "--runs", type=int, default=None, help="runs of each measurement (default 3; --quick: 1)"
+    )
     ap.add_argument("--size-mib", type=int, default=1024, help="size of the test file in MiB")
     ap.add_argument("--quick", action="store_true", help="smoke run: 64 MiB file, 1 run")
     ap.add_argument(
@@ -1083,7 +1177,9 @@ def main(argv: list[str] | None = None) -> int:
     )
     args = ap.parse_args(argv)
     if args.quick:
-        args.size_mib, args.runs = 64, 1
+        args.size_mib = 64
+    if args.runs is None:
+        args.runs = 1 if args.quick else 3
     parts = {p.strip() for p in args.only.split(",") if p.strip()}
     unknown = parts - {"nginx", "aria2", "p2pshare", "index"}
     if unknown or args.runs < 1 or args.size_mib < 1:
@@ -1106,29 +1202,22 @@ def main(argv: list[str] | None = None) -> int:
         src = make_source(size)
         if args.wait_idle > 0:
             wait_idle(args.wait_idle)
+        todo: list[Part] = []
         if "nginx" in parts:
             s = transfer["nginx+curl"] = Series("nginx+curl", size)
-            sd = Series("nginx+curl, then fsync", size)
-            guarded(s, lambda: bench_nginx(procs, src, args.runs, timeout, s, sd))
-            sd.error = s.error
-            transfer["nginx+curl+fsync"] = sd
+            sd = transfer["nginx+curl+fsync"] = Series("nginx+curl, then fsync", size)
+            todo.append(NginxPart(procs, src, timeout, s, sd))
         if "aria2" in parts:
             a = transfer["aria2"] = Series("aria2 (BitTorrent)", size)
-            ad = Series("aria2, then fsync", size)
-            guarded(a, lambda: bench_aria2(procs, src, args.runs, timeout, a, ad))
-            ad.error = a.error
-            transfer["aria2+fsync"] = ad
+            ad = transfer["aria2+fsync"] = Series("aria2, then fsync", size)
+            todo.append(Aria2Part(procs, src, timeout, a, ad))
         if "p2pshare" in parts:
             p = transfer["p2pshare"] = Series("p2pshare", size)
             if p2p_missing:
                 p.error = f"skipped: {p2p_missing}"
             else:
-                guarded(
-                    p,
-                    lambda: bench_p2pshare(
-                        procs, src, args.runs, timeout, p, mem, args.profile, args.p2p_out
-                    ),
-                )
+                todo.append(P2PPart(procs, src, timeout, p, mem, args.p2p_out))
+        run_transfers(todo, args.runs, args.profile)
         if "index" in parts:
             index, _ = bench_index(src, args.runs, timeout, with_p2p=not p2p_missing)
             if p2p_missing:
