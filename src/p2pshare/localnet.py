@@ -14,6 +14,7 @@ import subprocess
 import sys
 import threading
 import time
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import IO
@@ -41,6 +42,10 @@ class Proc:
     @property
     def pid(self) -> int:
         return self.popen.pid
+
+    def output(self) -> str:
+        """Everything the process wrote to stdout and stderr so far."""
+        return self.log.read_text(errors="replace") if self.log.exists() else ""
 
     def alive(self) -> bool:
         return self.popen.poll() is None
@@ -113,7 +118,7 @@ def spawn(
     proc = Proc(name, popen, log)
     if not seen.wait(timeout) or not found:
         proc.stop(signal.SIGKILL)
-        tail = log.read_text(errors="replace")[-2000:] if log.exists() else ""
+        tail = proc.output()[-2000:]
         raise StartFailed(f"{name} did not start (see {log}):\n{tail}")
     return proc, found[0]
 
@@ -130,7 +135,11 @@ class LocalNetwork:
     procs: list[Proc] = field(default_factory=list)
 
     def start_tracker(
-        self, *extra: str, name: str = "tracker", db: Path | None = None
+        self,
+        *extra: str,
+        name: str = "tracker",
+        db: Path | None = None,
+        env: dict[str, str] | None = None,
     ) -> TrackerProc:
         db = db or self.root / f"{name}.db"
         proc, match = spawn(
@@ -138,6 +147,7 @@ class LocalNetwork:
             TRACKER_READY,
             log=self.root / "logs" / f"{name}.log",
             name=name,
+            env=env,
         )
         tracker = TrackerProc(proc.name, proc.popen, proc.log, url=match["url"], db=db)
         self.procs.append(tracker)
@@ -182,9 +192,10 @@ class LocalNetwork:
         self.procs.clear()
 
 
-def wait_for(predicate: object, timeout: float, what: str, interval: float = 0.05) -> None:
+def wait_for(
+    predicate: Callable[[], object], timeout: float, what: str, interval: float = 0.05
+) -> None:
     """Poll ``predicate()`` until it is true; raise ``TimeoutError`` naming ``what``."""
-    assert callable(predicate)
     deadline = time.monotonic() + timeout
     while not predicate():
         if time.monotonic() > deadline:

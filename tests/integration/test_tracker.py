@@ -9,9 +9,9 @@ import httpx
 import pytest
 
 from p2pshare.errors import NotFound, PermissionDenied, Unreachable, UsageError
+from p2pshare.localnet import LocalNetwork, TrackerProc, p2pshare_argv, wait_for
 from p2pshare.tracker.client import TrackerClient
 from p2pshare.tracker.models import FileEntry
-from tests.procs import output, p2pshare, start_tracker, wait_until
 
 pytestmark = pytest.mark.integration
 
@@ -21,10 +21,8 @@ def cid(n: int) -> str:
 
 
 @pytest.fixture
-def tracker(tmp_path):
-    t = start_tracker(tmp_path)
-    yield t
-    t.stop()
+def tracker(net: LocalNetwork) -> TrackerProc:
+    return net.start_tracker()
 
 
 async def test_register_search_and_heartbeat_over_http(tracker):
@@ -42,22 +40,19 @@ async def test_register_search_and_heartbeat_over_http(tracker):
             await client.heartbeat(reg.peer_id, other.token)
 
 
-async def test_killed_tracker_restarted_on_the_same_db_still_knows_its_peers(tmp_path):
-    first = start_tracker(tmp_path)
+async def test_killed_tracker_restarted_on_the_same_db_still_knows_its_peers(net):
+    first = net.start_tracker()
     async with TrackerClient(first.url) as client:
         reg = await client.register(
             "127.0.0.1:40001", [FileEntry(content_id=cid(7), name="kept.mkv", size=9)]
         )
     assert first.stop(signal.SIGKILL) == -signal.SIGKILL
 
-    second = start_tracker(tmp_path, db=first.db)
-    try:
-        async with TrackerClient(second.url) as client:
-            assert [h.content_id for h in await client.search("kept")] == [cid(7)]
-            await client.heartbeat(reg.peer_id, reg.token)
-            assert [p.peer_id for p in await client.peers()] == [reg.peer_id]
-    finally:
-        second.stop()
+    second = net.start_tracker(db=first.db)
+    async with TrackerClient(second.url) as client:
+        assert [h.content_id for h in await client.search("kept")] == [cid(7)]
+        await client.heartbeat(reg.peer_id, reg.token)
+        assert [p.peer_id for p in await client.peers()] == [reg.peer_id]
 
 
 async def test_bad_inputs_get_clear_errors_over_the_wire(tracker):
@@ -76,37 +71,34 @@ async def test_bad_inputs_get_clear_errors_over_the_wire(tracker):
             await client.search("")
         with pytest.raises(NotFound):
             await client.providers(cid(3))
-    assert "Traceback" not in output(tracker.proc)
+    assert "Traceback" not in tracker.output()
 
 
-def test_sigterm_stops_the_tracker_cleanly(tmp_path):
-    t = start_tracker(tmp_path)
+def test_sigterm_stops_the_tracker_cleanly(net):
+    t = net.start_tracker()
     assert httpx.get(t.url + "/healthz").json()["status"] == "ok"
     assert t.stop(signal.SIGTERM) == 0
-    assert "Traceback" not in output(t.proc)
+    assert "Traceback" not in t.output()
 
 
-async def test_a_stopped_tracker_is_unreachable(tmp_path):
-    t = start_tracker(tmp_path)
+async def test_a_stopped_tracker_is_unreachable(net):
+    t = net.start_tracker()
     t.stop()
     async with TrackerClient(t.url, timeout=2) as client:
         with pytest.raises(Unreachable):
             await client.peers()
 
 
-def test_expired_peers_vanish_without_logout(tmp_path):
-    t = start_tracker(tmp_path, env={"P2PSHARE_TRACKER_LEASE_SECONDS": "5"})
-    try:
-        body = {"address": "127.0.0.1:40001", "files": []}
-        assert httpx.post(t.url + "/v1/peers", json=body).status_code == 201
-        assert httpx.get(t.url + "/v1/peers").json()["peers"]
-        wait_until(
-            lambda: httpx.get(t.url + "/v1/peers").json()["peers"] == [],
-            timeout=15,
-            what="the lease to run out",
-        )
-    finally:
-        t.stop()
+def test_expired_peers_vanish_without_logout(net):
+    t = net.start_tracker(env={"P2PSHARE_TRACKER_LEASE_SECONDS": "5"})
+    body = {"address": "127.0.0.1:40001", "files": []}
+    assert httpx.post(t.url + "/v1/peers", json=body).status_code == 201
+    assert httpx.get(t.url + "/v1/peers").json()["peers"]
+    wait_for(
+        lambda: httpx.get(t.url + "/v1/peers").json()["peers"] == [],
+        15,
+        "the lease to run out",
+    )
 
 
 def test_port_in_use_is_one_line_error(tmp_path):
@@ -117,7 +109,7 @@ def test_port_in_use_is_one_line_error(tmp_path):
         s.bind(("127.0.0.1", 0))
         s.listen()
         port = s.getsockname()[1]
-        argv = p2pshare("tracker", "--port", str(port), "--db", str(tmp_path / "t.db"))
+        argv = p2pshare_argv("tracker", "--port", str(port), "--db", str(tmp_path / "t.db"))
         done = subprocess.run(argv, capture_output=True, text=True, timeout=30, check=False)
     assert done.returncode != 0
     assert "cannot listen" in done.stderr
