@@ -1,0 +1,46 @@
+"""Project-wide guarantees: generated code is current, the core is pure, the surface stable."""
+
+from __future__ import annotations
+
+import ast
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import p2pshare
+
+ROOT = Path(__file__).resolve().parent.parent
+CORE = ROOT / "src" / "p2pshare" / "core"
+IO_MODULES = {"asyncio", "grpc", "fastapi", "socket", "sqlite3", "httpx", "uvicorn", "subprocess"}
+
+
+def test_generated_protobuf_code_matches_the_proto_files(tmp_path: Path) -> None:
+    subprocess.run(
+        [str(ROOT / "scripts" / "gen-proto")],
+        env={**os.environ, "OUT": str(tmp_path), "PYTHON": sys.executable},
+        check=True,
+        cwd=ROOT,
+    )
+    generated = sorted(p.name for p in tmp_path.iterdir())
+    assert generated == ["peer_pb2.py", "peer_pb2.pyi", "peer_pb2_grpc.py"]
+    for name in generated:
+        committed = (ROOT / "src" / "p2pshare" / "_proto" / name).read_text()
+        assert (tmp_path / name).read_text() == committed, f"{name} is stale: run scripts/gen-proto"
+
+
+def test_the_core_imports_no_io() -> None:
+    for path in CORE.glob("*.py"):
+        tree = ast.parse(path.read_text())
+        for node in ast.walk(tree):
+            names = []
+            if isinstance(node, ast.Import):
+                names = [alias.name for alias in node.names]
+            elif isinstance(node, ast.ImportFrom) and node.module:
+                names = [node.module]
+            for name in names:
+                assert name.split(".")[0] not in IO_MODULES, f"{path.name} imports {name}"
+
+
+def test_public_surface() -> None:
+    assert sorted(p2pshare.__all__) == ["P2PShareError", "__version__"]
