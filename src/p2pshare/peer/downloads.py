@@ -258,7 +258,8 @@ def _target_path(out_dir: Path, name: str) -> Path:
     except errors.InvalidName as exc:
         raise errors.DownloadFailed(f"refusing the provider's file name: {exc}") from exc
     target = out_dir / name
-    if not target.parent.resolve().is_relative_to(out_dir.resolve()) and target.parent.exists():
+    # resolve() follows every symlink on the existing part of the path
+    if not target.parent.resolve().is_relative_to(out_dir.resolve()):
         raise errors.DownloadFailed(f"refusing {name!r}: it leaves {out_dir} through a symlink")
     return target
 

@@ -1,0 +1,119 @@
+"""The piece picker: rarest first, one request per piece until the endgame, bans."""
+
+from __future__ import annotations
+
+from hypothesis import given, settings
+from hypothesis import strategies as st
+
+from p2pshare.core.piece_picker import PiecePicker
+from p2pshare.core.pieces import PieceSet
+
+
+def test_a_seeder_gets_pieces_in_order_and_each_only_once() -> None:
+    picker: PiecePicker[str] = PiecePicker(10)
+    picker.add_provider("a")
+    picker.add_provider("b")
+    assert picker.pick("a", 3) == [0, 1, 2]
+    assert picker.pick("b", 3) == [3, 4, 5]
+    assert picker.pick("a", 10) == [6, 7, 8, 9]
+
+
+def test_held_pieces_are_never_asked_for() -> None:
+    picker: PiecePicker[str] = PiecePicker(6, PieceSet(6, [0, 2, 4]))
+    picker.add_provider("a")
+    assert picker.pick("a", 10) == [1, 3, 5]
+
+
+def test_rarest_pieces_go_first() -> None:
+    picker: PiecePicker[str] = PiecePicker(4)
+    picker.add_provider("a", PieceSet(4, [0, 1, 2, 3]))
+    picker.add_provider("b", PieceSet(4, [0, 1, 2]))
+    picker.add_provider("c", PieceSet(4, [0, 1]))
+    # availability: 0→3, 1→3, 2→2, 3→1
+    assert picker.pick("a", 2) == [3, 2]
+
+
+def test_a_provider_is_asked_only_for_pieces_it_has() -> None:
+    picker: PiecePicker[str] = PiecePicker(4)
+    picker.add_provider("a", PieceSet(4, [1, 3]))
+    assert picker.pick("a", 4) == [1, 3]
+    assert picker.wanted_from("a")
+    picker.received("a", 1)
+    picker.received("a", 3)
+    assert not picker.wanted_from("a")
+
+
+def test_failed_requests_go_back_to_the_pool() -> None:
+    picker: PiecePicker[str] = PiecePicker(3)
+    picker.add_provider("a")
+    picker.add_provider("b")
+    assert picker.pick("a", 3) == [0, 1, 2]
+    picker.failed("a", 1)
+    assert picker.pick("b", 3) == [1]
+
+
+def test_removed_provider_releases_its_pieces_in_flight() -> None:
+    picker: PiecePicker[str] = PiecePicker(2)
+    picker.add_provider("a")
+    picker.add_provider("b")
+    picker.pick("a", 2)
+    picker.remove_provider("a")
+    assert picker.pick("b", 2) == [0, 1]
+
+
+def test_endgame_duplicates_pieces_in_flight_and_first_arrival_wins() -> None:
+    picker: PiecePicker[str] = PiecePicker(2)
+    picker.add_provider("slow")
+    picker.add_provider("fast")
+    assert picker.pick("slow", 2) == [0, 1]
+    assert picker.pick("fast", 2) == [0, 1]  # nothing fresh left: duplicate
+    assert picker.received("fast", 0) is True
+    assert picker.received("slow", 0) is False  # the duplicate is not new
+    assert picker.in_flight("slow") == frozenset({1})
+    assert picker.received("fast", 1) is True
+    assert picker.complete
+    assert picker.in_flight("slow") == frozenset()
+
+
+def test_a_banned_provider_is_dropped_and_cannot_come_back() -> None:
+    picker: PiecePicker[str] = PiecePicker(2)
+    picker.add_provider("liar")
+    picker.add_provider("honest")
+    picker.pick("liar", 1)
+    picker.ban("liar")
+    assert picker.is_banned("liar")
+    assert picker.providers == ["honest"]
+    assert picker.add_provider("liar") is False
+    assert picker.pick("liar", 2) == []
+    assert picker.pick("honest", 2) == [0, 1]
+
+
+@settings(max_examples=200)
+@given(
+    count=st.integers(1, 40),
+    providers=st.lists(st.sets(st.integers(0, 39)), min_size=1, max_size=5),
+    seed=st.randoms(use_true_random=False),
+)
+def test_any_run_completes_when_every_piece_has_a_provider(count, providers, seed) -> None:
+    haves = [PieceSet(count, [i for i in p if i < count]) for p in providers]
+    haves.append(PieceSet(count, range(count)))  # one seeder ensures completion
+    picker: PiecePicker[int] = PiecePicker(count)
+    for n, have in enumerate(haves):
+        picker.add_provider(n, have)
+    asked: dict[int, set[int]] = {n: set() for n in range(len(haves))}
+    for _ in range(count * len(haves) * 4):
+        if picker.complete:
+            break
+        n = seed.randrange(len(haves))
+        for index in picker.pick(n, seed.randint(1, 4)):
+            assert index in haves[n]  # only pieces it has
+            assert index not in picker.held  # never a held piece
+            asked[n].add(index)
+            if seed.random() < 0.8:
+                picker.received(n, index)
+            else:
+                picker.failed(n, index)
+    while not picker.complete:  # drain with the seeder
+        for index in picker.pick(len(haves) - 1, count):
+            picker.received(len(haves) - 1, index)
+    assert len(picker.held) == count
