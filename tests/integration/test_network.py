@@ -131,3 +131,26 @@ def test_interrupted_download_resumes_without_refetching_verified_pieces(
     assert not record.exists()  # the record goes once the file is in place
     refetched = api(seed, "/v1/status")["pieces_served"] - served_before
     assert refetched <= pieces - len(verified)
+
+
+def test_peer_registers_again_with_a_tracker_that_lost_it(
+    net: LocalNetwork, tmp_path: Path
+) -> None:
+    first = net.start_tracker()
+    write_random(tmp_path / "p" / "share" / "kept.txt", 100)
+    peer = net.start_peer("p", tracker=first.url, env={"P2PSHARE_PEER_HEARTBEAT_SECONDS": "0.3"})
+    first.stop(signal.SIGKILL)
+    wait_for(
+        lambda: api(peer, "/v1/status")["tracker"]["state"].startswith("unreachable"),
+        10,
+        "the peer to notice the tracker is down",
+    )
+    port = first.url.rsplit(":", 1)[1]
+    # a new tracker with an empty registry on the same address
+    second = net.start_tracker("--host", "127.0.0.1", "--port", port, db=tmp_path / "new.db")
+    wait_for(
+        lambda: httpx.get(second.url + "/v1/search", params={"q": "kept"}).json()["hits"],
+        15,
+        "the peer to register again with its files",
+    )
+    assert api(peer, "/v1/status")["tracker"]["state"] == "registered"
