@@ -28,7 +28,6 @@ DEFAULT_TRACKER_PORT = 8460
 DEFAULT_PEER_PORT = 8461
 DEFAULT_API_PORT = 8462
 CONFIG_ENV = "P2PSHARE_CONFIG"
-API_ENV = "P2PSHARE_API"
 
 
 def _check_hostport(value: str | None) -> str | None:

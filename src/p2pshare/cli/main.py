@@ -27,13 +27,10 @@ from rich.table import Table
 
 from p2pshare import errors
 from p2pshare.cli.control_client import ControlClient
-from p2pshare.config import (
-    API_ENV,
-    PeerSettings,
-    TrackerSettings,
-    config_template,
-    load_settings,
-)
+
+# the config module (pydantic-settings) costs a tenth of a second to import:
+# commands that talk to a running peer load it only when no --api is given
+API_ENV = "P2PSHARE_API"
 
 app = typer.Typer(
     name="p2pshare",
@@ -60,6 +57,8 @@ def _api_url(api: str | None, config: Path | None) -> str:
         return api
     if os.environ.get(API_ENV):
         return os.environ[API_ENV]
+    from p2pshare.config import PeerSettings, load_settings
+
     return load_settings(PeerSettings, "peer", config).api_url
 
 
@@ -86,6 +85,7 @@ def tracker(
     db: Annotated[Path | None, typer.Option(help="SQLite file of the registry.")] = None,
 ) -> None:
     """Run the tracker (bootstrap server) in the foreground."""
+    from p2pshare.config import TrackerSettings, load_settings
     from p2pshare.tracker.server import run
 
     run(load_settings(TrackerSettings, "tracker", config, host=host, port=port, db=db))
@@ -107,6 +107,7 @@ def peer(
     ] = None,
 ) -> None:
     """Run a peer in the foreground: share a folder, serve pieces, download on request."""
+    from p2pshare.config import PeerSettings, load_settings
     from p2pshare.peer.run import run
 
     settings = load_settings(
@@ -132,6 +133,8 @@ def init(
     force: Annotated[bool, typer.Option(help="Overwrite an existing file.")] = False,
 ) -> None:
     """Write a commented config file with every setting at its default."""
+    from p2pshare.config import config_template
+
     if path.exists() and not force:
         raise errors.UsageError(f"{path} exists; use --force to overwrite it")
     path.write_text(config_template())
