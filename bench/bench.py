@@ -1109,6 +1109,77 @@ def iter_series(groups: dict[str, dict[str, Series]]) -> Iterator[tuple[str, str
             yield g, k, s
 
 
+def results_markdown(r: dict[str, Any]) -> str:
+    """bench/work/results.json as the Markdown tables of bench/RESULTS.md."""
+    m = r["machine"]
+    cfg = r["config"]
+    lines = [
+        f"Command: `{r['command']}`  ",
+        f"Date: {m['date_utc']}, p2pshare at commit `{m['git_commit']}`  ",
+        f"Machine: {m['nproc']} CPUs ({m['cpu']}), {m['mem_gib']} GiB memory, "
+        f"Linux {m['kernel']}, Python {m['python']}  ",
+        f"Tools: {m['tools']['nginx']}; {m['tools']['curl'].split(' (')[0]}; "
+        f"{m['tools']['aria2c']}; {m['tools']['mktorrent'].split(' (')[0]}; "
+        f"{m['tools']['sha256sum']}  ",
+        f"File: {cfg['bytes'] // MIB} MiB of random bytes, {cfg['runs']} runs each "
+        f"(transfer runs interleaved); MB = 10^6 bytes",
+        "",
+        "| measurement | best s | median s | MB/s best | MB/s median |",
+        "|---|---:|---:|---:|---:|",
+    ]
+    for group, key in (("transfer", "transfer"), ("index", "indexing")):
+        for name, s in r[key].items():
+            if s.get("error"):
+                lines.append(f"| {group}: {name} | - | - | {s['error'][:60]} | - |")
+            else:
+                lines.append(
+                    f"| {group}: {name} | {s['best_s']:.3f} | {s['median_s']:.3f} "
+                    f"| {s['mbps_best']:.1f} | {s['mbps_median']:.1f} |"
+                )
+    lines += ["", "| ratio (throughput) | best | median | goal |", "|---|---:|---:|---|"]
+    for k, v in r["ratios_best"].items():
+        goal = r["goals"].get(k)
+        med = r["ratios_median"].get(k)
+        lines.append(
+            f"| {k} | {fmt(v, '.2f')} | {fmt(med, '.2f')} | "
+            f"{'-' if goal is None else f'>= {goal}'} |"
+        )
+    mem = r.get("memory") or {}
+    if mem:
+        lines += ["", "| peak memory (MB) | VmHWM | tree peak RSS | goal |", "|---|---:|---:|---|"]
+        for who in ("serving_peer", "downloading_peer"):
+            if mem.get(who):
+                lines.append(
+                    f"| {who.replace('_', ' ')} | {mem[who]['vmhwm_mb']:.1f} "
+                    f"| {mem[who]['peak_tree_rss_mb']:.1f} | < {MEM_GOAL_MB:.0f} |"
+                )
+    p2p = r["transfer"].get("p2pshare", {})
+    if p2p.get("cpu_seconds"):
+        lines += [
+            "",
+            "| p2pshare run | s | downloader CPU s (sys) | provider CPU s (sys) |",
+            "|---|---:|---:|---:|",
+        ]
+        for n, (secs, c) in enumerate(zip(p2p["seconds"], p2p["cpu_seconds"], strict=False)):
+            lines.append(
+                f"| {n + 1} | {secs:.3f} | {c['downloader_cpu_s']} ({c['downloader_sys_s']}) "
+                f"| {c['provider_cpu_s']} ({c['provider_sys_s']}) |"
+            )
+    busy = {
+        k: s.get("cpu_busy_before_pct")
+        for key in ("transfer", "indexing")
+        for k, s in r[key].items()
+        if s.get("cpu_busy_before_pct") is not None
+    }
+    if busy:
+        lines += [
+            "",
+            "CPU busy (%) just before each part, from other work on the machine: "
+            + ", ".join(f"{k} {v}" for k, v in busy.items()),
+        ]
+    return "\n".join(lines) + "\n"
+
+
 def run_transfers(todo: list[Part], runs: int, profile: bool) -> None:
     """Set every part up, run them in interleaved rounds, tear them down."""
     live: list[Part] = []
@@ -1175,7 +1246,15 @@ def main(argv: list[str] | None = None) -> int:
         default="nginx,aria2,p2pshare,index",
         help="comma-separated parts to run (nginx, aria2, p2pshare, index)",
     )
+    ap.add_argument(
+        "--markdown",
+        action="store_true",
+        help="run nothing: print bench/work/results.json as Markdown tables (for RESULTS.md)",
+    )
     args = ap.parse_args(argv)
+    if args.markdown:
+        print(results_markdown(json.loads((WORK / "results.json").read_text())), end="")
+        return 0
     if args.quick:
         args.size_mib = 64
     if args.runs is None:
