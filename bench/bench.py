@@ -474,7 +474,7 @@ def aria2_args(port: int, logfile: Path) -> list[str]:
         "--quiet=true",
         "--auto-save-interval=0",
         f"--log={logfile}",
-        "--log-level=notice",
+        "--log-level=" + os.environ.get("BENCH_ARIA2_LOG", "notice"),
     ]
 
 
