@@ -1057,6 +1057,7 @@ def machine_info() -> dict[str, Any]:
         "python": platform.python_version(),
         "date_utc": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
         "git_commit": first_line(["git", "-C", str(ROOT), "rev-parse", "--short", "HEAD"]),
+        "src_modified": src_modified(),
         "tools": {
             "nginx": first_line(["nginx", "-v"]),
             "curl": first_line(["curl", "--version"]),
@@ -1065,6 +1066,21 @@ def machine_info() -> dict[str, Any]:
             "sha256sum": first_line(["sha256sum", "--version"]),
         },
     }
+
+
+def src_modified() -> bool:
+    """Whether p2pshare's code has uncommitted changes: then the figures are of no commit."""
+    try:
+        r = subprocess.run(
+            ["git", "-C", str(ROOT), "status", "--porcelain", "--", "src", "pyproject.toml"],
+            capture_output=True,
+            text=True,
+            timeout=30,
+            check=False,
+        )
+    except (OSError, subprocess.TimeoutExpired):
+        return False
+    return bool(r.stdout.strip())
 
 
 def _status_kb_file(path: Path, key: str) -> int | None:
@@ -1115,7 +1131,9 @@ def results_markdown(r: dict[str, Any]) -> str:
     cfg = r["config"]
     lines = [
         f"Command: `{r['command']}`  ",
-        f"Date: {m['date_utc']}, p2pshare at commit `{m['git_commit']}`  ",
+        f"Date: {m['date_utc']}, p2pshare at commit `{m['git_commit']}`"
+        + (" with uncommitted changes to src/" if m.get("src_modified") else "")
+        + "  ",
         f"Machine: {m['nproc']} CPUs ({m['cpu']}), {m['mem_gib']} GiB memory, "
         f"Linux {m['kernel']}, Python {m['python']}  ",
         f"Tools: {m['tools']['nginx']}; {m['tools']['curl'].split(' (')[0]}; "
