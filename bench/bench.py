@@ -1289,6 +1289,8 @@ def main(argv: list[str] | None = None) -> int:
     signal.signal(signal.SIGTERM, lambda *_: sys.exit(143))
     procs = Procs()
     info = machine_info()
+    if info["src_modified"]:
+        log("note: src/ has uncommitted changes: these figures are of no commit")
     transfer: dict[str, Series] = {}
     index: dict[str, Series] = {}
     mem: dict[str, Any] = {}
