@@ -2,7 +2,8 @@
 
 from __future__ import annotations
 
-from collections.abc import AsyncGenerator
+from collections.abc import Iterator
+from typing import Protocol
 
 import grpc
 
@@ -12,7 +13,6 @@ from p2pshare.core.manifest import Manifest, check_content_id
 from p2pshare.peer.wire import (
     CHANNEL_OPTIONS,
     GET_PIECES,
-    decode_piece,
     manifest_from_pb,
     translate,
 )
@@ -20,11 +20,21 @@ from p2pshare.peer.wire import (
 CALL_TIMEOUT = 10.0
 
 
+class PieceCall(Protocol):
+    """A blocking GetPieces call: iterate for raw pieces, cancel from any thread."""
+
+    def __iter__(self) -> Iterator[bytes]: ...
+
+    def cancel(self) -> bool: ...
+
+
 class PeerClients:
     """Channels to other peers, opened on first use and reused."""
 
     def __init__(self, *, me: pb.PeerInfo | None = None) -> None:
         self._channels: dict[str, tuple[grpc.aio.Channel, pb_grpc.PeerStub]] = {}
+        # the piece data path runs on threads with blocking channels (see downloads.py)
+        self._sync_channels: dict[str, grpc.Channel] = {}
         self._me = me or pb.PeerInfo()
 
     def set_me(self, me: pb.PeerInfo) -> None:
@@ -42,6 +52,9 @@ class PeerClients:
         return self._entry(address)[1]
 
     async def forget(self, address: str) -> None:
+        sync_channel = self._sync_channels.pop(address, None)
+        if sync_channel is not None:
+            sync_channel.close()
         entry = self._channels.pop(address, None)
         if entry is not None:
             await entry[0].close(None)
@@ -49,6 +62,9 @@ class PeerClients:
     async def close(self) -> None:
         channels = [c for c, _ in self._channels.values()]
         self._channels.clear()
+        for sync_channel in self._sync_channels.values():
+            sync_channel.close()
+        self._sync_channels.clear()
         for channel in channels:
             await channel.close(None)
 
@@ -74,24 +90,25 @@ class PeerClients:
             raise translate(exc, address) from exc
         return manifest_from_pb(msg, content_id)
 
-    async def pieces(
+    def pieces_blocking(
         self, address: str, content_id: str, indexes: list[int], *, timeout: float
-    ) -> AsyncGenerator[tuple[int, memoryview], None]:
-        """Stream the asked pieces as (index, data), unverified: the caller checks each."""
-        # raw bytes in, parsed by hand: see wire.decode_piece
-        get_pieces = self._entry(address)[0].unary_stream(
+    ) -> PieceCall:
+        """A GetPieces call whose iterator yields raw ``pb.Piece`` bytes (see
+        ``wire.decode_piece``); blocking, for the download threads. Iterating
+        raises ``grpc.RpcError``; the caller translates it."""
+        channel = self._sync_channels.get(address)
+        if channel is None:
+            channel = grpc.insecure_channel(address, options=CHANNEL_OPTIONS)
+            self._sync_channels[address] = channel
+        get_pieces = channel.unary_stream(
             GET_PIECES,
             request_serializer=pb.PiecesRequest.SerializeToString,
             response_deserializer=None,
         )
-        call = get_pieces(pb.PiecesRequest(content_id=content_id, indexes=indexes), timeout=timeout)
-        try:
-            async for raw in call:
-                yield decode_piece(raw)
-        except grpc.aio.AioRpcError as exc:
-            raise translate(exc, address) from exc
-        finally:
-            call.cancel()
+        call: PieceCall = get_pieces(
+            pb.PiecesRequest(content_id=content_id, indexes=indexes), timeout=timeout
+        )
+        return call
 
     async def search(
         self, address: str, query: str, *, limit: int = 0, timeout: float = CALL_TIMEOUT

@@ -7,6 +7,8 @@ client side.
 
 from __future__ import annotations
 
+from typing import cast
+
 import grpc
 
 from p2pshare import errors
@@ -47,10 +49,11 @@ def status_for(exc: errors.P2PShareError) -> grpc.StatusCode:
     return grpc.StatusCode.INTERNAL
 
 
-def translate(exc: grpc.aio.AioRpcError, address: str) -> errors.P2PShareError:
-    """The p2pshare error for a failed call to the peer at ``address``."""
-    code = exc.code()
-    detail = f"peer {address}: {exc.details() or code.name}"
+def translate(exc: grpc.RpcError, address: str) -> errors.P2PShareError:
+    """The p2pshare error for a failed call (aio or blocking) to the peer at ``address``."""
+    call = cast(grpc.Call, exc)  # every RpcError grpc raises for a call is also a Call
+    code = call.code()
+    detail = f"peer {address}: {call.details() or code.name}"
     if code == grpc.StatusCode.UNAVAILABLE:
         return errors.Unreachable(detail)
     if code == grpc.StatusCode.DEADLINE_EXCEEDED:
