@@ -2,8 +2,10 @@
 
 Each download runs as one asyncio task that owns a ``PiecePicker`` (the pure
 scheduling core) and a ``PartialDownload`` (the disk). Per provider it runs a few
-concurrent piece streams; each verified piece is hashed and written in a worker
-thread so the event loop keeps receiving.
+concurrent piece streams. The control (which piece, which provider, retries,
+bans) stays on the event loop; the data of each batch of pieces is received,
+verified and written on a thread (``_BatchStream``), which reports each piece
+back to the loop.
 """
 
 from __future__ import annotations
