@@ -486,11 +486,12 @@ class Part:
     """
 
     name = "part"
-    # Seconds to wait before each timed run, after the previous output is deleted.
-    # On a VM with free page reporting (virtio-balloon), memory freed ~2 s ago has
-    # gone back to the host, and the first write into it costs a host page fault per
-    # page: up to ~40 % slower for curl here. Waiting the same time before every run
-    # makes every tool write into equally cold memory.
+    # Seconds to wait before each timed run, after the previous output is deleted and
+    # synced, so that every run of every tool starts from the same state: writeback
+    # done, and on a VM with free page reporting (virtio-balloon, as here) the freed
+    # memory handed back to the host, so that each tool pays the same first-touch cost
+    # when it writes its output (perf showed curl's page-cache copy take 2 s of CPU
+    # in one run and 0.2 s in the next, right after a delete).
     settle = 0.0
 
     def __init__(self, procs: Procs, src: Path, timeout: float, s: Series) -> None:
