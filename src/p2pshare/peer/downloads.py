@@ -42,6 +42,7 @@ PIECE_TIMEOUT = 20.0  # a provider silent this long on an open stream is stalled
 RECORD_EVERY = 2.0  # seconds between records of verified pieces
 PROVIDER_REFRESH = 3.0  # seconds between looks for new providers
 NO_PROVIDER_GRACE = 15.0  # how long a download waits with no provider before it fails
+RETRY_DROPPED = 10.0  # seconds before a provider that stopped answering is tried again
 MAX_FAILURES = 3  # consecutive failed requests before a provider is dropped
 MAX_STREAMS = 64  # piece streams running at once across all downloads
 
@@ -161,8 +162,11 @@ class DownloadManager:
             return current
         download = Download(content_id, out)
         self._downloads[content_id] = download
+        # an interrupted earlier attempt left the manifest: no need to ask a provider
+        earlier = load_record(self._records / f"{content_id}.json")
+        manifest = earlier[0] if earlier and earlier[0].content_id == content_id else None
         self._tasks[content_id] = asyncio.create_task(
-            self._run(download, None), name=f"download-{content_id[:12]}"
+            self._run(download, manifest), name=f"download-{content_id[:12]}"
         )
         return download
 
@@ -357,6 +361,8 @@ class _Swarm:
         self.last_record = time.monotonic()
         self.record_lock = asyncio.Lock()
         self.fatal: errors.P2PShareError | None = None
+        self.dropped: dict[str, float] = {}  # provider -> when its streams all failed
+        self.last_progress = time.monotonic()
 
     async def run(self) -> None:
         for address in self.initial:
@@ -389,7 +395,8 @@ class _Swarm:
         self.download.touch()
 
     async def _supervise(self) -> None:
-        alone_since: float | None = None
+        """Add providers as they appear; fail when none has delivered for a while."""
+        last_look = time.monotonic()
         while not self.picker.complete and self.fatal is None:
             with contextlib.suppress(TimeoutError):
                 await asyncio.wait_for(self.changed.wait(), PROVIDER_REFRESH)
@@ -397,38 +404,53 @@ class _Swarm:
             if self.picker.complete or self.fatal is not None:
                 return
             self._reap()
-            if self.workers:
-                alone_since = None
-                if self.download.why_stalled == "looking for providers":
-                    self.download.why_stalled = None
-                continue
-            self.download.why_stalled = "no provider reachable; looking for providers"
-            self.download.touch()
             now = time.monotonic()
-            alone_since = alone_since or now
-            for address in await self._look_for_providers():
-                self._add(address)
-            if not self.workers and now - alone_since > NO_PROVIDER_GRACE:
+            healthy = [a for a in self.workers if self.failures.get(a, 0) == 0]
+            if healthy:
+                self._stalled(None)
+            elif self.workers:
+                self._stalled("providers are not answering; retrying")
+            else:
+                self._stalled("no provider reachable; looking for providers")
+            # look often while nobody delivers, now and then to widen the swarm
+            if now - last_look > (PROVIDER_REFRESH if not healthy else 4 * PROVIDER_REFRESH):
+                last_look = now
+                for address in await self._look_for_providers(now):
+                    self._add(address)
+            if not healthy and now - self.last_progress > NO_PROVIDER_GRACE:
                 raise errors.DownloadFailed(
                     f"no provider reachable for {self.download.name or self.download.content_id}"
                     f" ({len(self.partial.have)}/{self.partial.manifest.piece_count} pieces kept;"
                     " run get again to resume)"
                 )
 
+    def _stalled(self, why: str | None) -> None:
+        if self.download.why_stalled != why:
+            self.download.why_stalled = why
+            self.download.touch()
+
     def _reap(self) -> None:
+        """Forget providers whose streams all ended; they may come back after a pause."""
         for address in list(self.workers):
             if all(t.done() for t in self.workers[address]):
                 del self.workers[address]
                 self.picker.remove_provider(address)
+                self.dropped[address] = time.monotonic()
                 self._show_providers()
 
-    async def _look_for_providers(self) -> list[str]:
+    async def _look_for_providers(self, now: float) -> list[str]:
         try:
             found = await self.m._find_providers(self.download.content_id)
         except errors.P2PShareError as exc:
-            self.download.why_stalled = f"waiting for the tracker: {exc}"
+            self._stalled(f"waiting for the tracker: {exc}")
             return []
-        return [a for a in found if a not in self.workers and not self.picker.is_banned(a)]
+        return [
+            a
+            for a in found
+            if a not in self.workers
+            and not self.picker.is_banned(a)
+            and now - self.dropped.get(a, -RETRY_DROPPED) >= RETRY_DROPPED
+        ]
 
     async def _worker(self, address: str) -> None:
         while not self.picker.complete and self.fatal is None:
@@ -487,6 +509,7 @@ class _Swarm:
 
     def _piece_written(self, address: str, index: int) -> None:
         """A verified piece is on disk (called on the loop by a stream thread)."""
+        self.last_progress = time.monotonic()
         if self.picker.received(address, index):
             self.download.add_bytes(self.partial.manifest.piece_length(index))
 
