@@ -14,7 +14,8 @@ Grouped by what the caller can do about each::
     │   └── BadManifest            a manifest whose content id does not match
     ├── TransportError             could not talk to the other side at all
     │   ├── Unreachable            connection refused, no route, tracker down
-    │   └── TimedOut               it did not answer in time
+    │   ├── TimedOut               it did not answer in time
+    │   └── Busy                   it is at a limit; retry a little later
     └── DownloadFailed             a download cannot finish (no provider left, disk full)
 
 Third-party exceptions (grpc, httpx, sqlite3, OSError) are translated to these once,
@@ -74,6 +75,10 @@ class Unreachable(TransportError):
 
 class TimedOut(TransportError):
     """No answer within the deadline."""
+
+
+class Busy(TransportError):
+    """The other side is at its limit (uploads, streams); try again a little later."""
 
 
 class DownloadFailed(P2PShareError):

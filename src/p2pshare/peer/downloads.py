@@ -42,6 +42,7 @@ PIECE_TIMEOUT = 20.0  # a provider silent this long on an open stream is stalled
 RECORD_EVERY = 2.0  # seconds between records of verified pieces
 PROVIDER_REFRESH = 3.0  # seconds between looks for new providers
 NO_PROVIDER_GRACE = 15.0  # how long a download waits with no provider before it fails
+BUSY_BACKOFF = 1.0  # seconds before asking a busy provider again
 RETRY_DROPPED = 10.0  # seconds before a provider that stopped answering is tried again
 MAX_FAILURES = 3  # consecutive failed requests before a provider is dropped
 MAX_STREAMS = 64  # piece streams running at once across all downloads
@@ -362,6 +363,7 @@ class _Swarm:
         self.record_lock = asyncio.Lock()
         self.fatal: errors.P2PShareError | None = None
         self.dropped: dict[str, float] = {}  # provider -> when its streams all failed
+        self.busy: set[str] = set()  # providers that last answered "too many uploads"
         self.last_progress = time.monotonic()
 
     async def run(self) -> None:
@@ -406,7 +408,9 @@ class _Swarm:
             self._reap()
             now = time.monotonic()
             healthy = [a for a in self.workers if self.failures.get(a, 0) == 0]
-            if healthy:
+            if healthy and all(a in self.busy for a in healthy):
+                self._stalled("all providers are busy; waiting for a free upload slot")
+            elif healthy:
                 self._stalled(None)
             elif self.workers:
                 self._stalled("providers are not answering; retrying")
@@ -465,6 +469,7 @@ class _Swarm:
             try:
                 await self._fetch(address, batch, pending)
                 self.failures[address] = 0
+                self.busy.discard(address)
             except errors.BadPiece as exc:
                 log.warning("banning %s: %s", address, exc)
                 self.picker.ban(address)
@@ -476,6 +481,10 @@ class _Swarm:
                 self.fatal = exc  # disk trouble: no provider can fix it
                 self.changed.set()
                 return
+            except errors.Busy:
+                # alive but full: not a failure; wait and ask again
+                self.busy.add(address)
+                await asyncio.sleep(BUSY_BACKOFF)
             except errors.P2PShareError as exc:
                 self.failures[address] = self.failures.get(address, 0) + 1
                 log.info("request to %s failed: %s", address, exc)

@@ -106,7 +106,7 @@ class PeerService(pb_grpc.PeerServicer):
         if len(request.indexes) > MAX_PIECES_PER_REQUEST:
             raise errors.UsageError(f"at most {MAX_PIECES_PER_REQUEST} pieces per request")
         if self._uploads.locked():
-            await context.abort(grpc.StatusCode.RESOURCE_EXHAUSTED, "too many uploads, retry")
+            raise errors.Busy("too many uploads at once; retry shortly")
         async with self._uploads:
             count = self._share.get(content_id).manifest.piece_count
             bad = [i for i in request.indexes if i >= count]

@@ -38,6 +38,7 @@ _STATUS: list[tuple[type[errors.P2PShareError], grpc.StatusCode]] = [
     (errors.PermissionDenied, grpc.StatusCode.PERMISSION_DENIED),
     (errors.UsageError, grpc.StatusCode.INVALID_ARGUMENT),
     (errors.TimedOut, grpc.StatusCode.DEADLINE_EXCEEDED),
+    (errors.Busy, grpc.StatusCode.RESOURCE_EXHAUSTED),
     (errors.TransportError, grpc.StatusCode.UNAVAILABLE),
 ]
 
@@ -60,6 +61,8 @@ def translate(exc: grpc.RpcError, address: str) -> errors.P2PShareError:
         return errors.TimedOut(detail)
     if code == grpc.StatusCode.NOT_FOUND:
         return errors.NotFound(detail)
+    if code == grpc.StatusCode.RESOURCE_EXHAUSTED:
+        return errors.Busy(detail)
     if code == grpc.StatusCode.PERMISSION_DENIED:
         return errors.PermissionDenied(detail)
     if code == grpc.StatusCode.CANCELLED:
