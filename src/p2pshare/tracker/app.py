@@ -9,10 +9,12 @@ a failure (no traceback) reaches the client.
 
 from __future__ import annotations
 
+import json
 import logging
 import time
 from collections.abc import Awaitable, Callable, MutableMapping
 from typing import Annotated, Any
+from urllib.parse import parse_qsl
 
 from fastapi import FastAPI, Header, Query, Request
 from fastapi.exceptions import RequestValidationError
@@ -24,6 +26,7 @@ from starlette.exceptions import HTTPException as StarletteHTTPException
 
 from p2pshare.core.manifest import check_content_id
 from p2pshare.core.names import MAX_QUERY_LENGTH, parse_query
+from p2pshare.core.names import Query as ParsedQuery
 from p2pshare.errors import (
     NotFound,
     P2PShareError,
@@ -172,6 +175,159 @@ class _Edge:
             self.latency.labels(path, method).observe(time.perf_counter() - start)
 
 
+_HEARTBEAT_ROUTE = "/v1/peers/{peer_id}/heartbeat"
+_SEARCH_ROUTE = "/v1/search"
+_JSON_HEADERS = [(b"content-type", b"application/json")]
+_dumps = json.JSONEncoder(ensure_ascii=False, separators=(",", ":"), check_circular=False).encode
+
+
+class _HotRoutes:
+    """Pure ASGI middleware that answers the two routes every peer calls all the time,
+    heartbeat and search, without FastAPI's routing, dependency injection and models.
+
+    Answers, errors and metrics are the same as those of the FastAPI routes (tests
+    check both ways); anything unusual (another method, a query string that does not
+    parse plainly) goes on to the FastAPI app, which answers it as before.
+    """
+
+    def __init__(
+        self,
+        app: ASGIApp,
+        *,
+        registry: Registry,
+        clock: Callable[[], float],
+        requests: Counter,
+        latency: Histogram,
+    ) -> None:
+        self.app = app
+        self.registry = registry
+        self.clock = clock
+        self.requests = requests
+        self.latency = latency
+        self._counters: dict[tuple[str, str, int], Any] = {}
+        self._timers = {
+            route: latency.labels(route, method)
+            for route, method in ((_HEARTBEAT_ROUTE, "POST"), (_SEARCH_ROUTE, "GET"))
+        }
+        heartbeat = HeartbeatResponse(lease_seconds=registry.lease_seconds)
+        self._heartbeat_body = heartbeat.model_dump_json().encode()
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] == "http":
+            path: str = scope["path"]
+            method: str = scope["method"]
+            if method == "POST" and path.startswith("/v1/peers/") and path.endswith("/heartbeat"):
+                peer_id = path[10:-10]
+                if peer_id and "/" not in peer_id and await self._heartbeat(scope, send, peer_id):
+                    return
+            elif method == "GET" and path == _SEARCH_ROUTE:
+                params = _plain_search_params(scope.get("query_string", b""))
+                if params is not None:
+                    await self._search(send, *params)
+                    return
+        await self.app(scope, receive, send)
+
+    async def _heartbeat(self, scope: Scope, send: Send, peer_id: str) -> bool:
+        """Answer a heartbeat; False, having sent nothing, if it comes with a body."""
+        start = time.perf_counter()
+        authorization = None
+        for key, value in scope["headers"]:
+            if key == b"authorization":
+                authorization = value.decode("latin-1")
+            elif (key == b"content-length" and value != b"0") or key == b"transfer-encoding":
+                return False  # FastAPI's app applies the body limit
+        try:
+            self.registry.heartbeat(peer_id, _token(authorization), self.clock())
+        except Exception as exc:  # noqa: BLE001 - answered as the FastAPI handlers would
+            status, body = _failure(exc, "POST", scope["path"])
+        else:
+            status, body = 200, self._heartbeat_body
+        await _respond(send, status, body)
+        self._count(_HEARTBEAT_ROUTE, "POST", status, start)
+        return True
+
+    async def _search(self, send: Send, q: str, limit: int) -> None:
+        start = time.perf_counter()
+        try:
+            query = _parse_search(q)
+            rows = self.registry.search_rows(query, limit, self.clock())
+        except Exception as exc:  # noqa: BLE001 - answered as the FastAPI handlers would
+            status, body = _failure(exc, "GET", _SEARCH_ROUTE)
+        else:
+            status = 200
+            hits = [
+                {
+                    "content_id": cid,
+                    "name": name,
+                    "size": size,
+                    "providers": [{"peer_id": p, "address": a} for p, a in refs],
+                }
+                for cid, name, size, refs in rows
+            ]
+            body = _dumps({"hits": hits}).encode()
+        await _respond(send, status, body)
+        self._count(_SEARCH_ROUTE, "GET", status, start)
+
+    def _count(self, route: str, method: str, status: int, start: float) -> None:
+        key = (route, method, status)
+        counter = self._counters.get(key)
+        if counter is None:
+            counter = self._counters[key] = self.requests.labels(route, method, str(status))
+        counter.inc()
+        self._timers[route].observe(time.perf_counter() - start)
+
+
+def _plain_search_params(query_string: bytes) -> tuple[str, int] | None:
+    """``q`` and ``limit`` of a search when both are plainly valid; else None (FastAPI
+    answers, with its own 422 for a missing or bad parameter)."""
+    q: str | None = None
+    limit = 50
+    for key, value in parse_qsl(query_string.decode("latin-1"), keep_blank_values=True):
+        if key == "q":
+            if q is not None:
+                return None
+            q = value
+        elif key == "limit":
+            if not (value.isascii() and value.isdigit()):
+                return None
+            limit = int(value)
+            if not 1 <= limit <= MAX_SEARCH_LIMIT:
+                return None
+    if q is None:
+        return None
+    return q, limit
+
+
+def _parse_search(q: str) -> ParsedQuery:
+    if len(q) > MAX_QUERY_LENGTH * 4:
+        raise UsageError(f"the query is longer than {MAX_QUERY_LENGTH} characters")
+    try:
+        return parse_query(q)
+    except ValueError as exc:
+        raise UsageError(str(exc)) from exc
+
+
+def _failure(exc: Exception, method: str, path: str) -> tuple[int, bytes]:
+    if isinstance(exc, P2PShareError):
+        status = status_of(exc)
+        if status >= 500:
+            log.error("%s %s failed: %s", method, path, exc)
+        return status, _dumps({"error": str(exc)}).encode()
+    log.error("%s %s crashed", method, path, exc_info=exc)
+    return 500, b'{"error":"internal error of the tracker"}'
+
+
+async def _respond(send: Send, status: int, body: bytes) -> None:
+    await send(
+        {
+            "type": "http.response.start",
+            "status": status,
+            "headers": [*_JSON_HEADERS, (b"content-length", str(len(body)).encode())],
+        }
+    )
+    await send({"type": "http.response.body", "body": body})
+
+
 def create_app(
     registry: Registry,
     *,
@@ -204,6 +360,10 @@ def create_app(
         "p2pshare_tracker_files", "Files shared by live peers (per peer).", registry=metrics
     )
     app.add_middleware(_Edge, requests=requests, latency=latency, max_body=max_body)
+    # added last, so it runs first: the hot routes never reach FastAPI's routing
+    app.add_middleware(
+        _HotRoutes, registry=registry, clock=clock, requests=requests, latency=latency
+    )
     app.state.registry = registry
     app.state.metrics = metrics
 

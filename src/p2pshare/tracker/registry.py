@@ -24,6 +24,7 @@ from __future__ import annotations
 
 import hashlib
 import hmac
+import math
 import random
 import secrets
 import sqlite3
@@ -37,7 +38,7 @@ from p2pshare.core.names import Query, words
 from p2pshare.errors import NotFound, PermissionDenied
 from p2pshare.tracker.models import FileEntry, PeerRef, SearchHit
 
-__all__ = ["Registration", "Registry", "RegistryStats", "SqliteRegistry", "fts_terms"]
+__all__ = ["HitRow", "Registration", "Registry", "RegistryStats", "SqliteRegistry", "fts_terms"]
 
 MAX_PROVIDERS = 50
 """At most this many providers are listed per content id (the freshest first)."""
@@ -45,6 +46,11 @@ GLOB_SCAN_LIMIT = 5_000
 """A glob looks at no more candidate files than this before answering (a glob with no
 word start, such as ``*tux*``, is a scan: over a large registry its answer is partial)."""
 _SQL_VARS = 500
+HEARTBEAT_FLUSH_SECONDS = 0.5
+"""Renewed leases are written to the file in one transaction at most this often."""
+
+HitRow = tuple[str, str, int, list[tuple[str, str]]]
+"""A search hit as plain data: content id, name, size, [(peer id, address)] of providers."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -93,6 +99,8 @@ class Registry(Protocol):
 
     def search(self, query: Query, limit: int, now: float) -> list[SearchHit]: ...
 
+    def search_rows(self, query: Query, limit: int, now: float) -> list[HitRow]: ...
+
     def providers(self, content_id: str, now: float) -> SearchHit: ...
 
     def live_peers(self, limit: int, now: float) -> list[PeerRef]: ...
@@ -102,6 +110,8 @@ class Registry(Protocol):
     def stats(self, now: float) -> RegistryStats: ...
 
     def purge(self, now: float, *, batch: int = 100) -> int: ...
+
+    def flush(self, now: float) -> int: ...
 
     def close(self) -> None: ...
 
@@ -195,6 +205,10 @@ class SqliteRegistry:
     ) -> None:
         self._lease = float(lease_seconds)
         self._rng = rng or random.SystemRandom()
+        # renewed leases not yet written: peer pk -> new expiry (see ``heartbeat``)
+        self._pending: dict[int, float] = {}
+        self._hidden_from = math.inf  # a read at or after this time must flush first
+        self._flushed_at = -math.inf
         self._db = sqlite3.connect(str(path), isolation_level=None, check_same_thread=False)
         try:
             self._db.execute("PRAGMA busy_timeout=5000")
@@ -216,7 +230,12 @@ class SqliteRegistry:
         return self._lease
 
     def close(self) -> None:
-        self._db.close()
+        """Write renewed leases, then close the file."""
+        try:
+            if self._pending:
+                self.flush(self._flushed_at)
+        finally:
+            self._db.close()
 
     @contextmanager
     def _transaction(self) -> Iterator[sqlite3.Connection]:
@@ -252,15 +271,46 @@ class SqliteRegistry:
         return Registration(peer_id, token, self.sample(neighbours, (peer_id,), now))
 
     def heartbeat(self, peer_id: str, token: str, now: float) -> None:
-        """Renew the lease of a live peer."""
-        pk = self._authorize(peer_id, token, now)
-        self._db.execute("UPDATE peers SET expires = ? WHERE id = ?", (now + self._lease, pk))
+        """Renew the lease of a live peer.
+
+        The new expiry is written with the next ``flush`` (at most
+        ``HEARTBEAT_FLUSH_SECONDS`` of ``now`` later, or before a read of this registry
+        that it would change), so a heartbeat is one indexed read and no write
+        transaction; tracker processes sharing the file do not queue on its write lock.
+        """
+        pk, stored = self._authorize(peer_id, token, now)
+        self._pending[pk] = now + self._lease
+        self._hidden_from = min(self._hidden_from, stored)
+        if not 0 <= now - self._flushed_at < HEARTBEAT_FLUSH_SECONDS:
+            self.flush(now)
+
+    def flush(self, now: float) -> int:
+        """Write the leases renewed since the last flush; return how many."""
+        pending = self._pending
+        self._flushed_at = now
+        if not pending:
+            return 0
+        with self._transaction() as db:
+            # max(): another tracker process may have written a later renewal
+            db.executemany(
+                "UPDATE peers SET expires = max(expires, ?) WHERE id = ?",
+                [(expires, pk) for pk, expires in pending.items()],
+            )
+        n = len(pending)
+        self._pending = {}
+        self._hidden_from = math.inf
+        return n
+
+    def _fresh(self, now: float) -> None:
+        """Flush first if a peer renewed here would look expired in the file at ``now``."""
+        if now >= self._hidden_from:
+            self.flush(now)
 
     def replace_files(
         self, peer_id: str, token: str, files: Sequence[FileEntry], now: float
     ) -> int:
         """Make ``files`` the whole index of the peer; renew its lease; return the file count."""
-        pk = self._authorize(peer_id, token, now)
+        pk, _ = self._authorize(peer_id, token, now)
         with self._transaction() as db:
             orphans = [
                 r[0]
@@ -279,7 +329,7 @@ class SqliteRegistry:
         now: float,
     ) -> int:
         """Remove then add files of the peer; renew its lease; return the file count."""
-        pk = self._authorize(peer_id, token, now)
+        pk, _ = self._authorize(peer_id, token, now)
         with self._transaction() as db:
             orphans: list[int] = []
             for cid in set(remove_content_ids):
@@ -305,12 +355,13 @@ class SqliteRegistry:
 
     def remove(self, peer_id: str, token: str, now: float) -> None:
         """Log the peer out: its registration and files are gone at once."""
-        pk = self._authorize(peer_id, token, now)
+        pk, _ = self._authorize(peer_id, token, now)
         with self._transaction():
             self._drop([pk])
 
     def purge(self, now: float, *, batch: int = 100) -> int:
         """Delete up to ``batch`` peers whose lease ran out; return how many."""
+        self.flush(now)
         with self._transaction() as db:
             expired = [
                 r[0]
@@ -321,15 +372,16 @@ class SqliteRegistry:
             self._drop(expired)
         return len(expired)
 
-    def _authorize(self, peer_id: str, token: str, now: float) -> int:
+    def _authorize(self, peer_id: str, token: str, now: float) -> tuple[int, float]:
+        """The peer's pk and expiry as stored; NotFound or PermissionDenied."""
         row = self._db.execute(
             "SELECT id, token_hash, expires FROM peers WHERE peer_id = ?", (peer_id,)
         ).fetchone()
-        if row is None or row[2] <= now:
+        if row is None or max(row[2], self._pending.get(row[0], row[2])) <= now:
             raise NotFound(f"no live peer {peer_id!r:.80} (register again)")
         if not hmac.compare_digest(row[1], _token_hash(token)):
             raise PermissionDenied(f"wrong token for peer {peer_id!r:.80}")
-        return int(row[0])
+        return int(row[0]), float(row[2])
 
     def _touch(self, pk: int, now: float) -> int:
         row = self._db.execute(
@@ -385,12 +437,25 @@ class SqliteRegistry:
 
     def search(self, query: Query, limit: int, now: float) -> list[SearchHit]:
         """Up to ``limit`` content ids whose name matches ``query``, with live providers."""
+        return [
+            SearchHit(
+                content_id=cid,
+                name=name,
+                size=size,
+                providers=[PeerRef(peer_id=p, address=a) for p, a in refs],
+            )
+            for cid, name, size, refs in self.search_rows(query, limit, now)
+        ]
+
+    def search_rows(self, query: Query, limit: int, now: float) -> list[HitRow]:
+        """``search`` as plain tuples, for the tracker's hot path (no model per row)."""
+        self._fresh(now)
         if limit <= 0:
             return []
         terms = fts_terms(query)
         if terms:
             rows = self._db.execute(
-                "SELECT f.content_id, n.name, f.size FROM names_fts"
+                "SELECT f.content_id, n.name, f.size, n.words FROM names_fts"
                 " JOIN names n ON n.id = names_fts.rowid"
                 " JOIN files f ON f.name_id = n.id"
                 " JOIN peers p ON p.id = f.peer"
@@ -399,7 +464,7 @@ class SqliteRegistry:
             )
         else:
             rows = self._db.execute(
-                "SELECT f.content_id, n.name, f.size FROM files f"
+                "SELECT f.content_id, n.name, f.size, n.words FROM files f"
                 " JOIN names n ON n.id = f.name_id"
                 " JOIN peers p ON p.id = f.peer"
                 " WHERE p.expires > ?",
@@ -408,28 +473,35 @@ class SqliteRegistry:
         found: dict[str, tuple[str, int]] = {}
         checked: dict[str, bool] = {}
         scanned = 0
-        for content_id, name, size in rows:
+        glob = query.glob is not None
+        query_terms = query.terms
+        for content_id, name, size, name_words in rows:
             scanned += 1
-            if query.glob is not None and scanned > GLOB_SCAN_LIMIT:
+            if glob and scanned > GLOB_SCAN_LIMIT:
                 break
             if content_id in found:
                 continue
             ok = checked.get(name)
             if ok is None:
-                ok = checked[name] = query.matches(name)
+                if glob:
+                    ok = query.matches(name)
+                else:
+                    # names.words is words(name) joined by spaces: the same test as
+                    # Query.matches without folding the name again
+                    split = name_words.split()
+                    ok = all(any(w.startswith(t) for w in split) for t in query_terms)
+                checked[name] = ok
             if ok:
                 found[content_id] = (name, size)
                 if len(found) >= limit:
                     break
         rows.close()
         providers = self._providers_of(list(found), now)
-        return [
-            SearchHit(content_id=cid, name=name, size=size, providers=providers.get(cid, []))
-            for cid, (name, size) in found.items()
-        ]
+        return [(cid, name, size, providers.get(cid, [])) for cid, (name, size) in found.items()]
 
     def providers(self, content_id: str, now: float) -> SearchHit:
         """The content id's name, size and live providers; ``NotFound`` if none is live."""
+        self._fresh(now)
         row = self._db.execute(
             "SELECT n.name, f.size FROM files f"
             " JOIN peers p ON p.id = f.peer JOIN names n ON n.id = f.name_id"
@@ -439,27 +511,37 @@ class SqliteRegistry:
         if row is None:
             raise NotFound(f"no live peer provides {content_id}")
         refs = self._providers_of([content_id], now).get(content_id, [])
-        return SearchHit(content_id=content_id, name=row[0], size=row[1], providers=refs)
+        return SearchHit(
+            content_id=content_id,
+            name=row[0],
+            size=row[1],
+            providers=[PeerRef(peer_id=p, address=a) for p, a in refs],
+        )
 
-    def _providers_of(self, content_ids: list[str], now: float) -> dict[str, list[PeerRef]]:
-        out: dict[str, list[PeerRef]] = {}
+    def _providers_of(self, content_ids: list[str], now: float) -> dict[str, list[tuple[str, str]]]:
+        """(peer id, address) of up to ``MAX_PROVIDERS`` live providers per content id, the
+        freshest first."""
+        found: dict[str, list[tuple[float, str, str]]] = {}
         for start in range(0, len(content_ids), _SQL_VARS):
             chunk = content_ids[start : start + _SQL_VARS]
             marks = ",".join("?" * len(chunk))
-            for cid, peer_id, address in self._db.execute(
-                "SELECT content_id, peer_id, address FROM ("
-                " SELECT f.content_id, p.peer_id, p.address, row_number() OVER ("
-                "  PARTITION BY f.content_id ORDER BY p.expires DESC) AS rank"
+            for cid, expires, peer_id, address in self._db.execute(
+                "SELECT f.content_id, p.expires, p.peer_id, p.address"
                 " FROM files f JOIN peers p ON p.id = f.peer"
-                f" WHERE f.content_id IN ({marks}) AND p.expires > ?)"
-                " WHERE rank <= ? ORDER BY content_id, rank",
-                (*chunk, now, MAX_PROVIDERS),
+                f" WHERE f.content_id IN ({marks}) AND p.expires > ?",
+                (*chunk, now),
             ):
-                out.setdefault(cid, []).append(PeerRef(peer_id=peer_id, address=address))
+                found.setdefault(cid, []).append((expires, peer_id, address))
+        out: dict[str, list[tuple[str, str]]] = {}
+        for cid, refs in found.items():
+            if len(refs) > 1:
+                refs.sort(reverse=True)
+            out[cid] = [(peer_id, address) for _, peer_id, address in refs[:MAX_PROVIDERS]]
         return out
 
     def live_peers(self, limit: int, now: float) -> list[PeerRef]:
         """Up to ``limit`` live peers, the most recently heard of first."""
+        self._fresh(now)
         return [
             PeerRef(peer_id=peer_id, address=address)
             for peer_id, address in self._db.execute(
@@ -471,6 +553,7 @@ class SqliteRegistry:
 
     def sample(self, n: int, exclude: Iterable[str], now: float) -> list[PeerRef]:
         """Up to ``n`` live peers chosen at random, none of whose ids is in ``exclude``."""
+        self._fresh(now)
         if n <= 0:
             return []
         skip = set(exclude)
@@ -494,6 +577,7 @@ class SqliteRegistry:
         return [rows[pk] for pk in chosen]
 
     def stats(self, now: float) -> RegistryStats:
+        self._fresh(now)
         row = self._db.execute(
             "SELECT count(*), coalesce(sum(file_count), 0) FROM peers WHERE expires > ?", (now,)
         ).fetchone()
