@@ -117,3 +117,80 @@ def test_any_run_completes_when_every_piece_has_a_provider(count, providers, see
         for index in picker.pick(len(haves) - 1, count):
             picker.received(len(haves) - 1, index)
     assert len(picker.held) == count
+
+
+def test_the_window_follows_measured_throughput() -> None:
+    piece = 1 << 20
+    picker: PiecePicker[str] = PiecePicker(1000, piece_size=piece)
+    picker.add_provider("fast")
+    picker.add_provider("slow")
+    assert picker.window("fast", now=0.0) == 8  # unknown rate: the initial window
+    t = 0.0
+    for i in range(200):  # fast: 100 MiB/s for 2 s; slow: 1 MiB/s
+        t = i * 0.01
+        picker.received("fast", picker.pick("fast", 1)[0], now=t, size=piece)
+    for i in range(2):
+        picker.received("slow", picker.pick("slow", 1)[0], now=float(i), size=piece)
+    assert picker.rate("fast", t) > 40 * picker.rate("slow", t)
+    assert picker.window("fast", t) == 64  # capped
+    assert picker.window("slow", t) == 2  # floor
+    assert picker.ranking(t) == ["fast", "slow"]
+
+
+def test_budget_is_the_window_less_what_is_in_flight() -> None:
+    picker: PiecePicker[str] = PiecePicker(100, piece_size=1)
+    picker.add_provider("a")
+    assert picker.budget("a", now=0.0) == 8
+    picker.pick("a", 5)
+    assert picker.budget("a", now=0.0) == 3
+    assert picker.budget("unknown", now=0.0) == 0
+
+
+def test_an_idle_provider_rate_decays() -> None:
+    picker: PiecePicker[str] = PiecePicker(10, piece_size=1 << 20)
+    picker.add_provider("a")
+    picker.received("a", picker.pick("a", 1)[0], now=0.0, size=1 << 20)
+    assert picker.rate("a", 10.0) < picker.rate("a", 0.0) / 100
+
+
+def simulate(
+    speeds: dict[str, float], count: int, liars: frozenset[str] = frozenset()
+) -> dict[str, int]:
+    """Drive a picker with providers of given speeds (pieces per tick); pieces each delivered."""
+    picker: PiecePicker[str] = PiecePicker(count, piece_size=1)
+    for name in speeds:
+        picker.add_provider(name)
+    got = dict.fromkeys(speeds, 0)
+    progress = dict.fromkeys(speeds, 0.0)
+    tick = 0
+    while not picker.complete:
+        tick += 1
+        assert tick < 10_000, "the swarm got stuck"
+        for name, speed in speeds.items():
+            if picker.is_banned(name):
+                continue
+            flying = sorted(picker.in_flight(name))
+            if not flying:
+                picker.pick(name, picker.budget(name, float(tick)))
+                continue
+            progress[name] += speed
+            while progress[name] >= 1 and flying:
+                progress[name] -= 1
+                index = flying.pop(0)
+                if name in liars:
+                    picker.ban(name)
+                    break
+                if picker.received(name, index, now=float(tick), size=1):
+                    got[name] += 1
+    return got
+
+
+def test_simulated_fast_providers_carry_most_of_the_file() -> None:
+    got = simulate({"fast": 8.0, "medium": 2.0, "slow": 0.25}, count=400)
+    assert sum(got.values()) == 400
+    assert got["fast"] > got["medium"] > got["slow"]
+
+
+def test_simulated_liar_is_banned_and_the_rest_finish_the_file() -> None:
+    got = simulate({"honest": 2.0, "liar": 4.0}, count=100, liars=frozenset({"liar"}))
+    assert got == {"honest": 100, "liar": 0}

@@ -10,12 +10,16 @@ batch of pieces for one provider. Policy:
 - a piece is in flight with at most one provider at a time, except in the
   endgame: when nothing unrequested is left, a provider may duplicate a piece
   in flight elsewhere, so one slow provider cannot hold up the last pieces;
-- a provider that sent a bad piece is banned and never asked again.
+- a provider that sent a bad piece is banned and never asked again;
+- each provider has a window of pieces in flight that follows its measured
+  throughput (about ``QUEUE_SECONDS`` of its data, within bounds), so a fast
+  provider is kept busy while a slow one holds few pieces back from the others.
 """
 
 from __future__ import annotations
 
 import itertools
+import math
 from collections.abc import Hashable
 from dataclasses import dataclass, field
 from typing import Generic, TypeVar
@@ -25,24 +29,54 @@ from p2pshare.core.pieces import PieceSet
 P = TypeVar("P", bound=Hashable)
 
 
+INITIAL_WINDOW = 8  # pieces in flight before a provider's rate is known
+MIN_WINDOW = 2
+MAX_WINDOW = 64
+QUEUE_SECONDS = 1.0  # a window holds about this much of a provider's data
+RATE_TAU = 2.0  # seconds: the time constant of the throughput average
+MIN_OBSERVED = 0.05  # seconds: the shortest span a rate is computed over
+
+
 @dataclass
 class _Provider:
     have: PieceSet | None  # None: a seeder, has every piece
     in_flight: set[int] = field(default_factory=set)
     received: int = 0
+    decayed_bytes: float = 0.0  # bytes received, each weighted by exp(-age / RATE_TAU)
+    first_update: float = 0.0
+    last_update: float | None = None
 
     def has(self, index: int) -> bool:
         return self.have is None or index in self.have
+
+    def rate(self, now: float) -> float:
+        """Bytes per second, averaged over about ``RATE_TAU`` seconds."""
+        if self.last_update is None:
+            return 0.0
+        # divide by the weight of the time observed, not by RATE_TAU: a provider
+        # seen for a tenth of a second is not credited with a twentieth of its speed
+        observed = max(now - self.first_update, MIN_OBSERVED)
+        weight = RATE_TAU * (1 - math.exp(-observed / RATE_TAU))
+        return self.decayed_bytes * math.exp(-(now - self.last_update) / RATE_TAU) / weight
+
+    def count(self, size: int, now: float) -> None:
+        if self.last_update is None:
+            self.first_update = now
+        else:
+            self.decayed_bytes *= math.exp(-(now - self.last_update) / RATE_TAU)
+        self.decayed_bytes += size
+        self.last_update = now
 
 
 class PiecePicker(Generic[P]):
     """Hands out pieces of one file to providers."""
 
-    def __init__(self, count: int, held: PieceSet | None = None) -> None:
+    def __init__(self, count: int, held: PieceSet | None = None, *, piece_size: int = 1) -> None:
         self._held = held if held is not None else PieceSet(count)
         if self._held.count != count:
             raise ValueError("held set does not match the piece count")
         self._count = count
+        self._piece_size = piece_size
         self._providers: dict[P, _Provider] = {}
         self._banned: set[P] = set()
         self._seeders = 0
@@ -128,12 +162,14 @@ class PiecePicker(Generic[P]):
             state.in_flight.add(i)
         return chosen
 
-    def received(self, provider: P, index: int) -> bool:
-        """A verified piece arrived; True if it was new (not an endgame duplicate)."""
+    def received(self, provider: P, index: int, *, now: float | None = None, size: int = 0) -> bool:
+        """A verified piece of ``size`` bytes arrived at ``now``; True if it was new."""
         state = self._providers.get(provider)
         if state is not None:
             state.in_flight.discard(index)
             state.received += 1
+            if now is not None:
+                state.count(size, now)
         askers = self._requested.pop(index, set())
         for other in askers:
             other_state = self._providers.get(other)
@@ -147,6 +183,30 @@ class PiecePicker(Generic[P]):
         if state is not None:
             state.in_flight.discard(index)
         self._unrequest(index, provider)
+
+    def rate(self, provider: P, now: float) -> float:
+        """Measured throughput of ``provider`` in bytes per second (0 if unknown)."""
+        state = self._providers.get(provider)
+        return state.rate(now) if state else 0.0
+
+    def window(self, provider: P, now: float) -> int:
+        """How many pieces ``provider`` may have in flight: about a second of its data."""
+        state = self._providers.get(provider)
+        if state is None:
+            return 0
+        if state.last_update is None:
+            return INITIAL_WINDOW
+        want = math.ceil(state.rate(now) * QUEUE_SECONDS / self._piece_size)
+        return max(MIN_WINDOW, min(MAX_WINDOW, want))
+
+    def budget(self, provider: P, now: float) -> int:
+        """How many more pieces ``provider`` may be asked for now."""
+        state = self._providers.get(provider)
+        return max(0, self.window(provider, now) - len(state.in_flight)) if state else 0
+
+    def ranking(self, now: float) -> list[P]:
+        """Providers, fastest first: the order to prefer them in."""
+        return sorted(self._providers, key=lambda p: -self._providers[p].rate(now))
 
     def in_flight(self, provider: P) -> frozenset[int]:
         state = self._providers.get(provider)

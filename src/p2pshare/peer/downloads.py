@@ -354,7 +354,9 @@ class _Swarm:
         self.m = manager
         self.download = download
         self.partial = partial
-        self.picker: PiecePicker[str] = PiecePicker(partial.manifest.piece_count, partial.have)
+        self.picker: PiecePicker[str] = PiecePicker(
+            partial.manifest.piece_count, partial.have, piece_size=partial.manifest.piece_size
+        )
         self.initial = providers
         self.workers: dict[str, list[asyncio.Task[None]]] = {}
         self.changed = asyncio.Event()
@@ -458,7 +460,10 @@ class _Swarm:
 
     async def _worker(self, address: str) -> None:
         while not self.picker.complete and self.fatal is None:
-            batch = self.picker.pick(address, self.m._per_request)
+            now = time.monotonic()
+            batch = self.picker.pick(
+                address, min(self.m._per_request, self.picker.budget(address, now))
+            )
             if not batch:
                 if not self.picker.wanted_from(address):
                     return
@@ -519,8 +524,9 @@ class _Swarm:
     def _piece_written(self, address: str, index: int) -> None:
         """A verified piece is on disk (called on the loop by a stream thread)."""
         self.last_progress = time.monotonic()
-        if self.picker.received(address, index):
-            self.download.add_bytes(self.partial.manifest.piece_length(index))
+        size = self.partial.manifest.piece_length(index)
+        if self.picker.received(address, index, now=self.last_progress, size=size):
+            self.download.add_bytes(size)
 
     async def _maybe_record(self) -> None:
         if time.monotonic() - self.last_record < RECORD_EVERY or self.record_lock.locked():
