@@ -282,6 +282,10 @@ def _exists(path: str | None) -> bool:
     return path is not None and Path(path).is_file()
 
 
+class _Superseded(errors.P2PShareError):
+    """Every piece a stream still waits for arrived from elsewhere (endgame)."""
+
+
 class _BatchStream:
     """One GetPieces call run on a thread: receive, verify, write, report each piece.
 
@@ -366,6 +370,7 @@ class _Swarm:
         self.fatal: errors.P2PShareError | None = None
         self.dropped: dict[str, float] = {}  # provider -> when its streams all failed
         self.busy: set[str] = set()  # providers that last answered "too many uploads"
+        self.streams: set[_BatchStream] = set()  # batches being fetched right now
         self.last_progress = time.monotonic()
 
     async def run(self) -> None:
@@ -486,6 +491,8 @@ class _Swarm:
                 self.fatal = exc  # disk trouble: no provider can fix it
                 self.changed.set()
                 return
+            except _Superseded:
+                pass
             except errors.Busy:
                 # alive but full: not a failure; wait and ask again
                 self.busy.add(address)
@@ -507,6 +514,7 @@ class _Swarm:
         loop = asyncio.get_running_loop()
         stream = _BatchStream(self, address, batch, pending, loop)
         job = loop.run_in_executor(self.m._streams_pool, stream.run)
+        self.streams.add(stream)
         try:
             while True:
                 done, _ = await asyncio.wait({job}, timeout=PIECE_TIMEOUT / 4)
@@ -518,6 +526,7 @@ class _Swarm:
             stream.cancel(errors.Unreachable("download stopped"))
             raise
         finally:
+            self.streams.discard(stream)
             await self._maybe_record()
         job.result()
 
@@ -527,6 +536,15 @@ class _Swarm:
         size = self.partial.manifest.piece_length(index)
         if self.picker.received(address, index, now=self.last_progress, size=size):
             self.download.add_bytes(size)
+            # endgame: a stream elsewhere that only waits for pieces now held is cancelled
+            for other in self.streams:
+                waiting = tuple(other.pending)  # one C-level copy: safe while its thread runs
+                if (
+                    other.address != address
+                    and waiting
+                    and all(i in self.picker.held for i in waiting)
+                ):
+                    other.cancel(_Superseded("pieces arrived from another provider"))
 
     async def _maybe_record(self) -> None:
         if time.monotonic() - self.last_record < RECORD_EVERY or self.record_lock.locked():
