@@ -336,7 +336,9 @@ def wrk(
     out = proc.stdout
     if proc.returncode != 0 or "Requests/sec" not in out:
         raise BenchError(f"wrk failed ({proc.returncode}): {proc.stderr[-500:]} {out[-500:]}")
-    pct = dict(re.findall(r"^\s+(50|75|90|99)%\s+(\S+)$", out, re.M))
+    pct = dict(re.findall(r"^\s+(50|75|90|99)%\s+(\S+)\s*$", out, re.M))
+    if set(pct) != {"50", "75", "90", "99"}:
+        raise BenchError(f"cannot read wrk's latency distribution in:\n{out}")
     total = re.search(r"(\d+) requests in ([\d.]+)(\w+)", out)
     errors = re.search(r"Socket errors: connect (\d+), read (\d+), write (\d+), timeout (\d+)", out)
     non2xx = re.search(r"Non-2xx or 3xx responses: (\d+)", out)

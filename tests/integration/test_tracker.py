@@ -2,8 +2,14 @@
 
 from __future__ import annotations
 
+import contextlib
 import hashlib
+import http.client
+import json
+import os
 import signal
+from pathlib import Path
+from typing import Any
 
 import httpx
 import pytest
@@ -114,3 +120,87 @@ def test_port_in_use_is_one_line_error(tmp_path):
     assert done.returncode != 0
     assert "cannot listen" in done.stderr
     assert "Traceback" not in done.stderr
+
+
+def _server_pid_of_connection(client_port: int, server_pids: list[int]) -> int | None:
+    """The pid among ``server_pids`` holding the server end of the loopback TCP
+    connection whose client end is ``client_port``."""
+    inode = None
+    for line in Path("/proc/net/tcp").read_text().splitlines()[1:]:
+        fields = line.split()
+        if int(fields[2].split(":")[1], 16) == client_port:
+            inode = fields[9]
+    for pid in server_pids:
+        for fd in os.listdir(f"/proc/{pid}/fd"):
+            with contextlib.suppress(OSError):
+                if os.readlink(f"/proc/{pid}/fd/{fd}") == f"socket:[{inode}]":
+                    return pid
+    return None
+
+
+def _children(pid: int) -> list[int]:
+    with contextlib.suppress(OSError):
+        return [int(p) for p in Path(f"/proc/{pid}/task/{pid}/children").read_text().split()]
+    return []
+
+
+def _call(conn: http.client.HTTPConnection, method: str, path: str, token: str = "") -> Any:
+    headers = {"Authorization": f"Bearer {token}"} if token else {}
+    conn.request(method, path, headers=headers)
+    r = conn.getresponse()
+    return r.status, json.loads(r.read())
+
+
+def test_workers_share_one_registry(net):
+    t = net.start_tracker(env={"P2PSHARE_TRACKER_WORKERS": "2"})
+    workers = _children(t.pid)
+    assert len(workers) == 2
+    files = [{"content_id": cid(1), "name": "w.iso", "size": 1}]
+    reg = httpx.post(t.url + "/v1/peers", json={"address": "127.0.0.1:1", "files": files}).json()
+    beat = f"/v1/peers/{reg['peer_id']}/heartbeat"
+    served_by: set[int | None] = set()
+    host, port = t.url.removeprefix("http://").rsplit(":", 1)
+    for _ in range(40):  # each on a new connection: the kernel spreads them over the workers
+        conn = http.client.HTTPConnection(host, int(port), timeout=10)
+        try:
+            assert _call(conn, "POST", beat, reg["token"])[0] == 200
+            status, body = _call(conn, "GET", "/v1/search?q=w")
+            assert [h["name"] for h in body["hits"]] == ["w.iso"]
+            assert _call(conn, "POST", beat, "forged")[0] == 403
+            assert conn.sock is not None
+            served_by.add(_server_pid_of_connection(conn.sock.getsockname()[1], workers))
+        finally:
+            conn.close()
+    assert served_by == set(workers)
+    assert t.stop(signal.SIGTERM) == 0
+    assert "Traceback" not in t.output()
+
+
+def test_workers_die_with_a_killed_tracker(net):
+    t = net.start_tracker(env={"P2PSHARE_TRACKER_WORKERS": "2"})
+    workers = _children(t.pid)
+    assert len(workers) == 2
+    t.stop(signal.SIGKILL)
+    wait_for(
+        lambda: not any(os.path.exists(f"/proc/{w}") and _alive(w) for w in workers),
+        10,
+        "the workers to exit",
+    )
+
+
+def _alive(pid: int) -> bool:
+    with contextlib.suppress(OSError):
+        return Path(f"/proc/{pid}/stat").read_text().split(")")[-1].split()[0] != "Z"
+    return False
+
+
+def test_a_busy_port_is_refused_with_workers_too(net):
+    t = net.start_tracker(env={"P2PSHARE_TRACKER_WORKERS": "2"})
+    port = t.url.rsplit(":", 1)[1]
+    import subprocess
+
+    argv = p2pshare_argv("tracker", "--port", port, "--db", str(net.root / "other.db"))
+    env = {**os.environ, "P2PSHARE_TRACKER_WORKERS": "2"}
+    done = subprocess.run(argv, capture_output=True, text=True, timeout=30, env=env, check=False)
+    assert done.returncode != 0
+    assert "cannot listen" in done.stderr

@@ -7,7 +7,7 @@ import hashlib
 import httpx
 import pytest
 
-from p2pshare.tracker.app import create_app
+from p2pshare.tracker.app import create_app, with_hot_routes
 from p2pshare.tracker.registry import SqliteRegistry
 
 LEASE = 60.0
@@ -34,11 +34,14 @@ def clock():
     return Clock()
 
 
-@pytest.fixture
-async def http(tmp_path, clock):
+@pytest.fixture(params=["fastapi", "hot-routes"])
+async def http(request, tmp_path, clock):
+    """Every test runs against the FastAPI app alone and behind the fast path that the
+    server runs (``with_hot_routes``): both must answer alike."""
     registry = SqliteRegistry(tmp_path / "t.db", lease_seconds=LEASE)
     app = create_app(registry, neighbour_sample=2, clock=clock, max_body=64 << 10)
-    transport = httpx.ASGITransport(app=app)
+    asgi = with_hot_routes(app) if request.param == "hot-routes" else app
+    transport = httpx.ASGITransport(app=asgi)
     async with httpx.AsyncClient(transport=transport, base_url="http://tracker") as client:
         yield client
     registry.close()

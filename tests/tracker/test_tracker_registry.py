@@ -249,3 +249,64 @@ def test_prefix_query_needs_a_word_start():
 )
 def test_glob_uses_only_literal_word_starts_as_fts_terms(glob, terms):
     assert fts_terms(parse_query(glob)) == terms
+
+
+def test_a_heartbeat_reaches_the_file_by_the_next_flush(tmp_path):
+    path = tmp_path / "shared.db"
+    one = SqliteRegistry(path, lease_seconds=LEASE)
+    other = SqliteRegistry(path, lease_seconds=LEASE)  # another tracker process
+    try:
+        a = one.register("10.0.0.1:1", [entry(1, "kept.iso")], T0)
+        one.heartbeat(a.peer_id, a.token, T0 + 10)  # written: expires T0 + 70
+        one.heartbeat(a.peer_id, a.token, T0 + 10.4)  # within the flush interval: pending
+        assert other.search(parse_query("kept"), 10, T0 + 70.2) == []
+        assert one.flush(T0 + 10.5) == 1
+        [hit] = other.search(parse_query("kept"), 10, T0 + 70.2)
+        assert hit.providers[0].peer_id == a.peer_id
+        other.heartbeat(a.peer_id, a.token, T0 + 70.3)  # the other process renews it
+    finally:
+        one.close()
+        other.close()
+
+
+def test_this_registry_sees_its_own_unwritten_heartbeats(reg):
+    a = reg.register("10.0.0.1:1", [entry(1, "mine.iso")], T0)
+    reg.heartbeat(a.peer_id, a.token, T0 + 1)  # written: expires T0 + 61
+    reg.heartbeat(a.peer_id, a.token, T0 + 1.1)  # not yet written
+    assert names_of(reg, "mine", T0 + 61) == {"mine.iso"}
+    reg.heartbeat(a.peer_id, a.token, T0 + 59)
+    reg.heartbeat(a.peer_id, a.token, T0 + 59.1)
+    assert names_of(reg, "mine", T0 + 100) == {"mine.iso"}
+    assert [p.peer_id for p in reg.live_peers(10, T0 + 100)] == [a.peer_id]
+    reg.heartbeat(a.peer_id, a.token, T0 + 110)
+    assert reg.purge(T0 + 150) == 0
+
+
+def test_a_stale_flush_never_shortens_a_lease(tmp_path):
+    path = tmp_path / "shared.db"
+    one = SqliteRegistry(path, lease_seconds=LEASE)
+    other = SqliteRegistry(path, lease_seconds=LEASE)
+    try:
+        a = one.register("10.0.0.1:1", [entry(1, "x.iso")], T0)
+        one.heartbeat(a.peer_id, a.token, T0 + 10)
+        one.heartbeat(a.peer_id, a.token, T0 + 10.1)  # pending in one: expires T0 + 70.1
+        other.heartbeat(a.peer_id, a.token, T0 + 30)  # written: expires T0 + 90
+        one.flush(T0 + 31)
+        assert names_of(other, "x", T0 + 80) == {"x.iso"}
+    finally:
+        one.close()
+        other.close()
+
+
+def test_close_writes_pending_heartbeats(tmp_path):
+    path = tmp_path / "t.db"
+    first = SqliteRegistry(path, lease_seconds=LEASE)
+    a = first.register("10.0.0.1:1", [entry(1, "x.iso")], T0)
+    first.heartbeat(a.peer_id, a.token, T0 + 50)
+    first.heartbeat(a.peer_id, a.token, T0 + 50.1)
+    first.close()
+    second = SqliteRegistry(path, lease_seconds=LEASE)
+    try:
+        assert names_of(second, "x", T0 + 100) == {"x.iso"}
+    finally:
+        second.close()

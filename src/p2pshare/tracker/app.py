@@ -51,7 +51,7 @@ from p2pshare.tracker.models import (
 )
 from p2pshare.tracker.registry import Registry
 
-__all__ = ["MAX_BODY_BYTES", "create_app", "status_of"]
+__all__ = ["MAX_BODY_BYTES", "create_app", "status_of", "with_hot_routes"]
 
 log = logging.getLogger(__name__)
 
@@ -277,6 +277,12 @@ class _HotRoutes:
         self._timers[route].observe(time.perf_counter() - start)
 
 
+def with_hot_routes(app: FastAPI) -> ASGIApp:
+    """``app`` (from ``create_app``) behind the fast path for heartbeat and search: what
+    the server runs. The answers are the same; only the time spent differs."""
+    return _HotRoutes(app, **app.state.hot_routes)
+
+
 def _plain_search_params(query_string: bytes) -> tuple[str, int] | None:
     """``q`` and ``limit`` of a search when both are plainly valid; else None (FastAPI
     answers, with its own 422 for a missing or bad parameter)."""
@@ -360,10 +366,12 @@ def create_app(
         "p2pshare_tracker_files", "Files shared by live peers (per peer).", registry=metrics
     )
     app.add_middleware(_Edge, requests=requests, latency=latency, max_body=max_body)
-    # added last, so it runs first: the hot routes never reach FastAPI's routing
-    app.add_middleware(
-        _HotRoutes, registry=registry, clock=clock, requests=requests, latency=latency
-    )
+    app.state.hot_routes = {
+        "registry": registry,
+        "clock": clock,
+        "requests": requests,
+        "latency": latency,
+    }
     app.state.registry = registry
     app.state.metrics = metrics
 

@@ -36,7 +36,7 @@ import uvicorn
 
 from p2pshare.config import TrackerSettings
 from p2pshare.errors import ConfigError, UsageError
-from p2pshare.tracker.app import create_app
+from p2pshare.tracker.app import create_app, with_hot_routes
 from p2pshare.tracker.registry import HEARTBEAT_FLUSH_SECONDS, Registry, SqliteRegistry
 
 __all__ = ["READY_LINE", "bind", "run", "serve", "workers_of"]
@@ -194,7 +194,7 @@ async def serve(
     try:
         app = create_app(registry, neighbour_sample=settings.neighbour_sample)
         config = uvicorn.Config(
-            app,
+            with_hot_routes(app),
             log_level=_LEVELS.get(settings.log_level.lower(), logging.WARNING),
             access_log=False,
             server_header=False,
@@ -249,18 +249,21 @@ def _worker(settings: TrackerSettings, sock: socket.socket, ready_fd: int, purge
 
 def _supervise(settings: TrackerSettings, workers: int) -> int:
     """Fork ``workers`` processes that serve one port; return the exit status."""
-    first = bind(settings.host, settings.port, reuse_port=True)
-    host, port = first.getsockname()[:2]
-    socks = [first]
+    # a plain bind first: it fails if anything, even another tracker's workers, holds
+    # the port, where a SO_REUSEPORT bind could silently share it
+    probe = bind(settings.host, settings.port)
+    host, port = probe.getsockname()[:2]
+    probe.close()
+    socks: list[socket.socket] = []
     try:
-        socks += [bind(host, port, reuse_port=True) for _ in range(workers - 1)]
+        socks += [bind(host, port, reuse_port=True) for _ in range(workers)]
         # create or upgrade the schema once, before the workers race to do it
         SqliteRegistry(settings.db, lease_seconds=settings.lease_seconds).close()
     except BaseException:
         for s in socks:
             s.close()
         raise
-    url = _url(first)
+    url = _url(socks[0])
     parent = os.getpid()
     read_fd, write_fd = os.pipe()
     sys.stdout.flush()
