@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
@@ -194,3 +195,13 @@ def test_simulated_fast_providers_carry_most_of_the_file() -> None:
 def test_simulated_liar_is_banned_and_the_rest_finish_the_file() -> None:
     got = simulate({"honest": 2.0, "liar": 4.0}, count=100, liars=frozenset({"liar"}))
     assert got == {"honest": 100, "liar": 0}
+
+
+def test_the_rate_when_last_heard_ignores_the_silence_since() -> None:
+    picker: PiecePicker[str] = PiecePicker(10, piece_size=100)
+    picker.add_provider("a")
+    for t in (0.0, 0.1, 0.2):
+        picker.received("a", picker.pick("a", 1)[0], now=t, size=100)
+    heard = picker.rate_when_last_heard("a")
+    assert heard == pytest.approx(picker.rate("a", 0.2))
+    assert picker.rate("a", 30.0) < heard / 1000

@@ -189,6 +189,13 @@ class PiecePicker(Generic[P]):
         state = self._providers.get(provider)
         return state.rate(now) if state else 0.0
 
+    def rate_when_last_heard(self, provider: P) -> float:
+        """Throughput as of ``provider``'s last piece: what to expect when it goes quiet."""
+        state = self._providers.get(provider)
+        if state is None or state.last_update is None:
+            return 0.0
+        return state.rate(state.last_update)
+
     def window(self, provider: P, now: float) -> int:
         """How many pieces ``provider`` may have in flight: about a second of its data."""
         state = self._providers.get(provider)

@@ -38,7 +38,9 @@ log = logging.getLogger(__name__)
 FindProviders = Callable[[str], Awaitable[list[str]]]
 OnComplete = Callable[[Path], Awaitable[None]]
 
-PIECE_TIMEOUT = 20.0  # a provider silent this long on an open stream is stalled
+PIECE_TIMEOUT = 20.0  # a provider of unknown speed silent this long on a stream is stalled
+MIN_STALL = 3.0  # a provider of known speed is stalled after the longer of this and
+STALL_FACTOR = 4  # this many times the time its pieces in flight should take
 RECORD_EVERY = 2.0  # seconds between records of verified pieces
 PROVIDER_REFRESH = 3.0  # seconds between looks for new providers
 NO_PROVIDER_GRACE = 15.0  # how long a download waits with no provider before it fails
@@ -517,10 +519,11 @@ class _Swarm:
         self.streams.add(stream)
         try:
             while True:
-                done, _ = await asyncio.wait({job}, timeout=PIECE_TIMEOUT / 4)
+                done, _ = await asyncio.wait({job}, timeout=MIN_STALL / 3)
                 if done:
                     break
-                if time.monotonic() - stream.last_piece > PIECE_TIMEOUT:
+                now = time.monotonic()
+                if now - stream.last_piece > self._stall_after(address):
                     stream.cancel(errors.TimedOut(f"peer {address} stalled"))
         except asyncio.CancelledError:
             stream.cancel(errors.Unreachable("download stopped"))
@@ -529,6 +532,20 @@ class _Swarm:
             self.streams.discard(stream)
             await self._maybe_record()
         job.result()
+
+    def _stall_after(self, address: str) -> float:
+        """Seconds of silence after which a stream from ``address`` counts as stalled.
+
+        Like TCP's retransmission timeout from the measured round trip: a few times
+        what the provider's pieces in flight should take at its measured rate, so a
+        dead link to a fast provider is noticed in seconds, a slow one is not cut off.
+        """
+        # the rate before the silence: measured now, the silence itself would lower it
+        rate = self.picker.rate_when_last_heard(address)
+        if rate <= 0:
+            return PIECE_TIMEOUT
+        queued = max(1, len(self.picker.in_flight(address))) * self.partial.manifest.piece_size
+        return min(PIECE_TIMEOUT, max(MIN_STALL, STALL_FACTOR * queued / rate))
 
     def _piece_written(self, address: str, index: int) -> None:
         """A verified piece is on disk (called on the loop by a stream thread)."""
