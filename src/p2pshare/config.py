@@ -11,12 +11,13 @@ from __future__ import annotations
 import os
 import tomllib
 from pathlib import Path
-from typing import Any, TypeVar
+from typing import Annotated, Any, TypeVar
 
 from pydantic import Field, ValidationError, field_validator
 from pydantic_settings import (
     BaseSettings,
     InitSettingsSource,
+    NoDecode,
     PydanticBaseSettingsSource,
     SettingsConfigDict,
 )
@@ -103,7 +104,32 @@ class PeerSettings(BaseSettings):
     max_uploads: int = Field(
         64, ge=1, le=4096, description="Concurrent GetPieces streams this peer serves."
     )
+    seeds: Annotated[list[str], NoDecode] = Field(
+        default_factory=list,
+        description="HOST:PORT of peers to join the overlay through (a list; comma-separated"
+        " in the environment).",
+    )
+    neighbours: int = Field(8, ge=1, le=64, description="Most overlay neighbours kept.")
+    learn_neighbours: bool = Field(
+        True,
+        description="Take the peers that neighbours list in Hello as candidate neighbours"
+        " (false: only the tracker's sample, the saved list, seeds and peers that call).",
+    )
     log_level: str = Field("warning", description="debug, info, warning or error.")
+
+    @field_validator("seeds", mode="before")
+    @classmethod
+    def _seeds(cls, v: object) -> object:
+        if isinstance(v, str):
+            return [s.strip() for s in v.split(",") if s.strip()]
+        return v
+
+    @field_validator("seeds")
+    @classmethod
+    def _seed_addresses(cls, v: list[str]) -> list[str]:
+        for seed in v:
+            _check_hostport(seed)
+        return v
 
     @field_validator("advertise")
     @classmethod
@@ -197,7 +223,7 @@ def config_template() -> str:
         lines += [f"# {cls.__doc__}", f"[{section}]"]
         for name, field in cls.model_fields.items():
             lines.append(f"# {field.description}")
-            default = field.default
+            default = field.get_default(call_default_factory=True)
             if default is None:
                 lines.append(f"# {name} = ")
             else:
@@ -207,6 +233,8 @@ def config_template() -> str:
 
 
 def _toml_value(value: Any) -> str:
+    if isinstance(value, list):
+        return "[" + ", ".join(_toml_value(v) for v in value) + "]"
     if isinstance(value, bool):
         return "true" if value else "false"
     if isinstance(value, int | float):

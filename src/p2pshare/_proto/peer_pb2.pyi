@@ -1,10 +1,18 @@
 from google.protobuf.internal import containers as _containers
+from google.protobuf.internal import enum_type_wrapper as _enum_type_wrapper
 from google.protobuf import descriptor as _descriptor
 from google.protobuf import message as _message
 from collections.abc import Iterable as _Iterable, Mapping as _Mapping
 from typing import ClassVar as _ClassVar, Optional as _Optional, Union as _Union
 
 DESCRIPTOR: _descriptor.FileDescriptor
+
+class SearchMode(int, metaclass=_enum_type_wrapper.EnumTypeWrapper):
+    __slots__ = ()
+    SEARCH_MODE_FLOOD: _ClassVar[SearchMode]
+    SEARCH_MODE_WALK: _ClassVar[SearchMode]
+SEARCH_MODE_FLOOD: SearchMode
+SEARCH_MODE_WALK: SearchMode
 
 class PeerInfo(_message.Message):
     __slots__ = ("peer_id", "address")
@@ -21,14 +29,16 @@ class HelloRequest(_message.Message):
     def __init__(self, peer: _Optional[_Union[PeerInfo, _Mapping]] = ...) -> None: ...
 
 class HelloResponse(_message.Message):
-    __slots__ = ("peer", "known", "protocol_version")
+    __slots__ = ("peer", "known", "protocol_version", "accepted")
     PEER_FIELD_NUMBER: _ClassVar[int]
     KNOWN_FIELD_NUMBER: _ClassVar[int]
     PROTOCOL_VERSION_FIELD_NUMBER: _ClassVar[int]
+    ACCEPTED_FIELD_NUMBER: _ClassVar[int]
     peer: PeerInfo
     known: _containers.RepeatedCompositeFieldContainer[PeerInfo]
     protocol_version: int
-    def __init__(self, peer: _Optional[_Union[PeerInfo, _Mapping]] = ..., known: _Optional[_Iterable[_Union[PeerInfo, _Mapping]]] = ..., protocol_version: _Optional[int] = ...) -> None: ...
+    accepted: bool
+    def __init__(self, peer: _Optional[_Union[PeerInfo, _Mapping]] = ..., known: _Optional[_Iterable[_Union[PeerInfo, _Mapping]]] = ..., protocol_version: _Optional[int] = ..., accepted: _Optional[bool] = ...) -> None: ...
 
 class ManifestRequest(_message.Message):
     __slots__ = ("content_id",)
@@ -69,21 +79,37 @@ class Piece(_message.Message):
     def __init__(self, index: _Optional[int] = ..., data: _Optional[bytes] = ...) -> None: ...
 
 class SearchRequest(_message.Message):
-    __slots__ = ("query", "limit")
+    __slots__ = ("query", "limit", "query_id", "ttl", "mode", "walkers", "origin", "sender", "content_id")
     QUERY_FIELD_NUMBER: _ClassVar[int]
     LIMIT_FIELD_NUMBER: _ClassVar[int]
+    QUERY_ID_FIELD_NUMBER: _ClassVar[int]
+    TTL_FIELD_NUMBER: _ClassVar[int]
+    MODE_FIELD_NUMBER: _ClassVar[int]
+    WALKERS_FIELD_NUMBER: _ClassVar[int]
+    ORIGIN_FIELD_NUMBER: _ClassVar[int]
+    SENDER_FIELD_NUMBER: _ClassVar[int]
+    CONTENT_ID_FIELD_NUMBER: _ClassVar[int]
     query: str
     limit: int
-    def __init__(self, query: _Optional[str] = ..., limit: _Optional[int] = ...) -> None: ...
+    query_id: str
+    ttl: int
+    mode: SearchMode
+    walkers: int
+    origin: PeerInfo
+    sender: PeerInfo
+    content_id: str
+    def __init__(self, query: _Optional[str] = ..., limit: _Optional[int] = ..., query_id: _Optional[str] = ..., ttl: _Optional[int] = ..., mode: _Optional[_Union[SearchMode, str]] = ..., walkers: _Optional[int] = ..., origin: _Optional[_Union[PeerInfo, _Mapping]] = ..., sender: _Optional[_Union[PeerInfo, _Mapping]] = ..., content_id: _Optional[str] = ...) -> None: ...
 
 class SearchHit(_message.Message):
-    __slots__ = ("content_id", "name", "size", "provider")
+    __slots__ = ("content_id", "name", "size", "provider", "hops")
     CONTENT_ID_FIELD_NUMBER: _ClassVar[int]
     NAME_FIELD_NUMBER: _ClassVar[int]
     SIZE_FIELD_NUMBER: _ClassVar[int]
     PROVIDER_FIELD_NUMBER: _ClassVar[int]
+    HOPS_FIELD_NUMBER: _ClassVar[int]
     content_id: str
     name: str
     size: int
     provider: PeerInfo
-    def __init__(self, content_id: _Optional[str] = ..., name: _Optional[str] = ..., size: _Optional[int] = ..., provider: _Optional[_Union[PeerInfo, _Mapping]] = ...) -> None: ...
+    hops: int
+    def __init__(self, content_id: _Optional[str] = ..., name: _Optional[str] = ..., size: _Optional[int] = ..., provider: _Optional[_Union[PeerInfo, _Mapping]] = ..., hops: _Optional[int] = ...) -> None: ...

@@ -6,6 +6,7 @@ Exit codes: 0 done; 1 the command could not finish (e.g. a download failed);
 
 from __future__ import annotations
 
+import enum
 import json
 import os
 import sys
@@ -50,6 +51,12 @@ ApiOpt = Annotated[
     typer.Option("--api", help=f"Control API URL of the peer (default: ${API_ENV} or config)."),
 ]
 JsonOpt = Annotated[bool, typer.Option("--json", help="Print one JSON document on stdout.")]
+
+
+class Source(enum.StrEnum):
+    tracker = "tracker"
+    overlay = "overlay"
+    both = "both"
 
 
 def _api_url(api: str | None, config: Path | None) -> str:
@@ -105,6 +112,10 @@ def peer(
     advertise: Annotated[
         str | None, typer.Option(help="HOST:PORT other peers dial to reach this one.")
     ] = None,
+    seed: Annotated[
+        list[str] | None,
+        typer.Option(help="HOST:PORT of a peer to join the overlay through (repeatable)."),
+    ] = None,
 ) -> None:
     """Run a peer in the foreground: share a folder, serve pieces, download on request."""
     from p2pshare.config import PeerSettings, load_settings
@@ -121,6 +132,7 @@ def peer(
         port=port,
         api_port=api_port,
         advertise=advertise,
+        seeds=seed or None,
     )
     run(settings)
 
@@ -180,13 +192,31 @@ def hash_(
 def search(
     query: Annotated[str, typer.Argument(help="Words (each a prefix of a name word) or a glob.")],
     limit: Annotated[int, typer.Option(help="At most this many hits.")] = 100,
+    source: Annotated[
+        Source, typer.Option(help="Ask the tracker, the overlay of peers, or both.")
+    ] = Source.both,
+    ttl: Annotated[int, typer.Option(min=1, max=8, help="Overlay hops a query travels.")] = 4,
+    walkers: Annotated[
+        int, typer.Option(min=0, max=64, help="0: flood the overlay; N: N random walks.")
+    ] = 0,
+    timeout: Annotated[
+        float, typer.Option(min=0.1, max=30, help="Seconds to wait for overlay hits.")
+    ] = 3.0,
     api: ApiOpt = None,
     config: ConfigOpt = None,
     as_json: JsonOpt = False,
 ) -> None:
-    """Find files by name on the network."""
-    with ControlClient(_api_url(api, config)) as client:
-        result = client.get("/v1/search", q=query, limit=limit)
+    """Find files by name on the network: the tracker's index and the overlay, merged."""
+    with ControlClient(_api_url(api, config), timeout=timeout + 30) as client:
+        result = client.get(
+            "/v1/search",
+            q=query,
+            limit=limit,
+            source=source.value,
+            ttl=ttl,
+            walkers=walkers,
+            timeout=timeout,
+        )
     hits = result["hits"]
     if as_json:
         _print_json(hits)
@@ -277,6 +307,7 @@ def status(api: ApiOpt = None, config: ConfigOpt = None, as_json: JsonOpt = Fals
     out.print(f"peer {doc['peer_id'] or '(unregistered)'} at {doc['address']}")
     out.print(f"share {doc['share']}: {doc['files']} files, {_size(doc['shared_bytes'])}")
     out.print(f"tracker {t['url'] or '-'}: {t['state']}")
+    out.print(f"neighbours {len(doc['neighbours'])}: {' '.join(doc['neighbours']) or '-'}")
     out.print(f"served {_size(doc['bytes_served'])} in {doc['pieces_served']} pieces")
     if doc["downloads"]:
         table = Table("download", "state", "progress", "rate", "providers", "note", box=None)

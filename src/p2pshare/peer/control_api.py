@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import time
 from pathlib import Path
-from typing import Annotated
+from typing import Annotated, Literal
 
 from fastapi import FastAPI, Query, Response
 from prometheus_client import CollectorRegistry, Gauge, generate_latest
@@ -12,6 +12,7 @@ from prometheus_client.exposition import CONTENT_TYPE_LATEST
 from pydantic import BaseModel, ConfigDict, Field
 
 from p2pshare import __version__, http_errors
+from p2pshare.core.query_router import DEFAULT_TTL, MAX_TTL, MAX_WALKERS
 from p2pshare.peer.downloads import Download
 from p2pshare.peer.node import PeerNode
 from p2pshare.tracker.models import FileEntry, SearchHit
@@ -95,6 +96,15 @@ class ScanView(_Model):
     skipped: list[str] = Field(description="Entries not shared, each with why.")
 
 
+class OverlayView(_Model):
+    """This peer in the overlay."""
+
+    candidates: int = Field(description="Peers known but not neighbours.")
+    queries_started: int
+    queries_relayed: int = Field(description="Queries from other peers answered or passed on.")
+    messages_sent: int = Field(description="Query messages sent to neighbours.")
+
+
 class StatusView(_Model):
     version: str
     peer_id: str
@@ -104,7 +114,8 @@ class StatusView(_Model):
     shared_bytes: int
     scan: ScanView
     tracker: TrackerView
-    neighbours: list[str]
+    neighbours: list[str] = Field(description="Overlay neighbours (HOST:PORT).")
+    overlay: OverlayView
     pieces_served: int
     bytes_served: int
     downloads: list[DownloadView]
@@ -151,7 +162,13 @@ def create_app(node: PeerNode) -> FastAPI:
                 skipped=[f"{path}: {why}" for path, why in node.scan.skipped],
             ),
             tracker=TrackerView(url=t.url, state=t.state, peer_id=t.peer_id, last_ok=t.last_ok),
-            neighbours=[n.address for n in t.neighbours],
+            neighbours=node.overlay.neighbours(),
+            overlay=OverlayView(
+                candidates=len(node.overlay.table.candidates()),
+                queries_started=node.overlay.queries_started,
+                queries_relayed=node.overlay.queries_relayed,
+                messages_sent=node.overlay.messages_sent,
+            ),
             pieces_served=node.service.pieces_served,
             bytes_served=node.service.bytes_served,
             downloads=[DownloadView.of(d) for d in node.downloads.all()],
@@ -166,8 +183,24 @@ def create_app(node: PeerNode) -> FastAPI:
     async def search(
         q: Annotated[str, Query(min_length=1, max_length=256, description="Words or a glob.")],
         limit: Annotated[int, Query(ge=1, le=1000)] = 100,
+        source: Annotated[
+            Literal["tracker", "overlay", "both"],
+            Query(description="Ask the tracker, the overlay, or both (this peer's share always)."),
+        ] = "both",
+        ttl: Annotated[
+            int, Query(ge=1, le=MAX_TTL, description="Overlay hops the query travels.")
+        ] = DEFAULT_TTL,
+        walkers: Annotated[
+            int,
+            Query(ge=0, le=MAX_WALKERS, description="0: flood the overlay; more: random walks."),
+        ] = 0,
+        timeout: Annotated[
+            float, Query(gt=0, le=30, description="Seconds to wait for overlay hits.")
+        ] = 3.0,
     ) -> SearchResult:
-        hits, sources = await node.search(q, limit)
+        hits, sources = await node.search(
+            q, limit, source=source, ttl=ttl, walkers=walkers, timeout=timeout
+        )
         return SearchResult(hits=hits, sources=sources)
 
     @app.post("/v1/downloads", status_code=202)

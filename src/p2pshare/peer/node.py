@@ -14,18 +14,25 @@ from pathlib import Path
 from p2pshare import errors
 from p2pshare._proto import peer_pb2 as pb
 from p2pshare.config import PeerSettings
-from p2pshare.core.manifest import check_content_id_prefix
+from p2pshare.core.manifest import check_content_id, check_content_id_prefix
+from p2pshare.core.paths import check_share_name
+from p2pshare.core.query_router import DEFAULT_TTL
 from p2pshare.peer.downloads import DownloadManager
 from p2pshare.peer.hash_cache import HashCache
+from p2pshare.peer.overlay import SAVED_NAME, Overlay
 from p2pshare.peer.peer_client import PeerClients
 from p2pshare.peer.peer_server import PeerService, start_server
 from p2pshare.peer.share import Share
 from p2pshare.tracker.client import TrackerClient
-from p2pshare.tracker.models import FileEntry, PeerRef, SearchHit
+from p2pshare.tracker.models import FileEntry, PeerRef, SearchHit, check_address
 
 log = logging.getLogger(__name__)
 
 RETRY_MAX = 10.0  # seconds between attempts to reach a tracker that is down
+OVERLAY_TIMEOUT = 3.0  # seconds an overlay search waits for hits
+LOOKUP_TTL = DEFAULT_TTL  # hops of an overlay search for the providers of a content id
+LOOKUP_FRESH = 10.0  # seconds an overlay lookup of providers is reused by downloads
+SOURCES = ("tracker", "overlay", "both")
 
 
 @dataclass
@@ -51,6 +58,7 @@ class PeerNode:
         self.tracker = TrackerSession(settings.tracker)
         self.address = ""
         self.recent_hits: dict[str, SearchHit] = {}
+        self._lookups: dict[str, tuple[float, list[str]]] = {}
         self._files_dirty = asyncio.Event()
         self._tasks: list[asyncio.Task[None]] = []
         self.started = time.time()
@@ -74,16 +82,26 @@ class PeerNode:
         )
         self.scan = await asyncio.to_thread(self.share.scan)
         self.clients = PeerClients()
+        self.overlay = Overlay(
+            clients=self.clients,
+            share=self.share,
+            me=self.me,
+            saved=self.data_dir / SAVED_NAME,
+            capacity=s.neighbours,
+            seeds=s.seeds,
+            learn=s.learn_neighbours,
+        )
         self.service = PeerService(
             share=self.share,
             me=self.me,
-            known=self.known,
+            overlay=self.overlay,
             max_uploads=s.max_uploads,
             max_upload_rate=s.max_upload_rate,
         )
         self.grpc_server, port = await start_server(self.service, s.host, s.port)
         self.address = s.advertise or f"{_dialable(s.host)}:{port}"
         self.clients.set_me(self.me())
+        self.overlay.start()
         self.downloads = DownloadManager(
             clients=self.clients,
             find_providers=self.find_providers,
@@ -106,6 +124,7 @@ class PeerNode:
             task.cancel()
         await asyncio.gather(*self._tasks, return_exceptions=True)
         await self.downloads.close()
+        await self.overlay.stop()
         if self.tracker.url:
             if self.tracker.token:
                 with contextlib.suppress(errors.P2PShareError):
@@ -118,9 +137,6 @@ class PeerNode:
 
     def me(self) -> pb.PeerInfo:
         return pb.PeerInfo(peer_id=self.tracker.peer_id, address=self.address)
-
-    def known(self) -> list[pb.PeerInfo]:
-        return [pb.PeerInfo(peer_id=n.peer_id, address=n.address) for n in self.tracker.neighbours]
 
     def file_entries(self) -> list[FileEntry]:
         return [
@@ -139,6 +155,7 @@ class PeerNode:
         self.tracker.peer_id, self.tracker.token = reply.peer_id, reply.token
         self.tracker.lease_seconds = reply.lease_seconds
         self.tracker.neighbours = list(reply.neighbours)
+        self.overlay.offer(n.address for n in reply.neighbours)
         self.tracker.state = "registered"
         self.tracker.last_ok = time.time()
         self.clients.set_me(self.me())
@@ -180,48 +197,148 @@ class PeerNode:
     # -- finding and fetching -------------------------------------------------
 
     async def find_providers(self, content_id: str) -> list[str]:
-        """Addresses of peers that provide ``content_id``, not counting this one."""
+        """Addresses of peers that provide ``content_id``, not counting this one: from
+        the tracker, else (unreachable, not configured, or it knows none) from the
+        providers of recent search hits and an overlay lookup of the content id."""
         addresses: list[str] = []
+        problem: errors.P2PShareError | None = None
         if self.tracker.url:
             try:
                 reply = await self._tracker_client.providers(content_id)
                 addresses = [p.address for p in reply.providers]
             except errors.NotFound:
                 addresses = []
-            except errors.TransportError:
-                hit = self.recent_hits.get(content_id)
-                addresses = [p.address for p in hit.providers] if hit else []
-                if not addresses:
-                    raise
-        return [a for a in addresses if a != self.address]
+            except errors.TransportError as exc:
+                problem = exc
+        if not [a for a in addresses if a != self.address]:
+            hit = self.recent_hits.get(content_id)
+            addresses = [p.address for p in hit.providers] if hit else []
+            addresses += [
+                a for a in await self._overlay_providers(content_id) if a not in addresses
+            ]
+        found = [a for a in addresses if a != self.address]
+        if not found and problem is not None:
+            raise problem
+        return found
 
-    async def search(self, query: str, limit: int) -> tuple[list[SearchHit], dict[str, str]]:
-        """Hits from the tracker and this peer's share, one per content id."""
+    async def _overlay_providers(self, content_id: str) -> list[str]:
+        """Providers of ``content_id`` found by an overlay search, reused for a while (a
+        download asks again every few seconds while it has no provider)."""
+        now = time.monotonic()
+        cached = self._lookups.get(content_id)
+        if cached and now - cached[0] < LOOKUP_FRESH:
+            return cached[1]
+        hits = await self._overlay_hits(
+            content_id=content_id, ttl=LOOKUP_TTL, walkers=0, limit=1, timeout=OVERLAY_TIMEOUT
+        )
+        providers = [p.address for h in hits for p in h.providers]
+        for old in [c for c, (t, _) in self._lookups.items() if now - t >= LOOKUP_FRESH]:
+            del self._lookups[old]
+        self._lookups[content_id] = (now, providers)
+        return providers
+
+    async def _overlay_hits(
+        self,
+        *,
+        query: str = "",
+        content_id: str = "",
+        ttl: int,
+        walkers: int,
+        limit: int,
+        timeout: float,
+    ) -> list[SearchHit]:
+        """The overlay's hits, one per content id with every provider; hits that do not
+        pass our checks (id, name, address) are dropped."""
+        merged: dict[str, SearchHit] = {}
+        search = self.overlay.search(
+            query=query,
+            content_id=content_id,
+            ttl=ttl,
+            walkers=walkers,
+            limit=limit,
+            timeout=timeout,
+        )
+        async for hit in search:
+            try:
+                cid = check_content_id(hit.content_id)
+                name = check_share_name(hit.name)
+                address = check_address(hit.provider.address)
+            except (errors.UsageError, ValueError) as exc:
+                log.debug("dropping a bad overlay hit from %s: %s", hit.provider.address, exc)
+                continue
+            if content_id and cid != content_id:
+                continue
+            ref = PeerRef(peer_id=hit.provider.peer_id, address=address)
+            known = merged.get(cid)
+            if known is None:
+                merged[cid] = SearchHit(content_id=cid, name=name, size=hit.size, providers=[ref])
+            elif all(p.address != address for p in known.providers):
+                known.providers.append(ref)
+        return list(merged.values())
+
+    async def search(
+        self,
+        query: str,
+        limit: int,
+        *,
+        source: str = "both",
+        ttl: int = DEFAULT_TTL,
+        walkers: int = 0,
+        timeout: float = OVERLAY_TIMEOUT,
+    ) -> tuple[list[SearchHit], dict[str, str]]:
+        """Hits from the tracker, the overlay and this peer's share, one per content id
+        with all providers; ``sources`` says how each source answered."""
         from p2pshare.core.names import parse_query
 
+        if source not in SOURCES:
+            raise errors.UsageError(f"source must be one of {', '.join(SOURCES)}")
         try:
             parsed = parse_query(query)
         except ValueError as exc:
             raise errors.UsageError(str(exc)) from exc
         sources: dict[str, str] = {}
-        merged: dict[str, SearchHit] = {}
-        if self.tracker.url:
+        answers: list[SearchHit] = []
+
+        async def from_tracker() -> None:
+            if not self.tracker.url:
+                return
             try:
-                for hit in await self._tracker_client.search(query, limit):
-                    merged[hit.content_id] = hit
+                answers.extend(await self._tracker_client.search(query, limit))
                 sources["tracker"] = "ok"
             except errors.TransportError as exc:
                 sources["tracker"] = f"unreachable: {exc}"
-        me = PeerRef(peer_id=self.tracker.peer_id, address=self.address)
-        for f in self.share.search(parsed, limit):
-            known = merged.get(f.content_id)
-            providers = list(known.providers) if known else []
-            if all(p.address != self.address for p in providers):
-                providers.append(me)
-            merged[f.content_id] = SearchHit(
-                content_id=f.content_id, name=f.name, size=f.size, providers=providers
+
+        async def from_overlay() -> None:
+            if not self.overlay.neighbours():
+                sources["overlay"] = "no neighbours"
+                return
+            answers.extend(
+                await self._overlay_hits(
+                    query=query, ttl=ttl, walkers=walkers, limit=limit, timeout=timeout
+                )
             )
+            sources["overlay"] = "ok"
+
+        asks = []
+        if source in ("tracker", "both"):
+            asks.append(from_tracker())
+        if source in ("overlay", "both"):
+            asks.append(from_overlay())
+        await asyncio.gather(*asks)
+        me = PeerRef(peer_id=self.tracker.peer_id, address=self.address)
+        local = [
+            SearchHit(content_id=f.content_id, name=f.name, size=f.size, providers=[me])
+            for f in self.share.search(parsed, limit)
+        ]
         sources["local"] = "ok"
+        merged: dict[str, SearchHit] = {}
+        for hit in [*answers, *local]:
+            known = merged.get(hit.content_id)
+            if known is None:
+                merged[hit.content_id] = hit.model_copy(deep=True)
+                continue
+            seen = {p.address for p in known.providers}
+            known.providers.extend(p for p in hit.providers if p.address not in seen)
         hits = sorted(merged.values(), key=lambda h: (-len(h.providers), h.name))[:limit]
         self.recent_hits.update((h.content_id, h) for h in hits)
         return hits, sources

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from collections.abc import Iterator
+from collections.abc import AsyncIterator, Iterator
 from typing import Protocol
 
 import grpc
@@ -122,3 +122,17 @@ class PeerClients:
             ]
         except grpc.aio.AioRpcError as exc:
             raise translate(exc, address) from exc
+
+    async def search_stream(
+        self, address: str, request: pb.SearchRequest, *, timeout: float
+    ) -> AsyncIterator[pb.SearchHit]:
+        """The hits of ``request`` as ``address`` streams them back (its own, and the
+        overlay's beyond it when the request carries a query id)."""
+        call = self._stub(address).Search(request, timeout=timeout)
+        try:
+            async for hit in call:
+                yield hit
+        except grpc.aio.AioRpcError as exc:
+            raise translate(exc, address) from exc
+        finally:
+            call.cancel()

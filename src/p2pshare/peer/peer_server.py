@@ -15,8 +15,8 @@ from p2pshare import errors
 from p2pshare._proto import peer_pb2 as pb
 from p2pshare._proto import peer_pb2_grpc as pb_grpc
 from p2pshare.core.manifest import check_content_id
-from p2pshare.core.names import parse_query
 from p2pshare.core.rate import TokenBucket
+from p2pshare.peer.overlay import Overlay
 from p2pshare.peer.share import Share
 from p2pshare.peer.wire import (
     PROTOCOL_VERSION,
@@ -29,8 +29,6 @@ from p2pshare.peer.wire import (
 log = logging.getLogger(__name__)
 
 MAX_PIECES_PER_REQUEST = 1024
-DEFAULT_SEARCH_LIMIT = 100
-MAX_SEARCH_LIMIT = 1000
 
 Ctx = grpc.aio.ServicerContext[Any, Any]
 T = TypeVar("T")
@@ -68,20 +66,21 @@ def _stream(
 
 
 class PeerService(pb_grpc.PeerServicer):
-    """Answers other peers: who we are, manifests, pieces, local search."""
+    """Answers other peers: who we are, manifests, pieces, searches (ours and the
+    overlay's, see ``p2pshare.peer.overlay``)."""
 
     def __init__(
         self,
         *,
         share: Share,
         me: Callable[[], pb.PeerInfo],
-        known: Callable[[], list[pb.PeerInfo]],
+        overlay: Overlay,
         max_uploads: int,
         max_upload_rate: int = 0,
     ) -> None:
         self._share = share
         self._me = me
-        self._known = known
+        self._overlay = overlay
         self._uploads = asyncio.Semaphore(max_uploads)
         # a quarter second of burst: smooth enough, and a piece larger than that just waits
         self._rate = TokenBucket(max_upload_rate, max(max_upload_rate / 4, 1), time.monotonic())
@@ -90,8 +89,12 @@ class PeerService(pb_grpc.PeerServicer):
 
     @_unary
     async def Hello(self, request: pb.HelloRequest, context: Ctx) -> pb.HelloResponse:
+        accepted = self._overlay.hello_from(request.peer)
         return pb.HelloResponse(
-            peer=self._me(), known=self._known(), protocol_version=PROTOCOL_VERSION
+            peer=self._me(),
+            known=self._overlay.known(),
+            protocol_version=PROTOCOL_VERSION,
+            accepted=accepted,
         )
 
     @_unary
@@ -126,16 +129,13 @@ class PeerService(pb_grpc.PeerServicer):
 
     @_stream
     async def Search(self, request: pb.SearchRequest, context: Ctx) -> AsyncIterator[pb.SearchHit]:
-        try:
-            query = parse_query(request.query)
-        except ValueError as exc:
-            raise errors.UsageError(str(exc)) from exc
-        limit = min(request.limit or DEFAULT_SEARCH_LIMIT, MAX_SEARCH_LIMIT)
-        me = self._me()
-        for shared in self._share.search(query, limit):
-            yield pb.SearchHit(
-                content_id=shared.content_id, name=shared.name, size=shared.size, provider=me
-            )
+        """Our own hits; with a query id, also the overlay's beyond us, streamed back."""
+        if not request.query_id:
+            for hit in self._overlay.local_hits(request):
+                yield hit
+            return
+        async for hit in self._overlay.relay(request, context.time_remaining()):
+            yield hit
 
 
 def _handlers(service: PeerService) -> grpc.GenericRpcHandler:  # type: ignore[type-arg]
