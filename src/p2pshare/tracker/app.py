@@ -12,7 +12,7 @@ from __future__ import annotations
 import json
 import logging
 import time
-from collections.abc import Awaitable, Callable, MutableMapping
+from collections.abc import Awaitable, Callable, Iterable, MutableMapping
 from typing import Annotated, Any
 from urllib.parse import parse_qsl
 
@@ -51,7 +51,7 @@ from p2pshare.tracker.models import (
 )
 from p2pshare.tracker.registry import Registry
 
-__all__ = ["MAX_BODY_BYTES", "create_app", "status_of", "with_hot_routes"]
+__all__ = ["MAX_BODY_BYTES", "HotRoutes", "create_app", "status_of", "with_hot_routes"]
 
 log = logging.getLogger(__name__)
 
@@ -181,7 +181,7 @@ _JSON_HEADERS = [(b"content-type", b"application/json")]
 _dumps = json.JSONEncoder(ensure_ascii=False, separators=(",", ":"), check_circular=False).encode
 
 
-class _HotRoutes:
+class HotRoutes:
     """Pure ASGI middleware that answers the two routes every peer calls all the time,
     heartbeat and search, without FastAPI's routing, dependency injection and models.
 
@@ -214,39 +214,51 @@ class _HotRoutes:
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         if scope["type"] == "http":
-            path: str = scope["path"]
-            method: str = scope["method"]
-            if method == "POST" and path.startswith("/v1/peers/") and path.endswith("/heartbeat"):
-                peer_id = path[10:-10]
-                if peer_id and "/" not in peer_id and await self._heartbeat(scope, send, peer_id):
-                    return
-            elif method == "GET" and path == _SEARCH_ROUTE:
-                params = _plain_search_params(scope.get("query_string", b""))
-                if params is not None:
-                    await self._search(send, *params)
-                    return
+            answer = self.answer(
+                scope["method"], scope["path"], scope.get("query_string", b""), scope["headers"]
+            )
+            if answer is not None:
+                await _respond(send, *answer)
+                return
         await self.app(scope, receive, send)
 
-    async def _heartbeat(self, scope: Scope, send: Send, peer_id: str) -> bool:
-        """Answer a heartbeat; False, having sent nothing, if it comes with a body."""
+    def answer(
+        self, method: str, path: str, query_string: bytes, headers: Iterable[tuple[bytes, bytes]]
+    ) -> tuple[int, bytes] | None:
+        """Status and JSON body of a heartbeat or search request; None for any other
+        request, which the FastAPI app answers. ``path`` is percent-decoded."""
+        if method == "POST" and path.startswith("/v1/peers/") and path.endswith("/heartbeat"):
+            peer_id = path[10:-10]
+            if peer_id and "/" not in peer_id:
+                return self._heartbeat(path, headers, peer_id)
+        elif method == "GET" and path == _SEARCH_ROUTE:
+            params = _plain_search_params(query_string)
+            if params is not None:
+                return self._search(*params)
+        return None
+
+    def _heartbeat(
+        self, path: str, headers: Iterable[tuple[bytes, bytes]], peer_id: str
+    ) -> tuple[int, bytes] | None:
+        """Answer a heartbeat; None if it comes with a body (FastAPI's app applies the
+        body limit)."""
         start = time.perf_counter()
         authorization = None
-        for key, value in scope["headers"]:
+        for key, value in headers:
             if key == b"authorization":
                 authorization = value.decode("latin-1")
             elif (key == b"content-length" and value != b"0") or key == b"transfer-encoding":
-                return False  # FastAPI's app applies the body limit
+                return None
         try:
             self.registry.heartbeat(peer_id, _token(authorization), self.clock())
         except Exception as exc:  # noqa: BLE001 - answered as the FastAPI handlers would
-            status, body = _failure(exc, "POST", scope["path"])
+            status, body = _failure(exc, "POST", path)
         else:
             status, body = 200, self._heartbeat_body
-        await _respond(send, status, body)
         self._count(_HEARTBEAT_ROUTE, "POST", status, start)
-        return True
+        return status, body
 
-    async def _search(self, send: Send, q: str, limit: int) -> None:
+    def _search(self, q: str, limit: int) -> tuple[int, bytes]:
         start = time.perf_counter()
         try:
             query = _parse_search(q)
@@ -265,8 +277,8 @@ class _HotRoutes:
                 for cid, name, size, refs in rows
             ]
             body = _dumps({"hits": hits}).encode()
-        await _respond(send, status, body)
         self._count(_SEARCH_ROUTE, "GET", status, start)
+        return status, body
 
     def _count(self, route: str, method: str, status: int, start: float) -> None:
         key = (route, method, status)
@@ -277,10 +289,10 @@ class _HotRoutes:
         self._timers[route].observe(time.perf_counter() - start)
 
 
-def with_hot_routes(app: FastAPI) -> ASGIApp:
+def with_hot_routes(app: FastAPI) -> HotRoutes:
     """``app`` (from ``create_app``) behind the fast path for heartbeat and search: what
     the server runs. The answers are the same; only the time spent differs."""
-    return _HotRoutes(app, **app.state.hot_routes)
+    return HotRoutes(app, **app.state.hot_routes)
 
 
 def _plain_search_params(query_string: bytes) -> tuple[str, int] | None:

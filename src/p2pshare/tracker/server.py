@@ -36,7 +36,8 @@ import uvicorn
 
 from p2pshare.config import TrackerSettings
 from p2pshare.errors import ConfigError, UsageError
-from p2pshare.tracker.app import create_app, with_hot_routes
+from p2pshare.tracker import http_server
+from p2pshare.tracker.app import HotRoutes, create_app, with_hot_routes
 from p2pshare.tracker.registry import HEARTBEAT_FLUSH_SECONDS, Registry, SqliteRegistry
 
 __all__ = ["READY_LINE", "bind", "run", "serve", "workers_of"]
@@ -154,6 +155,20 @@ async def purge_forever(registry: Registry, interval: float) -> None:
             log.exception("purging expired peers failed")
 
 
+async def _serve_own(app: HotRoutes, sock: socket.socket, ready: Callable[[], None]) -> None:
+    """Serve with ``http_server.HttpServer`` until SIGINT or SIGTERM."""
+    server = http_server.HttpServer(app)
+    loop = asyncio.get_running_loop()
+    signals = (signal.SIGINT, signal.SIGTERM)
+    for sig in signals:
+        loop.add_signal_handler(sig, server.stop)
+    try:
+        await server.serve(sock, ready)
+    finally:
+        for sig in signals:
+            loop.remove_signal_handler(sig)
+
+
 async def flush_forever(registry: Registry, interval: float) -> None:
     """Write renewed leases to the file every ``interval`` seconds."""
     while True:
@@ -192,16 +207,7 @@ async def serve(
         raise
     tasks: list[asyncio.Task[None]] = []
     try:
-        app = create_app(registry, neighbour_sample=settings.neighbour_sample)
-        config = uvicorn.Config(
-            with_hot_routes(app),
-            log_level=_LEVELS.get(settings.log_level.lower(), logging.WARNING),
-            access_log=False,
-            server_header=False,
-            lifespan="off",
-            timeout_graceful_shutdown=5,
-        )
-        server = _Server(config, ready)
+        app = with_hot_routes(create_app(registry, neighbour_sample=settings.neighbour_sample))
         if purge:
             interval = min(settings.lease_seconds / 2, 30.0)
             tasks.append(asyncio.create_task(purge_forever(registry, interval), name="purge"))
@@ -210,6 +216,18 @@ async def serve(
                 flush_forever(registry, HEARTBEAT_FLUSH_SECONDS), name="flush leases"
             )
         )
+        if http_server.AVAILABLE and os.environ.get("P2PSHARE_TRACKER_HTTP") != "uvicorn":
+            await _serve_own(app, sock, ready)
+            return
+        config = uvicorn.Config(
+            app,
+            log_level=_LEVELS.get(settings.log_level.lower(), logging.WARNING),
+            access_log=False,
+            server_header=False,
+            lifespan="off",
+            timeout_graceful_shutdown=5,
+        )
+        server = _Server(config, ready)
         await server.serve(sockets=[sock])
     finally:
         for task in tasks:
