@@ -1,0 +1,129 @@
+"""The overlay adapter over real gRPC, several peers in one event loop."""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import time
+from collections.abc import AsyncIterator, Callable
+from pathlib import Path
+
+import pytest
+
+from p2pshare._proto import peer_pb2 as pb
+from p2pshare.peer.loopback import LoopPeer, link, start_peer
+
+
+async def eventually(predicate: Callable[[], bool], timeout: float, what: str) -> None:
+    deadline = time.monotonic() + timeout
+    while not predicate():
+        if time.monotonic() > deadline:
+            raise TimeoutError(f"timed out waiting for {what}")
+        await asyncio.sleep(0.02)
+
+
+@pytest.fixture
+async def line(tmp_path: Path) -> AsyncIterator[list[LoopPeer]]:
+    """Five peers p0 - p1 - p2 - p3 - p4; p4 shares ``far away.txt``, p2 ``middle.txt``."""
+    (tmp_path / "p4" / "share").mkdir(parents=True)
+    (tmp_path / "p4" / "share" / "far away.txt").write_text("four hops")
+    (tmp_path / "p2" / "share").mkdir(parents=True)
+    (tmp_path / "p2" / "share" / "middle.txt").write_text("two hops")
+    peers = [await start_peer(tmp_path, f"p{i}", seed=i) for i in range(5)]
+    for a, b in zip(peers, peers[1:], strict=False):
+        link(a, b)
+    yield peers
+    for p in peers:
+        await p.stop()
+
+
+async def search(peer: LoopPeer, query: str, *, ttl: int, walkers: int = 0) -> list[pb.SearchHit]:
+    return [
+        hit
+        async for hit in peer.overlay.search(
+            query=query, ttl=ttl, walkers=walkers, limit=10, timeout=3.0
+        )
+    ]
+
+
+async def test_hits_stream_back_along_the_reverse_path_with_their_hop_count(
+    line: list[LoopPeer],
+) -> None:
+    hits = await search(line[0], "txt", ttl=4)
+    found = sorted((h.name, h.provider.address, h.hops) for h in hits)
+    assert found == [
+        ("far away.txt", line[4].address, 4),
+        ("middle.txt", line[2].address, 2),
+    ]
+
+
+async def test_a_query_goes_no_further_than_its_ttl(line: list[LoopPeer]) -> None:
+    assert [h.name for h in await search(line[0], "txt", ttl=3)] == ["middle.txt"]
+
+
+async def test_a_query_in_a_cycle_is_answered_once_by_each_peer(line: list[LoopPeer]) -> None:
+    link(line[4], line[0])  # now a ring: every query reaches p2 and p4 twice
+    hits = await search(line[0], "txt", ttl=4)
+    assert sorted(h.name for h in hits) == ["far away.txt", "middle.txt"]
+    assert sum(p.overlay.queries_relayed for p in line[1:]) > 4  # some came twice
+
+
+async def test_a_content_id_lookup_finds_exactly_its_providers(line: list[LoopPeer]) -> None:
+    content_id = line[4].share.files()[0].content_id
+    hits = [
+        h
+        async for h in line[0].overlay.search(
+            content_id=content_id, ttl=4, walkers=0, limit=1, timeout=3.0
+        )
+    ]
+    assert [(h.content_id, h.provider.address) for h in hits] == [(content_id, line[4].address)]
+
+
+async def test_random_walks_on_a_line_walk_to_the_end(line: list[LoopPeer]) -> None:
+    hits = await search(line[0], "far", ttl=4, walkers=1)
+    assert [(h.name, h.hops) for h in hits] == [("far away.txt", 4)]
+    assert line[0].overlay.messages_sent == 1
+    assert sum(p.overlay.messages_sent for p in line) == 4  # one walker, four hops
+
+
+async def test_a_neighbour_that_stops_answering_queries_is_dropped(
+    line: list[LoopPeer],
+) -> None:
+    await line[1].stop()
+    for _ in range(3):  # max_failures
+        assert await search(line[0], "txt", ttl=4) == []
+    assert line[1].address not in line[0].overlay.neighbours()
+
+
+async def test_a_busy_peer_answers_from_its_share_without_forwarding(
+    line: list[LoopPeer],
+) -> None:
+    line[2].overlay._max_relays = 0
+    hits = await search(line[0], "txt", ttl=4)
+    assert [h.name for h in hits] == ["middle.txt"]
+
+
+async def test_peers_greet_their_candidates_become_neighbours_and_save_them(
+    tmp_path: Path,
+) -> None:
+    a = await start_peer(tmp_path, "a", maintain=True)
+    b = await start_peer(tmp_path, "b", maintain=True)
+    try:
+        b.overlay.offer([a.address])
+        await eventually(
+            lambda: a.address in b.overlay.neighbours() and b.address in a.overlay.neighbours(),
+            5,
+            "a and b to become neighbours",
+        )
+        saved = json.loads((tmp_path / "b" / "data" / "neighbours.json").read_text())
+        assert saved == {"neighbours": [a.address]}
+    finally:
+        await b.stop()
+    again = await start_peer(tmp_path, "b", maintain=True)  # a new port, the saved list
+    try:
+        await eventually(
+            lambda: a.address in again.overlay.neighbours(), 5, "b to rejoin through a"
+        )
+    finally:
+        await again.stop()
+        await a.stop()
