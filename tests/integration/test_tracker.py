@@ -204,3 +204,90 @@ def test_a_busy_port_is_refused_with_workers_too(net):
     done = subprocess.run(argv, capture_output=True, text=True, timeout=30, env=env, check=False)
     assert done.returncode != 0
     assert "cannot listen" in done.stderr
+
+
+def _raw(url: str, data: bytes, *, until_close: bool = False, timeout: float = 10) -> bytes:
+    """Send ``data`` on one connection; read until it closes or goes quiet."""
+    import socket
+
+    host, port = url.removeprefix("http://").rsplit(":", 1)
+    with socket.create_connection((host, int(port)), timeout=timeout) as s:
+        s.sendall(data)
+        out = b""
+        s.settimeout(timeout if until_close else 1.0)
+        with contextlib.suppress(TimeoutError):
+            while chunk := s.recv(65536):
+                out += chunk
+        return out
+
+
+def test_pipelined_requests_are_answered_in_order(tracker):
+    reg = httpx.post(tracker.url + "/v1/peers", json={"address": "127.0.0.1:1"}).json()
+    beat = (
+        f"POST /v1/peers/{reg['peer_id']}/heartbeat HTTP/1.1\r\nHost: t\r\n"
+        f"Authorization: Bearer {reg['token']}\r\nContent-Length: 0\r\n\r\n"
+    ).encode()
+    search = b"GET /v1/search?q=zz HTTP/1.1\r\nHost: t\r\n\r\n"
+    healthz = b"GET /healthz HTTP/1.1\r\nHost: t\r\n\r\n"  # through the FastAPI app
+    last = b"GET /v1/peers HTTP/1.1\r\nHost: t\r\nConnection: close\r\n\r\n"
+    out = _raw(tracker.url, beat + healthz + search + beat + last, until_close=True)
+    assert out.count(b"HTTP/1.1 200 ") == 5
+    bodies = [part.split(b"\r\n\r\n", 1)[1] for part in out.split(b"HTTP/1.1 ")[1:]]
+    assert [json.loads(b).keys() for b in bodies] == [
+        {"lease_seconds"},
+        {"status", "peers", "files"},
+        {"hits"},
+        {"lease_seconds"},
+        {"peers"},
+    ]
+
+
+def test_malformed_http_gets_400_and_the_connection_closes(tracker):
+    out = _raw(tracker.url, b"NOT HTTP AT ALL\r\n\r\n", until_close=True)
+    assert out.startswith(b"HTTP/1.1 400 ")
+    assert b'"error"' in out
+
+
+def test_chunked_register_and_http10_work(tracker):
+    body = json.dumps({"address": "127.0.0.1:7", "files": []}).encode()
+    chunked = b"%x\r\n%s\r\n0\r\n\r\n" % (len(body), body)
+    out = _raw(
+        tracker.url,
+        b"POST /v1/peers HTTP/1.1\r\nHost: t\r\nContent-Type: application/json\r\n"
+        b"Transfer-Encoding: chunked\r\nConnection: close\r\n\r\n" + chunked,
+        until_close=True,
+    )
+    assert out.startswith(b"HTTP/1.1 201 "), out[:200]
+    out = _raw(tracker.url, b"GET /v1/search?q=x HTTP/1.0\r\n\r\n", until_close=True)
+    assert out.startswith(b"HTTP/1.1 200 ") and out.endswith(b'{"hits":[]}')
+
+
+def test_too_large_body_is_413(net):
+    t = net.start_tracker()
+    out = _raw(
+        t.url,
+        b"POST /v1/peers HTTP/1.1\r\nHost: t\r\nContent-Length: 99999999\r\n\r\n" + b"x" * 70000,
+        until_close=True,
+    )
+    assert out.startswith(b"HTTP/1.1 413 ")
+
+
+@pytest.mark.parametrize("server", ["own", "uvicorn"])
+async def test_both_http_servers_answer_alike(net, server):
+    env = {"P2PSHARE_TRACKER_HTTP": "uvicorn"} if server == "uvicorn" else {}
+    t = net.start_tracker(env=env)
+    async with TrackerClient(t.url) as client:
+        files = [FileEntry(content_id=cid(1), name="both/alike.iso", size=3)]
+        reg = await client.register("127.0.0.1:40001", files)
+        [hit] = await client.search("alike")
+        assert hit.providers[0].peer_id == reg.peer_id
+        await client.heartbeat(reg.peer_id, reg.token)
+        with pytest.raises(PermissionDenied):
+            await client.heartbeat(reg.peer_id, "forged")
+        with pytest.raises(NotFound):
+            await client.heartbeat("nobody", reg.token)
+        with pytest.raises(UsageError):
+            await client.search("")
+        await client.logout(reg.peer_id, reg.token)
+    assert t.stop(signal.SIGTERM) == 0
+    assert "Traceback" not in t.output()

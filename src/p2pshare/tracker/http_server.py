@@ -97,6 +97,7 @@ class _Connection(asyncio.Protocol):
         self.queue: deque[_Request] = deque()
         self.busy = False  # an ASGI request of this connection is running
         self.closing = False
+        self.too_large = False
         self.last_active = time.monotonic()
         self.disconnected = asyncio.Event()
         self.can_write = asyncio.Event()
@@ -137,10 +138,12 @@ class _Connection(asyncio.Protocol):
             self.parser.feed_data(data)
         except _httptools.HttpParserUpgrade:
             self._fail(400, "upgrades are not supported")
-        except _httptools.HttpParserError:
-            self._fail(400, "malformed HTTP request")
-        except _BodyTooLarge:
-            self._fail(413, f"request body larger than {self.server.max_body} bytes")
+        except (_httptools.HttpParserError, _BodyTooLarge):
+            # httptools wraps an exception of a callback in its own
+            if self.too_large:
+                self._fail(413, f"request body larger than {self.server.max_body} bytes")
+            else:
+                self._fail(400, "malformed HTTP request")
         else:
             self._run()
 
@@ -158,10 +161,15 @@ class _Connection(asyncio.Protocol):
     def on_headers_complete(self) -> None:
         self.current.method = self.parser.get_method().decode("ascii", "replace")
         self.current.keep_alive = self.parser.should_keep_alive()
+        for name, value in self.current.headers:
+            if name == b"content-length" and value.isdigit() and int(value) > self.server.max_body:
+                self.too_large = True
+                raise _BodyTooLarge
 
     def on_body(self, body: bytes) -> None:
         self.current.size += len(body)
         if self.current.size > self.server.max_body:
+            self.too_large = True
             raise _BodyTooLarge
         self.current.body.append(body)
 
