@@ -187,6 +187,10 @@ class LocalNetwork:
         return peer
 
     def stop_all(self) -> None:
+        """Stop every process: all are told at once, then each is waited for."""
+        for proc in self.procs:
+            if proc.alive():
+                proc.popen.send_signal(signal.SIGTERM)
         for proc in reversed(self.procs):
             proc.stop()
         self.procs.clear()
