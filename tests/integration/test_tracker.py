@@ -291,3 +291,18 @@ async def test_both_http_servers_answer_alike(net, server):
         await client.logout(reg.peer_id, reg.token)
     assert t.stop(signal.SIGTERM) == 0
     assert "Traceback" not in t.output()
+
+
+def test_expect_100_continue_is_answered(tracker):
+    body = json.dumps({"address": "127.0.0.1:9", "files": []}).encode()
+    import socket
+
+    host, port = tracker.url.removeprefix("http://").rsplit(":", 1)
+    with socket.create_connection((host, int(port)), timeout=10) as s:
+        s.sendall(
+            b"POST /v1/peers HTTP/1.1\r\nHost: t\r\nContent-Type: application/json\r\n"
+            b"Expect: 100-continue\r\nContent-Length: %d\r\n\r\n" % len(body)
+        )
+        assert s.recv(100).startswith(b"HTTP/1.1 100 Continue\r\n\r\n")
+        s.sendall(body)
+        assert s.recv(100).startswith(b"HTTP/1.1 201 ")

@@ -165,6 +165,10 @@ class _Connection(asyncio.Protocol):
             if name == b"content-length" and value.isdigit() and int(value) > self.server.max_body:
                 self.too_large = True
                 raise _BodyTooLarge
+        for name, value in self.current.headers:
+            expect = name == b"expect" and value.lower() == b"100-continue"
+            if expect and self.transport and not self.busy and not self.queue:
+                self.transport.write(b"HTTP/1.1 100 Continue\r\n\r\n")  # curl waits for it
 
     def on_body(self, body: bytes) -> None:
         self.current.size += len(body)
