@@ -483,7 +483,7 @@ class SqliteRegistry:
         checked: dict[str, bool] = {}
         scanned = 0
         glob = query.glob is not None
-        query_terms = query.terms
+        spaced_terms = [" " + t for t in query.terms]
         for content_id, name, size, name_words in rows:
             scanned += 1
             if glob and scanned > GLOB_SCAN_LIMIT:
@@ -495,10 +495,10 @@ class SqliteRegistry:
                 if glob:
                     ok = query.matches(name)
                 else:
-                    # names.words is words(name) joined by spaces: the same test as
-                    # Query.matches without folding the name again
-                    split = name_words.split()
-                    ok = all(any(w.startswith(t) for w in split) for t in query_terms)
+                    # names.words is words(name) joined by spaces, so " t" in " words"
+                    # is "some word starts with t": Query.matches without folding again
+                    padded = " " + name_words
+                    ok = all(t in padded for t in spaced_terms)
                 checked[name] = ok
             if ok:
                 found[content_id] = (name, size)
