@@ -466,7 +466,11 @@ def run_load(args: argparse.Namespace, report: dict[str, Any]) -> None:
             flush=True,
         )
         load["rss_mb"] = vm_hwm_mb(tracker.pids())
-        print(f"load: tracker VmHWM {load['rss_mb']} MB ({load['tracker_processes']} processes)")
+        load["rss_mb_per_process"] = [vm_hwm_mb([pid]) for pid in tracker.pids()]
+        print(
+            f"load: tracker VmHWM {load['rss_mb']} MB ({load['tracker_processes']} processes:"
+            f" {', '.join(str(m) for m in load['rss_mb_per_process'])} MB)"
+        )
     finally:
         tracker.stop()
 
