@@ -306,3 +306,16 @@ def test_expect_100_continue_is_answered(tracker):
         assert s.recv(100).startswith(b"HTTP/1.1 100 Continue\r\n\r\n")
         s.sendall(body)
         assert s.recv(100).startswith(b"HTTP/1.1 201 ")
+
+
+def test_requests_sent_before_a_half_close_are_all_answered(tracker):
+    import socket
+
+    host, port = tracker.url.removeprefix("http://").rsplit(":", 1)
+    with socket.create_connection((host, int(port)), timeout=10) as s:
+        s.sendall(b"GET /healthz HTTP/1.1\r\nHost: t\r\n\r\nGET /v1/search?q=a HTTP/1.1\r\n\r\n")
+        s.shutdown(socket.SHUT_WR)
+        out = b""
+        while chunk := s.recv(65536):
+            out += chunk
+    assert out.count(b"HTTP/1.1 200 ") == 2

@@ -310,3 +310,25 @@ def test_close_writes_pending_heartbeats(tmp_path):
         assert names_of(second, "x", T0 + 100) == {"x.iso"}
     finally:
         second.close()
+
+
+def test_checkpoint_from_another_connection_keeps_everything(tmp_path):
+    from p2pshare.tracker.registry import checkpoint
+
+    path = tmp_path / "t.db"
+    reg = SqliteRegistry(path, lease_seconds=LEASE, auto_checkpoint=False)
+    try:
+        for i in range(50):
+            reg.register(f"10.0.0.{i}:1", [entry(i, f"file-{i}.iso")], T0)
+        wal = path.with_name("t.db-wal")
+        assert wal.stat().st_size > 0
+        checkpoint(path)  # while the registry is open and in use
+        reg.register("10.0.1.1:1", [entry(99, "late.iso")], T0)
+        assert len(names_of(reg, "file")) == 50
+    finally:
+        reg.close()
+    again = SqliteRegistry(path, lease_seconds=LEASE)
+    try:
+        assert len(names_of(again, "file")) == 50 and names_of(again, "late") == {"late.iso"}
+    finally:
+        again.close()

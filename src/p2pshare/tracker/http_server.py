@@ -98,6 +98,7 @@ class _Connection(asyncio.Protocol):
         self.busy = False  # an ASGI request of this connection is running
         self.closing = False
         self.too_large = False
+        self.eof = False
         self.last_active = time.monotonic()
         self.disconnected = asyncio.Event()
         self.can_write = asyncio.Event()
@@ -121,6 +122,11 @@ class _Connection(asyncio.Protocol):
         self.closing = True
         self.disconnected.set()
         self.can_write.set()
+
+    def eof_received(self) -> bool:
+        """The client sent all it will: answer what it asked, then close."""
+        self.eof = True
+        return not self.idle()  # False: asyncio closes the transport at once
 
     def pause_writing(self) -> None:
         self.can_write.clear()
@@ -203,6 +209,8 @@ class _Connection(asyncio.Protocol):
             task = asyncio.ensure_future(self._asgi(req, raw_path, path, query))
             self.server.tasks.add(task)
             task.add_done_callback(self.server.tasks.discard)
+        if self.eof and self.idle():
+            self._close()
 
     async def _asgi(self, req: _Request, raw_path: bytes, path: str, query: bytes) -> None:
         scope: dict[str, Any] = {

@@ -40,7 +40,15 @@ from p2pshare.core.names import Query, words
 from p2pshare.errors import NotFound, PermissionDenied
 from p2pshare.tracker.models import FileEntry, PeerRef, SearchHit
 
-__all__ = ["HitRow", "Registration", "Registry", "RegistryStats", "SqliteRegistry", "fts_terms"]
+__all__ = [
+    "HitRow",
+    "Registration",
+    "Registry",
+    "RegistryStats",
+    "SqliteRegistry",
+    "checkpoint",
+    "fts_terms",
+]
 
 MAX_PROVIDERS = 50
 """At most this many providers are listed per content id (the freshest first)."""
@@ -163,6 +171,18 @@ def _token_hash(token: str) -> bytes:
     return hashlib.sha256(token.encode("utf-8", "surrogatepass")).digest()
 
 
+def checkpoint(path: Path | str) -> None:
+    """Copy the WAL of the registry at ``path`` into the database, without blocking its
+    readers or writers (a passive checkpoint, on a connection of its own: it may fsync,
+    so the tracker runs it on a thread, never on its event loop)."""
+    db = sqlite3.connect(str(path), isolation_level=None)
+    try:
+        db.execute("PRAGMA busy_timeout=5000")
+        db.execute("PRAGMA wal_checkpoint(PASSIVE)").fetchall()
+    finally:
+        db.close()
+
+
 def fts_terms(query: Query) -> list[str]:
     """The words of ``query`` that every matching name has a word starting with.
 
@@ -207,7 +227,10 @@ class SqliteRegistry:
         *,
         lease_seconds: float,
         rng: random.Random | None = None,
+        auto_checkpoint: bool = True,
     ) -> None:
+        """``auto_checkpoint=False``: commits never copy the WAL into the database (and
+        never fsync it); the owner calls ``checkpoint(path)`` from another thread."""
         self._lease = float(lease_seconds)
         self._rng = rng or random.SystemRandom()
         # renewed leases not yet written: peer pk -> new expiry (see ``heartbeat``)
@@ -223,6 +246,8 @@ class SqliteRegistry:
             # cache: a search over a million files touches a few dozen scattered pages
             self._db.execute(f"PRAGMA mmap_size={MMAP_BYTES}")
             self._db.execute(f"PRAGMA cache_size=-{CACHE_KIB}")
+            if not auto_checkpoint:
+                self._db.execute("PRAGMA wal_autocheckpoint=0")
             self._db.execute("PRAGMA foreign_keys=ON")
             self._db.executescript("BEGIN IMMEDIATE;" + _SCHEMA + "COMMIT;")
             self._db.execute(

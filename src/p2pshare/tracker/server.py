@@ -30,6 +30,7 @@ import socket
 import sys
 import time
 from collections.abc import Callable, Coroutine, Generator
+from pathlib import Path
 from typing import Any
 
 import uvicorn
@@ -38,7 +39,12 @@ from p2pshare.config import TrackerSettings
 from p2pshare.errors import ConfigError, UsageError
 from p2pshare.tracker import http_server
 from p2pshare.tracker.app import HotRoutes, create_app, with_hot_routes
-from p2pshare.tracker.registry import HEARTBEAT_FLUSH_SECONDS, Registry, SqliteRegistry
+from p2pshare.tracker.registry import (
+    HEARTBEAT_FLUSH_SECONDS,
+    Registry,
+    SqliteRegistry,
+    checkpoint,
+)
 
 __all__ = ["READY_LINE", "bind", "run", "serve", "workers_of"]
 
@@ -169,6 +175,20 @@ async def _serve_own(app: HotRoutes, sock: socket.socket, ready: Callable[[], No
             loop.remove_signal_handler(sig)
 
 
+CHECKPOINT_SECONDS = 2.0
+
+
+async def checkpoint_forever(db: Path, interval: float) -> None:
+    """Copy the WAL into the database every ``interval`` seconds, on a thread: the fsync
+    it may take never stalls the event loop."""
+    while True:
+        await asyncio.sleep(interval)
+        try:
+            await asyncio.to_thread(checkpoint, db)
+        except Exception:
+            log.exception("checkpointing the registry failed")
+
+
 async def flush_forever(registry: Registry, interval: float) -> None:
     """Write renewed leases to the file every ``interval`` seconds."""
     while True:
@@ -201,16 +221,23 @@ async def serve(
             print(READY_LINE.format(url=url), flush=True)
 
     try:
-        registry = SqliteRegistry(settings.db, lease_seconds=settings.lease_seconds)
+        registry = SqliteRegistry(
+            settings.db, lease_seconds=settings.lease_seconds, auto_checkpoint=False
+        )
     except Exception:
         sock.close()
         raise
     tasks: list[asyncio.Task[None]] = []
     try:
         app = with_hot_routes(create_app(registry, neighbour_sample=settings.neighbour_sample))
-        if purge:
+        if purge:  # and checkpoint: one process of several does
             interval = min(settings.lease_seconds / 2, 30.0)
             tasks.append(asyncio.create_task(purge_forever(registry, interval), name="purge"))
+            tasks.append(
+                asyncio.create_task(
+                    checkpoint_forever(settings.db, CHECKPOINT_SECONDS), name="checkpoint"
+                )
+            )
         tasks.append(
             asyncio.create_task(
                 flush_forever(registry, HEARTBEAT_FLUSH_SECONDS), name="flush leases"
