@@ -10,7 +10,9 @@ from pathlib import Path
 
 import pytest
 
+from p2pshare import errors
 from p2pshare._proto import peer_pb2 as pb
+from p2pshare.core.neighbours import Added, Change
 from p2pshare.peer.loopback import LoopPeer, link, start_peer
 
 
@@ -103,11 +105,20 @@ async def test_a_busy_peer_answers_from_its_share_without_forwarding(
     assert [h.name for h in hits] == ["middle.txt"]
 
 
+async def test_a_malformed_query_is_refused_and_not_passed_on(line: list[LoopPeer]) -> None:
+    request = pb.SearchRequest(query="   ", query_id="q", ttl=4, sender=line[0].overlay._me())
+    with pytest.raises(errors.UsageError):
+        [h async for h in line[1].overlay.relay(request, 1.0)]
+    assert line[1].overlay.messages_sent == 0
+
+
 async def test_peers_greet_their_candidates_become_neighbours_and_save_them(
     tmp_path: Path,
 ) -> None:
     a = await start_peer(tmp_path, "a", maintain=True)
     b = await start_peer(tmp_path, "b", maintain=True)
+    changes: list[Change] = []
+    a.overlay.add_listener(changes.append)
     try:
         b.overlay.offer([a.address])
         await eventually(
@@ -117,6 +128,7 @@ async def test_peers_greet_their_candidates_become_neighbours_and_save_them(
         )
         saved = json.loads((tmp_path / "b" / "data" / "neighbours.json").read_text())
         assert saved == {"neighbours": [a.address]}
+        assert changes == [Added(b.address)]
     finally:
         await b.stop()
     again = await start_peer(tmp_path, "b", maintain=True)  # a new port, the saved list

@@ -103,6 +103,7 @@ class Overlay:
         self._saved: list[str] = []
         self._wake = asyncio.Event()
         self._task: asyncio.Task[None] | None = None
+        self._listeners: list[Callable[[Change], None]] = []
         self.queries_started = 0
         self.queries_relayed = 0
         self.messages_sent = 0
@@ -131,6 +132,11 @@ class Overlay:
 
     def neighbours(self) -> list[str]:
         return self.table.addresses()
+
+    def add_listener(self, listener: Callable[[Change], None]) -> None:
+        """Call ``listener`` with every change of neighbours (``Added``, ``Dropped``),
+        e.g. to open or close a subscription stream to each neighbour."""
+        self._listeners.append(listener)
 
     def known(self) -> list[pb.PeerInfo]:
         """Our neighbours, as a ``Hello`` answer tells them."""
@@ -179,6 +185,8 @@ class Overlay:
         if change is not None:
             log.info("neighbour %s", change)
             self._save()
+            for listener in self._listeners:
+                listener(change)
             if isinstance(change, Dropped):
                 self._wake.set()  # look for a replacement now
 
@@ -248,6 +256,7 @@ class Overlay:
         answered this query id before, then the hits of the neighbours it goes on to."""
         if len(request.query_id) > MAX_QUERY_ID:
             raise errors.UsageError(f"query_id is longer than {MAX_QUERY_ID} characters")
+        own = self.local_hits(request)  # also refuses a malformed query before it spreads
         query = Query(
             request.query_id,
             min(request.ttl, MAX_TTL),
@@ -265,7 +274,7 @@ class Overlay:
         )
         self.queries_relayed += 1
         if route.answer:
-            for hit in self.local_hits(request):
+            for hit in own:
                 yield hit
         deadline = now + min(time_remaining or DEFAULT_DEADLINE, MAX_DEADLINE)
         async for hit in self._forward(request, route, deadline):
