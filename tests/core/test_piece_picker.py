@@ -205,3 +205,27 @@ def test_the_rate_when_last_heard_ignores_the_silence_since() -> None:
     heard = picker.rate_when_last_heard("a")
     assert heard == pytest.approx(picker.rate("a", 0.2))
     assert picker.rate("a", 30.0) < heard / 1000
+
+
+def test_a_provider_still_downloading_is_asked_only_for_what_it_has_now() -> None:
+    picker: PiecePicker[str] = PiecePicker(4)
+    picker.add_provider("leech", PieceSet(4, [0]))
+    assert not picker.is_seeder("leech")
+    assert picker.pick("leech", 4) == [0]
+    picker.update_have("leech", PieceSet(4, [0, 2, 3]))
+    assert picker.pick("leech", 4) == [2, 3]
+    picker.update_have("leech", None)  # it completed
+    assert picker.is_seeder("leech")
+    assert picker.pick("leech", 4) == [1]
+
+
+def test_have_updates_keep_rarity_right() -> None:
+    picker: PiecePicker[str] = PiecePicker(3)
+    picker.add_provider("seed")
+    picker.add_provider("x", PieceSet(3, [0]))
+    picker.add_provider("y", PieceSet(3))
+    # 0 is held by seed and x; 1 and 2 by the seed alone
+    assert picker.pick("seed", 1) == [1]
+    picker.update_have("y", PieceSet(3, [2]))
+    picker.failed("seed", 1)
+    assert picker.pick("seed", 3) == [1, 0, 2]  # 1 is the rarest; 0 and 2 tie, index order

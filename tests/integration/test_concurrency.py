@@ -52,21 +52,25 @@ def test_a_provider_at_its_upload_limit_makes_others_wait_not_fail(
     net: LocalNetwork, tmp_path: Path
 ) -> None:
     tracker = net.start_tracker()
-    original = write_random(tmp_path / "seed" / "share" / "popular.bin", 6 << 20)
+    # three different files, so the downloaders cannot trade pieces among themselves
+    originals = [
+        write_random(tmp_path / "seed" / "share" / f"popular-{i}.bin", 3 << 20) for i in range(3)
+    ]
     config = tmp_path / "one-upload.toml"
     config.write_text(
         f"[peer]\npiece_size = {64 << 10}\nmax_uploads = 1\nmax_upload_rate = {4 << 20}\n"
     )
     seed = net.start_peer("seed", "--config", str(config), tracker=tracker.url)
     fetchers = [net.start_peer(f"f{i}", tracker=tracker.url) for i in range(3)]
-    content_id = api(seed, "/v1/files")["files"][0]["content_id"]
-    for f in fetchers:
+    ids = {f["name"]: f["content_id"] for f in api(seed, "/v1/files")["files"]}
+    wanted = [ids[p.name] for p in originals]
+    for f, content_id in zip(fetchers, wanted, strict=True):
         httpx.post(f.api + "/v1/downloads", json={"content_id": content_id}).raise_for_status()
     saw_busy = False
 
     def done() -> bool:
         nonlocal saw_busy
-        views = [api(f, f"/v1/downloads/{content_id}") for f in fetchers]
+        views = [api(f, f"/v1/downloads/{c}") for f, c in zip(fetchers, wanted, strict=True)]
         saw_busy |= any(
             (v["why_stalled"] or "").startswith("all providers are busy") for v in views
         )
@@ -74,5 +78,5 @@ def test_a_provider_at_its_upload_limit_makes_others_wait_not_fail(
 
     wait_for(done, 60, "three downloads from a provider that serves one at a time")
     assert saw_busy
-    for f in fetchers:
-        assert sha256(f.share / "popular.bin") == sha256(original)
+    for f, original in zip(fetchers, originals, strict=True):
+        assert sha256(f.share / original.name) == sha256(original)

@@ -24,15 +24,15 @@ _sym_db = _symbol_database.Default()
 
 
 
-DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n\x16p2pshare/v1/peer.proto\x12\x0bp2pshare.v1\",\n\x08PeerInfo\x12\x0f\n\x07peer_id\x18\x01 \x01(\t\x12\x0f\n\x07\x61\x64\x64ress\x18\x02 \x01(\t\"3\n\x0cHelloRequest\x12#\n\x04peer\x18\x01 \x01(\x0b\x32\x15.p2pshare.v1.PeerInfo\"\x86\x01\n\rHelloResponse\x12#\n\x04peer\x18\x01 \x01(\x0b\x32\x15.p2pshare.v1.PeerInfo\x12$\n\x05known\x18\x02 \x03(\x0b\x32\x15.p2pshare.v1.PeerInfo\x12\x18\n\x10protocol_version\x18\x03 \x01(\r\x12\x10\n\x08\x61\x63\x63\x65pted\x18\x04 \x01(\x08\"%\n\x0fManifestRequest\x12\x12\n\ncontent_id\x18\x01 \x01(\t\"y\n\x08Manifest\x12\x12\n\ncontent_id\x18\x01 \x01(\t\x12\x0c\n\x04name\x18\x02 \x01(\t\x12\x0c\n\x04size\x18\x03 \x01(\x04\x12\x12\n\npiece_size\x18\x04 \x01(\r\x12\x14\n\x0cpiece_hashes\x18\x05 \x03(\x0c\x12\x13\n\x0b\x66ile_sha256\x18\x06 \x01(\x0c\"4\n\rPiecesRequest\x12\x12\n\ncontent_id\x18\x01 \x01(\t\x12\x0f\n\x07indexes\x18\x02 \x03(\r\"$\n\x05Piece\x12\r\n\x05index\x18\x01 \x01(\r\x12\x0c\n\x04\x64\x61ta\x18\x02 \x01(\x0c\"\xe6\x01\n\rSearchRequest\x12\r\n\x05query\x18\x01 \x01(\t\x12\r\n\x05limit\x18\x02 \x01(\r\x12\x10\n\x08query_id\x18\x03 \x01(\t\x12\x0b\n\x03ttl\x18\x04 \x01(\r\x12%\n\x04mode\x18\x05 \x01(\x0e\x32\x17.p2pshare.v1.SearchMode\x12\x0f\n\x07walkers\x18\x06 \x01(\r\x12%\n\x06origin\x18\x07 \x01(\x0b\x32\x15.p2pshare.v1.PeerInfo\x12%\n\x06sender\x18\x08 \x01(\x0b\x32\x15.p2pshare.v1.PeerInfo\x12\x12\n\ncontent_id\x18\t \x01(\t\"r\n\tSearchHit\x12\x12\n\ncontent_id\x18\x01 \x01(\t\x12\x0c\n\x04name\x18\x02 \x01(\t\x12\x0c\n\x04size\x18\x03 \x01(\x04\x12\'\n\x08provider\x18\x04 \x01(\x0b\x32\x15.p2pshare.v1.PeerInfo\x12\x0c\n\x04hops\x18\x05 \x01(\r*9\n\nSearchMode\x12\x15\n\x11SEARCH_MODE_FLOOD\x10\x00\x12\x14\n\x10SEARCH_MODE_WALK\x10\x01\x32\x89\x02\n\x04Peer\x12>\n\x05Hello\x12\x19.p2pshare.v1.HelloRequest\x1a\x1a.p2pshare.v1.HelloResponse\x12\x42\n\x0bGetManifest\x12\x1c.p2pshare.v1.ManifestRequest\x1a\x15.p2pshare.v1.Manifest\x12=\n\tGetPieces\x12\x1a.p2pshare.v1.PiecesRequest\x1a\x12.p2pshare.v1.Piece0\x01\x12>\n\x06Search\x12\x1a.p2pshare.v1.SearchRequest\x1a\x16.p2pshare.v1.SearchHit0\x01\x62\x06proto3')
+DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n\x16p2pshare/v1/peer.proto\x12\x0bp2pshare.v1\",\n\x08PeerInfo\x12\x0f\n\x07peer_id\x18\x01 \x01(\t\x12\x0f\n\x07\x61\x64\x64ress\x18\x02 \x01(\t\"3\n\x0cHelloRequest\x12#\n\x04peer\x18\x01 \x01(\x0b\x32\x15.p2pshare.v1.PeerInfo\"\x86\x01\n\rHelloResponse\x12#\n\x04peer\x18\x01 \x01(\x0b\x32\x15.p2pshare.v1.PeerInfo\x12$\n\x05known\x18\x02 \x03(\x0b\x32\x15.p2pshare.v1.PeerInfo\x12\x18\n\x10protocol_version\x18\x03 \x01(\r\x12\x10\n\x08\x61\x63\x63\x65pted\x18\x04 \x01(\x08\"%\n\x0fManifestRequest\x12\x12\n\ncontent_id\x18\x01 \x01(\t\"y\n\x08Manifest\x12\x12\n\ncontent_id\x18\x01 \x01(\t\x12\x0c\n\x04name\x18\x02 \x01(\t\x12\x0c\n\x04size\x18\x03 \x01(\x04\x12\x12\n\npiece_size\x18\x04 \x01(\r\x12\x14\n\x0cpiece_hashes\x18\x05 \x03(\x0c\x12\x13\n\x0b\x66ile_sha256\x18\x06 \x01(\x0c\"4\n\rPiecesRequest\x12\x12\n\ncontent_id\x18\x01 \x01(\t\x12\x0f\n\x07indexes\x18\x02 \x03(\r\"$\n\x05Piece\x12\r\n\x05index\x18\x01 \x01(\r\x12\x0c\n\x04\x64\x61ta\x18\x02 \x01(\x0c\"!\n\x0bHaveRequest\x12\x12\n\ncontent_id\x18\x01 \x01(\t\"V\n\x07HaveMap\x12\x12\n\ncontent_id\x18\x01 \x01(\t\x12\x10\n\x08\x63omplete\x18\x02 \x01(\x08\x12\x13\n\x0bpiece_count\x18\x03 \x01(\r\x12\x10\n\x08\x62itfield\x18\x04 \x01(\x0c\"\xe6\x01\n\rSearchRequest\x12\r\n\x05query\x18\x01 \x01(\t\x12\r\n\x05limit\x18\x02 \x01(\r\x12\x10\n\x08query_id\x18\x03 \x01(\t\x12\x0b\n\x03ttl\x18\x04 \x01(\r\x12%\n\x04mode\x18\x05 \x01(\x0e\x32\x17.p2pshare.v1.SearchMode\x12\x0f\n\x07walkers\x18\x06 \x01(\r\x12%\n\x06origin\x18\x07 \x01(\x0b\x32\x15.p2pshare.v1.PeerInfo\x12%\n\x06sender\x18\x08 \x01(\x0b\x32\x15.p2pshare.v1.PeerInfo\x12\x12\n\ncontent_id\x18\t \x01(\t\"r\n\tSearchHit\x12\x12\n\ncontent_id\x18\x01 \x01(\t\x12\x0c\n\x04name\x18\x02 \x01(\t\x12\x0c\n\x04size\x18\x03 \x01(\x04\x12\'\n\x08provider\x18\x04 \x01(\x0b\x32\x15.p2pshare.v1.PeerInfo\x12\x0c\n\x04hops\x18\x05 \x01(\r*9\n\nSearchMode\x12\x15\n\x11SEARCH_MODE_FLOOD\x10\x00\x12\x14\n\x10SEARCH_MODE_WALK\x10\x01\x32\xc4\x02\n\x04Peer\x12>\n\x05Hello\x12\x19.p2pshare.v1.HelloRequest\x1a\x1a.p2pshare.v1.HelloResponse\x12\x42\n\x0bGetManifest\x12\x1c.p2pshare.v1.ManifestRequest\x1a\x15.p2pshare.v1.Manifest\x12=\n\tGetPieces\x12\x1a.p2pshare.v1.PiecesRequest\x1a\x12.p2pshare.v1.Piece0\x01\x12\x39\n\x07GetHave\x12\x18.p2pshare.v1.HaveRequest\x1a\x14.p2pshare.v1.HaveMap\x12>\n\x06Search\x12\x1a.p2pshare.v1.SearchRequest\x1a\x16.p2pshare.v1.SearchHit0\x01\x62\x06proto3')
 
 _globals = globals()
 _builder.BuildMessageAndEnumDescriptors(DESCRIPTOR, _globals)
 _builder.BuildTopDescriptorsAndMessages(DESCRIPTOR, 'p2pshare.v1.peer_pb2', _globals)
 if not _descriptor._USE_C_DESCRIPTORS:
   DESCRIPTOR._loaded_options = None
-  _globals['_SEARCHMODE']._serialized_start=878
-  _globals['_SEARCHMODE']._serialized_end=935
+  _globals['_SEARCHMODE']._serialized_start=1001
+  _globals['_SEARCHMODE']._serialized_end=1058
   _globals['_PEERINFO']._serialized_start=39
   _globals['_PEERINFO']._serialized_end=83
   _globals['_HELLOREQUEST']._serialized_start=85
@@ -47,10 +47,14 @@ if not _descriptor._USE_C_DESCRIPTORS:
   _globals['_PIECESREQUEST']._serialized_end=489
   _globals['_PIECE']._serialized_start=491
   _globals['_PIECE']._serialized_end=527
-  _globals['_SEARCHREQUEST']._serialized_start=530
-  _globals['_SEARCHREQUEST']._serialized_end=760
-  _globals['_SEARCHHIT']._serialized_start=762
-  _globals['_SEARCHHIT']._serialized_end=876
-  _globals['_PEER']._serialized_start=938
-  _globals['_PEER']._serialized_end=1203
+  _globals['_HAVEREQUEST']._serialized_start=529
+  _globals['_HAVEREQUEST']._serialized_end=562
+  _globals['_HAVEMAP']._serialized_start=564
+  _globals['_HAVEMAP']._serialized_end=650
+  _globals['_SEARCHREQUEST']._serialized_start=653
+  _globals['_SEARCHREQUEST']._serialized_end=883
+  _globals['_SEARCHHIT']._serialized_start=885
+  _globals['_SEARCHHIT']._serialized_end=999
+  _globals['_PEER']._serialized_start=1061
+  _globals['_PEER']._serialized_end=1385
 # @@protoc_insertion_point(module_scope)

@@ -78,6 +78,24 @@ class Piece(_message.Message):
     data: bytes
     def __init__(self, index: _Optional[int] = ..., data: _Optional[bytes] = ...) -> None: ...
 
+class HaveRequest(_message.Message):
+    __slots__ = ("content_id",)
+    CONTENT_ID_FIELD_NUMBER: _ClassVar[int]
+    content_id: str
+    def __init__(self, content_id: _Optional[str] = ...) -> None: ...
+
+class HaveMap(_message.Message):
+    __slots__ = ("content_id", "complete", "piece_count", "bitfield")
+    CONTENT_ID_FIELD_NUMBER: _ClassVar[int]
+    COMPLETE_FIELD_NUMBER: _ClassVar[int]
+    PIECE_COUNT_FIELD_NUMBER: _ClassVar[int]
+    BITFIELD_FIELD_NUMBER: _ClassVar[int]
+    content_id: str
+    complete: bool
+    piece_count: int
+    bitfield: bytes
+    def __init__(self, content_id: _Optional[str] = ..., complete: _Optional[bool] = ..., piece_count: _Optional[int] = ..., bitfield: _Optional[bytes] = ...) -> None: ...
+
 class SearchRequest(_message.Message):
     __slots__ = ("query", "limit", "query_id", "ttl", "mode", "walkers", "origin", "sender", "content_id")
     QUERY_FIELD_NUMBER: _ClassVar[int]

@@ -49,6 +49,11 @@ class PeerStub:
                 request_serializer=p2pshare_dot_v1_dot_peer__pb2.PiecesRequest.SerializeToString,
                 response_deserializer=p2pshare_dot_v1_dot_peer__pb2.Piece.FromString,
                 _registered_method=True)
+        self.GetHave = channel.unary_unary(
+                '/p2pshare.v1.Peer/GetHave',
+                request_serializer=p2pshare_dot_v1_dot_peer__pb2.HaveRequest.SerializeToString,
+                response_deserializer=p2pshare_dot_v1_dot_peer__pb2.HaveMap.FromString,
+                _registered_method=True)
         self.Search = channel.unary_stream(
                 '/p2pshare.v1.Peer/Search',
                 request_serializer=p2pshare_dot_v1_dot_peer__pb2.SearchRequest.SerializeToString,
@@ -77,6 +82,12 @@ class PeerServicer:
         context.set_details('Method not implemented!')
         raise NotImplementedError('Method not implemented!')
 
+    def GetHave(self, request, context):
+        """Missing associated documentation comment in .proto file."""
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
     def Search(self, request, context):
         """Missing associated documentation comment in .proto file."""
         context.set_code(grpc.StatusCode.UNIMPLEMENTED)
@@ -100,6 +111,11 @@ def add_PeerServicer_to_server(servicer, server):
                     servicer.GetPieces,
                     request_deserializer=p2pshare_dot_v1_dot_peer__pb2.PiecesRequest.FromString,
                     response_serializer=p2pshare_dot_v1_dot_peer__pb2.Piece.SerializeToString,
+            ),
+            'GetHave': grpc.unary_unary_rpc_method_handler(
+                    servicer.GetHave,
+                    request_deserializer=p2pshare_dot_v1_dot_peer__pb2.HaveRequest.FromString,
+                    response_serializer=p2pshare_dot_v1_dot_peer__pb2.HaveMap.SerializeToString,
             ),
             'Search': grpc.unary_stream_rpc_method_handler(
                     servicer.Search,
@@ -188,6 +204,33 @@ class Peer:
             '/p2pshare.v1.Peer/GetPieces',
             p2pshare_dot_v1_dot_peer__pb2.PiecesRequest.SerializeToString,
             p2pshare_dot_v1_dot_peer__pb2.Piece.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def GetHave(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/p2pshare.v1.Peer/GetHave',
+            p2pshare_dot_v1_dot_peer__pb2.HaveRequest.SerializeToString,
+            p2pshare_dot_v1_dot_peer__pb2.HaveMap.FromString,
             options,
             channel_credentials,
             insecure,

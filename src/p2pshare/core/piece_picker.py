@@ -110,6 +110,24 @@ class PiecePicker(Generic[P]):
                 self._availability[i] += 1
         return True
 
+    def is_seeder(self, provider: P) -> bool:
+        state = self._providers.get(provider)
+        return state is not None and state.have is None
+
+    def update_have(self, provider: P, have: PieceSet | None) -> None:
+        """A provider still downloading tells what it holds now (``None``: everything)."""
+        state = self._providers.get(provider)
+        if state is None or state.have is None:
+            return
+        for i in state.have:
+            self._availability[i] -= 1
+        if have is None:
+            self._seeders += 1
+        else:
+            for i in have:
+                self._availability[i] += 1
+        state.have = have
+
     def remove_provider(self, provider: P) -> None:
         """Forget a provider; its pieces in flight go back to the pool."""
         state = self._providers.pop(provider, None)

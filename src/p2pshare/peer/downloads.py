@@ -43,6 +43,7 @@ MIN_STALL = 3.0  # a provider of known speed is stalled after the longer of this
 STALL_FACTOR = 4  # this many times the time its pieces in flight should take
 RECORD_EVERY = 2.0  # seconds between records of verified pieces
 PROVIDER_REFRESH = 3.0  # seconds between looks for new providers
+HAVE_REFRESH = 1.0  # seconds between asking providers still downloading what they hold
 NO_PROVIDER_GRACE = 15.0  # how long a download waits with no provider before it fails
 BUSY_BACKOFF = 1.0  # seconds before asking a busy provider again
 RETRY_DROPPED = 10.0  # seconds before a provider that stopped answering is tried again
@@ -128,6 +129,7 @@ class DownloadManager:
         records: Path,
         default_out: Path,
         on_complete: OnComplete,
+        on_change: Callable[[], None] = lambda: None,
         streams_per_provider: int = 4,
         pieces_per_request: int = 8,
     ) -> None:
@@ -139,6 +141,8 @@ class DownloadManager:
         self._streams = streams_per_provider
         self._per_request = pieces_per_request
         self._downloads: dict[str, Download] = {}
+        self._partials: dict[str, PartialDownload] = {}
+        self._on_change = on_change
         self._tasks: dict[str, asyncio.Task[None]] = {}
         self._pool = ThreadPoolExecutor(max(2, os.cpu_count() or 2), "p2pshare-disk")
         self._streams_pool = ThreadPoolExecutor(MAX_STREAMS, "p2pshare-stream")
@@ -146,6 +150,14 @@ class DownloadManager:
 
     def all(self) -> list[Download]:
         return list(self._downloads.values())
+
+    def partial(self, content_id: str) -> PartialDownload | None:
+        """The download of ``content_id`` in progress here, whose verified pieces we serve."""
+        return self._partials.get(content_id)
+
+    def sharing(self) -> list[Manifest]:
+        """Manifests of the downloads in progress: their pieces are offered to others."""
+        return [p.manifest for p in self._partials.values()]
 
     def get(self, content_id: str) -> Download:
         try:
@@ -211,15 +223,20 @@ class DownloadManager:
             partial = await loop.run_in_executor(
                 self._pool, lambda: PartialDownload.open(manifest, target, record, pool=self._pool)
             )
+            self._partials[manifest.content_id] = partial
+            self._on_change()  # others may fetch our verified pieces from now on
             try:
                 download.pieces_done = len(partial.have)
                 download.bytes_done = sum(manifest.piece_length(i) for i in partial.have)
                 download.state = "downloading"
                 download.touch()
                 await _Swarm(self, download, partial, providers).run()
+                self._partials.pop(manifest.content_id, None)
                 path = await loop.run_in_executor(self._pool, partial.finish)
             finally:
+                self._partials.pop(manifest.content_id, None)
                 partial.close()
+                self._on_change()
             download.path = str(path)
             download.state = "complete"
             download.why_stalled = None
@@ -387,19 +404,44 @@ class _Swarm:
             await asyncio.gather(
                 *(t for ts in self.workers.values() for t in ts), return_exceptions=True
             )
-        async with self.record_lock:
-            if not self.picker.complete:
-                await self._save_record()
+            # however the swarm ends, what was verified is recorded for a resume
+            async with self.record_lock:
+                if not self.picker.complete:
+                    await self._save_record()
         if self.fatal is not None:
             raise self.fatal
 
     def _add(self, address: str) -> None:
-        if self.picker.add_provider(address):
+        """Ask ``address`` what it holds, then start its piece streams."""
+        if address in self.workers or self.picker.is_banned(address):
+            return
+        tasks: list[asyncio.Task[None]] = []
+        self.workers[address] = tasks
+        tasks.append(asyncio.create_task(self._join(address, tasks)))
+
+    async def _join(self, address: str, tasks: list[asyncio.Task[None]]) -> None:
+        try:
+            have = await self.m._clients.have(address, self.download.content_id)
+        except errors.P2PShareError as exc:
+            log.info("provider %s: %s", address, exc)
+            self.changed.set()  # reaped as a provider that did not answer
+            return
+        if self.picker.add_provider(address, have):
             self.failures[address] = 0
-            self.workers[address] = [
-                asyncio.create_task(self._worker(address)) for _ in range(self.m._streams)
-            ]
+            tasks.extend(asyncio.create_task(self._worker(address)) for _ in range(self.m._streams))
             self._show_providers()
+
+    async def _refresh_haves(self) -> None:
+        """Providers still downloading hold more pieces as time goes by: ask again."""
+        partial = [a for a in self.picker.providers if not self.picker.is_seeder(a)]
+        haves = await asyncio.gather(
+            *(self.m._clients.have(a, self.download.content_id, timeout=2) for a in partial),
+            return_exceptions=True,
+        )
+        for address, have in zip(partial, haves, strict=True):
+            if not isinstance(have, BaseException):
+                self.picker.update_have(address, have)
+        self.changed.set()
 
     def _show_providers(self) -> None:
         self.download.providers = self.picker.providers
@@ -407,7 +449,7 @@ class _Swarm:
 
     async def _supervise(self) -> None:
         """Add providers as they appear; fail when none has delivered for a while."""
-        last_look = time.monotonic()
+        last_look = last_haves = time.monotonic()
         while not self.picker.complete and self.fatal is None:
             with contextlib.suppress(TimeoutError):
                 await asyncio.wait_for(self.changed.wait(), PROVIDER_REFRESH)
@@ -416,6 +458,9 @@ class _Swarm:
                 return
             self._reap()
             now = time.monotonic()
+            if now - last_haves >= HAVE_REFRESH:
+                last_haves = now
+                await self._refresh_haves()
             healthy = [a for a in self.workers if self.failures.get(a, 0) == 0]
             if healthy and all(a in self.busy for a in healthy):
                 self._stalled("all providers are busy; waiting for a free upload slot")
@@ -425,8 +470,8 @@ class _Swarm:
                 self._stalled("providers are not answering; retrying")
             else:
                 self._stalled("no provider reachable; looking for providers")
-            # look often while nobody delivers, now and then to widen the swarm
-            if now - last_look > (PROVIDER_REFRESH if not healthy else 4 * PROVIDER_REFRESH):
+            # look often: a swarm grows as other downloaders of the same file join
+            if now - last_look > PROVIDER_REFRESH:
                 last_look = now
                 for address in await self._look_for_providers(now):
                     self._add(address)
@@ -472,8 +517,8 @@ class _Swarm:
                 address, min(self.m._per_request, self.picker.budget(address, now))
             )
             if not batch:
-                if not self.picker.wanted_from(address):
-                    return
+                if self.picker.is_seeder(address) and not self.picker.wanted_from(address):
+                    return  # a provider still downloading may get what we miss: stay
                 with contextlib.suppress(TimeoutError):
                     await asyncio.wait_for(self.changed.wait(), 1.0)
                 continue

@@ -95,6 +95,7 @@ class PeerNode:
             share=self.share,
             me=self.me,
             overlay=self.overlay,
+            partial=lambda content_id: self.downloads.partial(content_id),
             max_uploads=s.max_uploads,
             max_upload_rate=s.max_upload_rate,
         )
@@ -108,6 +109,7 @@ class PeerNode:
             records=self.data_dir / "downloads",
             default_out=(s.downloads or s.share).resolve(),
             on_complete=self._downloaded,
+            on_change=self._files_dirty.set,
             streams_per_provider=s.streams_per_provider,
             pieces_per_request=s.pieces_per_request,
         )
@@ -139,9 +141,17 @@ class PeerNode:
         return pb.PeerInfo(peer_id=self.tracker.peer_id, address=self.address)
 
     def file_entries(self) -> list[FileEntry]:
-        return [
-            FileEntry(content_id=f.content_id, name=f.name, size=f.size) for f in self.share.files()
-        ]
+        """What the tracker lists this peer for: its share, and the files it is
+        downloading (whose verified pieces it serves already)."""
+        entries = {
+            f.content_id: FileEntry(content_id=f.content_id, name=f.name, size=f.size)
+            for f in self.share.files()
+        }
+        for m in self.downloads.sharing():
+            entries.setdefault(
+                m.content_id, FileEntry(content_id=m.content_id, name=m.name, size=m.size)
+            )
+        return list(entries.values())
 
     # -- the tracker session --------------------------------------------------
 

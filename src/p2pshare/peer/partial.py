@@ -25,7 +25,7 @@ from typing import Any
 from p2pshare.core.manifest import Manifest, validate_manifest
 from p2pshare.core.paths import PARTIAL_SUFFIX
 from p2pshare.core.pieces import PieceSet
-from p2pshare.errors import BadPiece, DownloadFailed, P2PShareError
+from p2pshare.errors import BadPiece, DownloadFailed, NotFound, P2PShareError
 
 RECORD_VERSION = 1
 
@@ -121,6 +121,34 @@ class PartialDownload:
         if self._fd >= 0:
             os.close(self._fd)
             self._fd = -1
+
+    def reader(self) -> PartialReader:
+        """Serve the verified pieces to other peers while the download goes on."""
+        return PartialReader(self)
+
+
+class PartialReader:
+    """Reads verified pieces of a download in progress, through a descriptor of its own
+    (so finishing the download, which renames and closes, never pulls it away)."""
+
+    def __init__(self, download: PartialDownload) -> None:
+        self._download = download
+        try:
+            self._fd = os.open(download.partial, os.O_RDONLY | os.O_NOFOLLOW | os.O_CLOEXEC)
+        except OSError as exc:
+            raise NotFound(f"{download.manifest.name!r} is no longer being downloaded") from exc
+
+    def read(self, index: int) -> bytes:
+        manifest = self._download.manifest
+        if index not in self._download.have:
+            raise NotFound(f"piece {index} of {manifest.name!r} is not verified here yet")
+        return os.pread(self._fd, manifest.piece_length(index), manifest.piece_offset(index))
+
+    def __enter__(self) -> PartialReader:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        os.close(self._fd)
 
 
 def _record(manifest: Manifest, target: Path, have: PieceSet) -> dict[str, Any]:

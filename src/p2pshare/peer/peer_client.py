@@ -7,9 +7,11 @@ from typing import Protocol
 
 import grpc
 
+from p2pshare import errors
 from p2pshare._proto import peer_pb2 as pb
 from p2pshare._proto import peer_pb2_grpc as pb_grpc
 from p2pshare.core.manifest import Manifest, check_content_id
+from p2pshare.core.pieces import PieceSet
 from p2pshare.peer.wire import (
     CHANNEL_OPTIONS,
     GET_PIECES,
@@ -89,6 +91,25 @@ class PeerClients:
         except grpc.aio.AioRpcError as exc:
             raise translate(exc, address) from exc
         return manifest_from_pb(msg, content_id)
+
+    async def have(
+        self, address: str, content_id: str, *, timeout: float = CALL_TIMEOUT
+    ) -> PieceSet | None:
+        """The pieces ``address`` holds of ``content_id``; ``None`` when it has them all."""
+        try:
+            reply: pb.HaveMap = await self._stub(address).GetHave(
+                pb.HaveRequest(content_id=content_id), timeout=timeout
+            )
+        except grpc.aio.AioRpcError as exc:
+            if exc.code() == grpc.StatusCode.UNIMPLEMENTED:
+                return None  # a peer from before have-maps only serves whole files
+            raise translate(exc, address) from exc
+        if reply.complete:
+            return None
+        try:
+            return PieceSet.from_bytes(reply.piece_count, reply.bitfield)
+        except ValueError as exc:
+            raise errors.RemoteError(f"peer {address} sent a malformed have-map: {exc}") from exc
 
     def pieces_blocking(
         self, address: str, content_id: str, indexes: list[int], *, timeout: float

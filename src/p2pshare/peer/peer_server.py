@@ -14,9 +14,10 @@ import grpc
 from p2pshare import errors
 from p2pshare._proto import peer_pb2 as pb
 from p2pshare._proto import peer_pb2_grpc as pb_grpc
-from p2pshare.core.manifest import check_content_id
+from p2pshare.core.manifest import Manifest, check_content_id
 from p2pshare.core.rate import TokenBucket
 from p2pshare.peer.overlay import Overlay
+from p2pshare.peer.partial import PartialDownload
 from p2pshare.peer.share import Share
 from p2pshare.peer.wire import (
     PROTOCOL_VERSION,
@@ -75,12 +76,14 @@ class PeerService(pb_grpc.PeerServicer):
         share: Share,
         me: Callable[[], pb.PeerInfo],
         overlay: Overlay,
+        partial: Callable[[str], PartialDownload | None] = lambda content_id: None,
         max_uploads: int,
         max_upload_rate: int = 0,
     ) -> None:
         self._share = share
         self._me = me
         self._overlay = overlay
+        self._partial = partial
         self._uploads = asyncio.Semaphore(max_uploads)
         # a quarter second of burst: smooth enough, and a piece larger than that just waits
         self._rate = TokenBucket(max_upload_rate, max(max_upload_rate / 4, 1), time.monotonic())
@@ -97,10 +100,35 @@ class PeerService(pb_grpc.PeerServicer):
             accepted=accepted,
         )
 
+    def _source(self, content_id: str) -> tuple[Manifest, PartialDownload | None]:
+        """The manifest of ``content_id`` and, if it is still downloading here, its partial."""
+        check_content_id(content_id)
+        try:
+            return self._share.get(content_id).manifest, None
+        except errors.NotFound:
+            partial = self._partial(content_id)
+            if partial is None:
+                raise
+            return partial.manifest, partial
+
     @_unary
     async def GetManifest(self, request: pb.ManifestRequest, context: Ctx) -> pb.Manifest:
-        shared = self._share.get(check_content_id(request.content_id))
-        return manifest_to_pb(shared.manifest)
+        manifest, _ = self._source(request.content_id)
+        return manifest_to_pb(manifest)
+
+    @_unary
+    async def GetHave(self, request: pb.HaveRequest, context: Ctx) -> pb.HaveMap:
+        manifest, partial = self._source(request.content_id)
+        if partial is None:
+            return pb.HaveMap(
+                content_id=request.content_id, complete=True, piece_count=manifest.piece_count
+            )
+        return pb.HaveMap(
+            content_id=request.content_id,
+            complete=partial.have.complete,
+            piece_count=manifest.piece_count,
+            bitfield=partial.have.to_bytes(),
+        )
 
     @_stream
     async def GetPieces(self, request: pb.PiecesRequest, context: Ctx) -> AsyncIterator[bytes]:
@@ -111,11 +139,13 @@ class PeerService(pb_grpc.PeerServicer):
         if self._uploads.locked():
             raise errors.Busy("too many uploads at once; retry shortly")
         async with self._uploads:
-            count = self._share.get(content_id).manifest.piece_count
+            manifest, partial = self._source(content_id)
+            count = manifest.piece_count
             bad = [i for i in request.indexes if i >= count]
             if bad:
                 raise errors.UsageError(f"piece {bad[0]} out of range (file has {count})")
-            with self._share.reader(content_id) as reader:
+            source = partial.reader() if partial else self._share.reader(content_id)
+            with source as reader:
                 for index in request.indexes:
                     # a page-cache read of one piece takes well under a millisecond:
                     # cheaper inline than a hop to a thread
@@ -155,6 +185,11 @@ def _handlers(service: PeerService) -> grpc.GenericRpcHandler:  # type: ignore[t
             service.GetPieces,
             request_deserializer=pb.PiecesRequest.FromString,
             response_serializer=None,  # the servicer yields bytes
+        ),
+        "GetHave": grpc.unary_unary_rpc_method_handler(
+            service.GetHave,
+            request_deserializer=pb.HaveRequest.FromString,
+            response_serializer=pb.HaveMap.SerializeToString,
         ),
         "Search": grpc.unary_stream_rpc_method_handler(
             service.Search,

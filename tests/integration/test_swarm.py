@@ -1,0 +1,75 @@
+"""Partial sharing: a peer still downloading serves the pieces it has verified."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import grpc
+import httpx
+import pytest
+
+from p2pshare._proto import peer_pb2 as pb
+from p2pshare._proto import peer_pb2_grpc as pb_grpc
+from p2pshare.localnet import LocalNetwork, wait_for
+from tests.integration.helpers import api, sha256, write_random
+
+pytestmark = pytest.mark.integration
+PIECE = 64 << 10
+
+
+def test_a_file_from_one_slow_seeder_spreads_through_all_its_downloaders(
+    net: LocalNetwork, tmp_path: Path
+) -> None:
+    tracker = net.start_tracker()
+    size = 6 << 20
+    original = write_random(tmp_path / "seed" / "share" / "release.iso", size)
+    config = tmp_path / "seed.toml"
+    config.write_text(f"[peer]\npiece_size = {PIECE}\nmax_upload_rate = {2 << 20}\n")
+    seed = net.start_peer("seed", "--config", str(config), tracker=tracker.url)
+    leeches = [net.start_peer(f"leech{i}", tracker=tracker.url) for i in range(3)]
+    content_id = api(seed, "/v1/files")["files"][0]["content_id"]
+
+    for leech in leeches:
+        httpx.post(leech.api + "/v1/downloads", json={"content_id": content_id}).raise_for_status()
+
+    def all_done() -> bool:
+        views = [api(leech, f"/v1/downloads/{content_id}") for leech in leeches]
+        assert not [v for v in views if v["state"] == "failed"]
+        return all(v["state"] == "complete" for v in views)
+
+    wait_for(all_done, 60, "three downloads fed by one slow seeder")
+    for leech in leeches:
+        assert sha256(leech.share / "release.iso") == sha256(original)
+    pieces = size // PIECE
+    served_by_leeches = [api(leech, "/v1/status")["pieces_served"] for leech in leeches]
+    # the downloaders traded pieces among themselves, sparing the seeder
+    assert sum(1 for n in served_by_leeches if n > 0) >= 2
+    assert api(seed, "/v1/status")["pieces_served"] < 3 * pieces
+
+
+def test_a_peer_still_downloading_refuses_pieces_it_does_not_hold(
+    net: LocalNetwork, tmp_path: Path
+) -> None:
+    tracker = net.start_tracker()
+    write_random(tmp_path / "seed" / "share" / "big.bin", 4 << 20)
+    config = tmp_path / "seed.toml"
+    config.write_text(f"[peer]\npiece_size = {PIECE}\nmax_upload_rate = {512 << 10}\n")
+    seed = net.start_peer("seed", "--config", str(config), tracker=tracker.url)
+    leech = net.start_peer("leech", tracker=tracker.url)
+    content_id = api(seed, "/v1/files")["files"][0]["content_id"]
+    httpx.post(leech.api + "/v1/downloads", json={"content_id": content_id}).raise_for_status()
+    wait_for(
+        lambda: api(leech, f"/v1/downloads/{content_id}")["pieces_done"] >= 2, 30, "two pieces"
+    )
+    with grpc.insecure_channel(leech.address) as channel:
+        stub = pb_grpc.PeerStub(channel)
+        have = stub.GetHave(pb.HaveRequest(content_id=content_id), timeout=5)
+        assert not have.complete and have.piece_count == (4 << 20) // PIECE
+        held = [i for i in range(have.piece_count) if have.bitfield[i // 8] & (0x80 >> (i % 8))]
+        missing = next(i for i in range(have.piece_count) if i not in held)
+        assert stub.GetManifest(pb.ManifestRequest(content_id=content_id)).content_id == content_id
+        got = list(stub.GetPieces(pb.PiecesRequest(content_id=content_id, indexes=[held[0]])))
+        assert len(got) == 1 and len(got[0].data) == PIECE
+        with pytest.raises(grpc.RpcError) as refused:
+            list(stub.GetPieces(pb.PiecesRequest(content_id=content_id, indexes=[missing])))
+        assert refused.value.code() == grpc.StatusCode.NOT_FOUND
