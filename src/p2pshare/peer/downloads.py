@@ -331,6 +331,26 @@ class _BatchStream:
         self._lock = threading.Lock()
         self._call: PieceCall | None = None
         self._cancelled: errors.P2PShareError | None = None
+        self._written: list[int] = []
+        self._wake_pending = False
+
+    def _report(self, index: int) -> None:
+        """Hand a written piece to the loop, waking it only if no wake-up is pending:
+        one wake per piece was measured as a quarter of the downloader's time."""
+        with self._lock:
+            self._written.append(index)
+            if self._wake_pending:
+                return
+            self._wake_pending = True
+        self.loop.call_soon_threadsafe(self.drain)
+
+    def drain(self) -> None:
+        """On the loop: credit every piece written since the last drain."""
+        with self._lock:
+            written, self._written = self._written, []
+            self._wake_pending = False
+        for index in written:
+            self.swarm._piece_written(self.address, index)
 
     def cancel(self, why: errors.P2PShareError) -> None:
         with self._lock:
@@ -357,7 +377,7 @@ class _BatchStream:
                 swarm.partial.write_verified(index, data)
                 self.last_piece = time.monotonic()
                 self.pending.discard(index)
-                self.loop.call_soon_threadsafe(swarm._piece_written, self.address, index)
+                self._report(index)
         except grpc.RpcError as exc:
             raise self._cancelled or translate(exc, self.address) from exc
         if len(got) < len(self.batch):
@@ -574,6 +594,7 @@ class _Swarm:
             stream.cancel(errors.Unreachable("download stopped"))
             raise
         finally:
+            stream.drain()  # pieces written but not yet credited, however the batch ended
             self.streams.discard(stream)
             await self._maybe_record()
         job.result()
