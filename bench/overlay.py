@@ -1,21 +1,24 @@
 """Overlay search benchmark: 100 peers on loopback, flooding against random walks.
 
-Every peer is the real stack (share, overlay, gRPC server on 127.0.0.1), all in
-this one process and event loop (``p2pshare.peer.loopback``), joined into a
-random graph where every peer has ``--degree`` neighbours. Content is held by 1%
+Every peer is the real stack (share, overlay, gRPC server on 127.0.0.1,
+``p2pshare.peer.loopback``), several peers per process (``--processes``, one per
+CPU by default), joined into a random graph where every peer has ``--degree``
+neighbours. Content is held by 1%
 and by 10% of the peers. For each strategy (flooding with TTL 2 to 5, random
 walks with 16 and 32 walkers) it runs ``--queries`` searches from random peers
 that do not hold the file and reports the success rate (at least one hit),
 messages per query (Search calls between peers), and the p50/p95 latency to the
 first hit and until the query is over (every stream closed).
 
-    .venv/bin/python bench/overlay.py [--peers 100] [--queries 60] [--markdown bench/OVERLAY.md]
+    .venv/bin/python bench/overlay.py [--peers 100] [--queries 60] [--processes N]
+        [--markdown bench/OVERLAY.md]
 """
 
 from __future__ import annotations
 
 import argparse
 import asyncio
+import multiprocessing
 import os
 import platform
 import random
@@ -23,9 +26,11 @@ import subprocess
 import tempfile
 import time
 from dataclasses import dataclass
+from multiprocessing.connection import Connection
 from pathlib import Path
+from typing import Any
 
-from p2pshare.peer.loopback import LoopPeer, link, start_peer
+from p2pshare.peer.loopback import start_peer
 
 ITEMS_PER_CLASS = 5
 TIMEOUT = 3.0
@@ -74,7 +79,57 @@ def percentile(values: list[float], p: float) -> float:
     return ordered[min(len(ordered) - 1, round(p / 100 * (len(ordered) - 1)))]
 
 
-async def run(args: argparse.Namespace) -> list[Row]:
+class Worker:
+    """A process running some of the peers, driven over a pipe (see ``_serve``)."""
+
+    def __init__(self, root: Path, indexes: list[int], capacity: int) -> None:
+        self.indexes = indexes
+        self.conn, child = multiprocessing.Pipe()
+        self.proc = multiprocessing.Process(
+            target=_worker_main, args=(child, root, indexes, capacity), daemon=True
+        )
+        self.proc.start()
+
+    def ask(self, *command: object) -> Any:
+        self.conn.send(command)
+        return self.conn.recv()
+
+
+def _worker_main(conn: Connection, root: Path, indexes: list[int], capacity: int) -> None:
+    asyncio.run(_serve(conn, root, indexes, capacity))
+
+
+async def _serve(conn: Connection, root: Path, indexes: list[int], capacity: int) -> None:
+    peers = {i: await start_peer(root, f"p{i}", capacity=capacity, seed=i) for i in indexes}
+    conn.send({i: p.address for i, p in peers.items()})
+    while True:
+        # wait for the next command on a thread: the loop keeps serving the peers meanwhile
+        command = await asyncio.to_thread(conn.recv)
+        match command:
+            case ("link", links):
+                now = time.monotonic()
+                for i, address, name in links:
+                    peers[i].overlay.table.heard_from(address, now, peer_id=name)
+                conn.send(None)
+            case ("query", i, name, ttl, walkers):
+                start = time.perf_counter()
+                first_at = None
+                async for _hit in peers[i].overlay.search(
+                    query=name, ttl=ttl, walkers=walkers, limit=10, timeout=TIMEOUT
+                ):
+                    first_at = first_at or time.perf_counter()
+                end = time.perf_counter()
+                conn.send((first_at - start if first_at else None, end - start))
+            case ("messages",):
+                conn.send(sum(p.overlay.messages_sent for p in peers.values()))
+            case _:
+                for p in peers.values():
+                    await p.stop()
+                conn.send(None)
+                return
+
+
+def run(args: argparse.Namespace) -> list[Row]:
     rng = random.Random(args.seed)
     root = Path(tempfile.mkdtemp(prefix="p2pshare-overlay-bench-"))
     # names share no word prefix across classes: a query matches its own item only
@@ -89,11 +144,21 @@ async def run(args: argparse.Namespace) -> list[Row]:
                 path = root / f"p{i}" / "share" / f"{name}.bin"
                 path.parent.mkdir(parents=True, exist_ok=True)
                 path.write_bytes(os.urandom(64))
-    peers: list[LoopPeer] = []
-    for i in range(args.peers):
-        peers.append(await start_peer(root, f"p{i}", capacity=args.degree * 2, seed=i))
+    workers = [
+        Worker(root, list(range(w, args.peers, args.processes)), args.degree * 2)
+        for w in range(args.processes)
+    ]
+    owner: dict[int, Worker] = {}
+    address: dict[int, str] = {}
+    for w in workers:
+        address.update(w.conn.recv())
+        owner.update((i, w) for i in w.indexes)
+    links: dict[Worker, list[tuple[int, str, str]]] = {w: [] for w in workers}
     for a, b in random_graph(args.peers, args.degree, rng):
-        link(peers[a], peers[b])
+        links[owner[a]].append((a, address[b], f"p{b}"))
+        links[owner[b]].append((b, address[a], f"p{a}"))
+    for w in workers:
+        w.ask("link", links[w])
     strategies = [(f"flood TTL {t}", t, 0) for t in (2, 3, 4, 5)]
     strategies += [(f"walk {w}×{t}", t, w) for w in (16, 32) for t in (4, 8)]
     rows = []
@@ -101,53 +166,34 @@ async def run(args: argparse.Namespace) -> list[Row]:
         for label in classes:
             names = [n for n in holders if n.startswith(kinds[label])]
             for strategy, ttl, walkers in strategies:
-                row = await measure(peers, holders, names, strategy, label, ttl, walkers, rng, args)
-                rows.append(row)
+                before = sum(w.ask("messages") for w in workers)
+                found, first, done = 0, [], []
+                for _ in range(args.queries):
+                    name = rng.choice(names)
+                    i = rng.choice([i for i in range(args.peers) if i not in holders[name]])
+                    first_hit, over = owner[i].ask("query", i, name, ttl, walkers)
+                    done.append(over)
+                    if first_hit is not None:
+                        found += 1
+                        first.append(first_hit)
+                messages = sum(w.ask("messages") for w in workers) - before
+                rows.append(
+                    Row(
+                        strategy,
+                        label,
+                        found / args.queries,
+                        messages / args.queries,
+                        percentile(first, 50) * 1000,
+                        percentile(first, 95) * 1000,
+                        percentile(done, 50) * 1000,
+                        percentile(done, 95) * 1000,
+                    )
+                )
     finally:
-        for p in peers:
-            await p.stop()
+        for w in workers:
+            w.ask("stop")
+            w.proc.join(10)
     return rows
-
-
-async def measure(
-    peers: list[LoopPeer],
-    holders: dict[str, list[int]],
-    names: list[str],
-    strategy: str,
-    label: str,
-    ttl: int,
-    walkers: int,
-    rng: random.Random,
-    args: argparse.Namespace,
-) -> Row:
-    found, messages, first, done = 0, 0, [], []
-    for _ in range(args.queries):
-        name = rng.choice(names)
-        origin = peers[rng.choice([i for i in range(len(peers)) if i not in holders[name]])]
-        before = sum(p.overlay.messages_sent for p in peers)
-        start = time.perf_counter()
-        first_at = None
-        async for _hit in origin.overlay.search(
-            query=name, ttl=ttl, walkers=walkers, limit=10, timeout=TIMEOUT
-        ):
-            first_at = first_at or time.perf_counter()
-        end = time.perf_counter()
-        messages += sum(p.overlay.messages_sent for p in peers) - before
-        done.append(end - start)
-        if first_at is not None:
-            found += 1
-            first.append(first_at - start)
-    ms = 1000.0
-    return Row(
-        strategy,
-        label,
-        found / args.queries,
-        messages / args.queries,
-        percentile(first, 50) * ms,
-        percentile(first, 95) * ms,
-        percentile(done, 50) * ms,
-        percentile(done, 95) * ms,
-    )
 
 
 def machine() -> str:
@@ -193,20 +239,25 @@ def main() -> None:
     parser.add_argument("--degree", type=int, default=8)
     parser.add_argument("--queries", type=int, default=60, help="queries per row")
     parser.add_argument("--seed", type=int, default=1)
+    parser.add_argument(
+        "--processes", type=int, default=os.cpu_count() or 1, help="processes the peers run in"
+    )
     parser.add_argument("--markdown", type=Path, help="also write the report to this file")
     args = parser.parse_args()
     started = time.time()
-    rows = asyncio.run(run(args))
+    rows = run(args)
     report = "\n".join(
         [
             "# Overlay search benchmark",
             "",
             f"`bench/overlay.py --peers {args.peers} --degree {args.degree} --queries"
-            f" {args.queries} --seed {args.seed}` at commit {commit()},"
+            f" {args.queries} --seed {args.seed} --processes {args.processes}` at commit"
+            f" {commit()},"
             f" {time.strftime('%Y-%m-%d', time.gmtime(started))}; {machine()}.",
             "",
-            f"{args.peers} peers with real gRPC servers on 127.0.0.1, all in one process and"
-            f" one event loop; a random {args.degree}-regular graph;"
+            f"{args.peers} peers with real gRPC servers on 127.0.0.1, spread over"
+            f" {args.processes} processes (one event loop each); a random"
+            f" {args.degree}-regular graph;"
             f" {ITEMS_PER_CLASS} files held by 1% and {ITEMS_PER_CLASS} by 10% of the peers;"
             f" {args.queries} queries per row from random peers that do not hold the file;"
             f" deadline {TIMEOUT:.0f} s. Messages: Search calls between peers. A walk row"
