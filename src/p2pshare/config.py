@@ -98,6 +98,9 @@ class PeerSettings(BaseSettings):
     pieces_per_request: int = Field(
         8, ge=1, le=256, description="Pieces asked for in one GetPieces call."
     )
+    max_download_rate: int = Field(
+        0, ge=0, description="Download limit in bytes per second for all downloads (0: none)."
+    )
     max_upload_rate: int = Field(
         0, ge=0, description="Upload limit in bytes per second for all uploads (0: none)."
     )

@@ -80,3 +80,21 @@ def test_a_provider_at_its_upload_limit_makes_others_wait_not_fail(
     assert saw_busy
     for f, original in zip(fetchers, originals, strict=True):
         assert sha256(f.share / original.name) == sha256(original)
+
+
+def test_the_download_rate_limit_holds(net: LocalNetwork, tmp_path: Path) -> None:
+    tracker = net.start_tracker()
+    size, rate = 3 << 20, 1 << 20
+    original = write_random(tmp_path / "seed" / "share" / "limited.bin", size)
+    config = tmp_path / "slow-down.toml"
+    config.write_text(f"[peer]\nmax_download_rate = {rate}\n")
+    seed = net.start_peer("seed", tracker=tracker.url)
+    fetcher = net.start_peer("fetcher", "--config", str(config), tracker=tracker.url)
+    content_id = api(seed, "/v1/files")["files"][0]["content_id"]
+    got = httpx.post(fetcher.api + "/v1/downloads", json={"content_id": content_id})
+    got.raise_for_status()
+    wait_for(lambda: all_complete([fetcher], 1), 30, "the limited download")
+    view = api(fetcher, f"/v1/downloads/{content_id}")
+    # a quarter second of burst, then 1 MiB/s: 3 MiB cannot take much under 2.75 s
+    assert view["seconds"] >= (size - rate / 4) / rate - 0.25
+    assert sha256(fetcher.share / "limited.bin") == sha256(original)

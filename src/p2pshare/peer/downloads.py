@@ -28,6 +28,7 @@ from p2pshare import errors
 from p2pshare.core.manifest import Manifest, check_content_id
 from p2pshare.core.paths import check_share_name
 from p2pshare.core.piece_picker import PiecePicker
+from p2pshare.core.rate import TokenBucket
 from p2pshare.peer.hashing import hash_file
 from p2pshare.peer.partial import PartialDownload, load_record
 from p2pshare.peer.peer_client import PeerClients, PieceCall
@@ -130,6 +131,7 @@ class DownloadManager:
         default_out: Path,
         on_complete: OnComplete,
         on_change: Callable[[], None] = lambda: None,
+        max_download_rate: int = 0,
         streams_per_provider: int = 4,
         pieces_per_request: int = 8,
     ) -> None:
@@ -142,6 +144,7 @@ class DownloadManager:
         self._per_request = pieces_per_request
         self._downloads: dict[str, Download] = {}
         self._partials: dict[str, PartialDownload] = {}
+        self._rate = _SharedLimit(max_download_rate)
         self._on_change = on_change
         self._tasks: dict[str, asyncio.Task[None]] = {}
         self._pool = ThreadPoolExecutor(max(2, os.cpu_count() or 2), "p2pshare-disk")
@@ -301,6 +304,23 @@ def _exists(path: str | None) -> bool:
     return path is not None and Path(path).is_file()
 
 
+class _SharedLimit:
+    """The download rate limit, shared by every stream thread of every download."""
+
+    def __init__(self, rate: int) -> None:
+        self._bucket = TokenBucket(rate, max(rate / 4, 1), time.monotonic()) if rate else None
+        self._lock = threading.Lock()
+
+    def wait(self, size: int) -> None:
+        """Block the calling stream thread until ``size`` more bytes are allowed."""
+        if self._bucket is None:
+            return
+        with self._lock:
+            delay = self._bucket.take(size, time.monotonic())
+        if delay:
+            time.sleep(delay)  # a stream thread, never the event loop
+
+
 class _Superseded(errors.P2PShareError):
     """Every piece a stream still waits for arrived from elsewhere (endgame)."""
 
@@ -374,6 +394,7 @@ class _BatchStream:
                 if index not in self.pending or index in got:
                     raise errors.BadPiece(f"peer {self.address} sent piece {index} unasked")
                 got.add(index)
+                swarm.m._rate.wait(len(data))
                 swarm.partial.write_verified(index, data)
                 self.last_piece = time.monotonic()
                 self.pending.discard(index)

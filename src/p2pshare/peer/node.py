@@ -110,6 +110,7 @@ class PeerNode:
             default_out=(s.downloads or s.share).resolve(),
             on_complete=self._downloaded,
             on_change=self._files_dirty.set,
+            max_download_rate=s.max_download_rate,
             streams_per_provider=s.streams_per_provider,
             pieces_per_request=s.pieces_per_request,
         )
