@@ -13,8 +13,8 @@ from pydantic import BaseModel, ConfigDict, Field
 
 from p2pshare import __version__, http_errors
 from p2pshare.core.query_router import DEFAULT_TTL, MAX_TTL, MAX_WALKERS
-from p2pshare.peer.downloads import Download
 from p2pshare.peer.node import PeerNode
+from p2pshare.peer.progress import Download
 from p2pshare.tracker.models import FileEntry, SearchHit
 
 LONG_POLL_MAX = 30.0

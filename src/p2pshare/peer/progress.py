@@ -1,0 +1,77 @@
+"""The state of one download as users see it: progress, rate, providers, why it waits."""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import time
+from collections import deque
+from dataclasses import dataclass, field
+from pathlib import Path
+
+
+@dataclass
+class Download:
+    """One download, as the control API shows it."""
+
+    content_id: str
+    out_dir: Path
+    state: str = "starting"  # starting, downloading, complete, failed
+    name: str = ""
+    size: int = 0
+    pieces: int = 0
+    pieces_done: int = 0
+    bytes_done: int = 0
+    path: str | None = None
+    error: str | None = None
+    why_stalled: str | None = None
+    providers: list[str] = field(default_factory=list)
+    banned: list[str] = field(default_factory=list)
+    started: float = field(default_factory=time.monotonic)
+    finished: float | None = None
+    version: int = 0
+    _changed: asyncio.Event = field(default_factory=asyncio.Event, repr=False)
+    _window: deque[tuple[float, int]] = field(default_factory=deque, repr=False)
+
+    @property
+    def done(self) -> bool:
+        return self.state in ("complete", "failed")
+
+    @property
+    def rate(self) -> float:
+        """Bytes per second over the last two seconds."""
+        if self.done or len(self._window) < 2:
+            return 0.0
+        (t0, b0), (t1, b1) = self._window[0], self._window[-1]
+        return (b1 - b0) / (t1 - t0) if t1 > t0 else 0.0
+
+    def touch(self) -> None:
+        self.version += 1
+        self._changed.set()
+        self._changed = asyncio.Event()
+
+    def add_bytes(self, n: int) -> None:
+        now = time.monotonic()
+        self.bytes_done += n
+        self.pieces_done += 1
+        self._window.append((now, self.bytes_done))
+        while self._window and now - self._window[0][0] > 2.0:
+            self._window.popleft()
+        self.touch()
+
+    async def wait_change(self, after: int, timeout: float, min_interval: float = 0.25) -> None:
+        """Return when ``version`` exceeds ``after``, or after ``timeout`` seconds.
+
+        Progress alone wakes a watcher at most every ``min_interval`` seconds (a piece
+        arrives every millisecond; answering each would tax the download itself);
+        the end of the download wakes it at once.
+        """
+        loop = asyncio.get_running_loop()
+        start = loop.time()
+        with contextlib.suppress(TimeoutError):
+            async with asyncio.timeout(timeout):
+                while self.version <= after and not self.done:
+                    await self._changed.wait()
+                while not self.done and (left := start + min_interval - loop.time()) > 0:
+                    with contextlib.suppress(TimeoutError):
+                        await asyncio.wait_for(self._changed.wait(), left)
