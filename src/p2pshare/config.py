@@ -11,7 +11,7 @@ from __future__ import annotations
 import os
 import tomllib
 from pathlib import Path
-from typing import Annotated, Any, TypeVar
+from typing import Annotated, Any, Literal, TypeVar
 
 from pydantic import Field, ValidationError, field_validator
 from pydantic_settings import (
@@ -25,6 +25,7 @@ from pydantic_settings import (
 from p2pshare.core.manifest import DEFAULT_PIECE_SIZE, check_piece_size
 from p2pshare.errors import ConfigError
 
+LogLevel = Literal["debug", "info", "warning", "error"]
 DEFAULT_TRACKER_PORT = 8460
 DEFAULT_PEER_PORT = 8461
 DEFAULT_API_PORT = 8462
@@ -54,7 +55,13 @@ class TrackerSettings(BaseSettings):
     neighbour_sample: int = Field(
         8, ge=0, le=256, description="How many live peers a joining peer is given."
     )
-    log_level: str = Field("warning", description="debug, info, warning or error.")
+    workers: int = Field(
+        1,
+        ge=0,
+        le=256,
+        description="Worker processes serving the port (0: one per CPU); each holds the index.",
+    )
+    log_level: LogLevel = Field("warning", description="debug, info, warning or error.")
 
 
 class PeerSettings(BaseSettings):
@@ -118,7 +125,7 @@ class PeerSettings(BaseSettings):
         description="Take the peers that neighbours list in Hello as candidate neighbours"
         " (false: only the tracker's sample, the saved list, seeds and peers that call).",
     )
-    log_level: str = Field("warning", description="debug, info, warning or error.")
+    log_level: LogLevel = Field("warning", description="debug, info, warning or error.")
 
     @field_validator("seeds", mode="before")
     @classmethod

@@ -18,17 +18,24 @@ from starlette.types import ASGIApp
 from p2pshare.errors import ConfigError
 
 
-def bind(host: str, port: int, key: str) -> socket.socket:
-    """A listening TCP socket on ``host:port``; ``key`` names the setting in errors."""
-    family = socket.AF_INET6 if ":" in host else socket.AF_INET
-    sock = socket.socket(family, socket.SOCK_STREAM)
-    sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+def bind(host: str, port: int, *, key: str, reuse_port: bool = False) -> socket.socket:
+    """A listening TCP socket on ``host:port`` (port 0: any free one); ``key`` names the
+    setting in the error when that address cannot be had."""
     try:
-        sock.bind((host, port))
+        infos = socket.getaddrinfo(host, port, type=socket.SOCK_STREAM, flags=socket.AI_PASSIVE)
+        family, kind, proto, _, address = infos[0]
+        sock = socket.socket(family, kind, proto)
+    except OSError as exc:
+        raise ConfigError(f"{key}: cannot listen on {host}:{port}: {exc}") from exc
+    try:
+        sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+        if reuse_port:
+            sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEPORT, 1)
+        sock.bind(address)
+        sock.listen(2048)
     except OSError as exc:
         sock.close()
-        raise ConfigError(f"{key}: cannot listen on {host}:{port}: {exc.strerror}") from exc
-    sock.listen(2048)
+        raise ConfigError(f"{key}: cannot listen on {host}:{port}: {exc.strerror or exc}") from exc
     sock.setblocking(False)
     return sock
 

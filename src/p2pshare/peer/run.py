@@ -31,7 +31,7 @@ def _few_malloc_arenas() -> None:
 async def serve(settings: PeerSettings) -> None:
     quiet_logs(settings.log_level)
     # bind the control API first: a port in use fails before any work is done
-    sock = bind(settings.api_host, settings.api_port, "peer.api_port")
+    sock = bind(settings.api_host, settings.api_port, key="peer.api_port")
     node = PeerNode(settings)
     await node.start()
     http = HttpServer(create_app(node), sock, log_level=settings.log_level)

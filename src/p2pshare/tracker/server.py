@@ -36,7 +36,7 @@ from typing import Any
 import uvicorn
 
 from p2pshare.config import TrackerSettings
-from p2pshare.errors import ConfigError, UsageError
+from p2pshare.serving import bind, bound_url, quiet_logs
 from p2pshare.tracker import http_server
 from p2pshare.tracker.app import HotRoutes, create_app, with_hot_routes
 from p2pshare.tracker.registry import (
@@ -51,18 +51,11 @@ __all__ = ["READY_LINE", "bind", "run", "serve", "workers_of"]
 log = logging.getLogger(__name__)
 
 READY_LINE = "p2pshare tracker listening on {url}"
-_LEVELS = {"debug": logging.DEBUG, "info": logging.INFO, "warning": logging.WARNING}
-_LEVELS |= {"error": logging.ERROR}
 
 
 def run(settings: TrackerSettings) -> None:
-    """Serve until SIGTERM or SIGINT; raise a ``UsageError`` for a bad setting."""
-    level = settings.log_level.lower()
-    if level not in _LEVELS:
-        raise ConfigError(f"tracker.log_level: must be one of {', '.join(_LEVELS)}")
-    logging.basicConfig(
-        level=_LEVELS[level], format="%(asctime)s %(levelname)s %(name)s: %(message)s"
-    )
+    """Serve until SIGTERM or SIGINT; raise a ``ConfigError`` for a bad setting."""
+    quiet_logs(settings.log_level)
     workers = workers_of(settings)
     if workers <= 1:
         _run_loop(serve(settings))
@@ -71,20 +64,8 @@ def run(settings: TrackerSettings) -> None:
 
 
 def workers_of(settings: TrackerSettings) -> int:
-    """How many worker processes: ``settings.workers`` if the settings have that key,
-    else ``$P2PSHARE_TRACKER_WORKERS``, else 1; 0 means one per CPU."""
-    value: object = getattr(settings, "workers", None)
-    if value is None:
-        value = os.environ.get("P2PSHARE_TRACKER_WORKERS", "1")
-    try:
-        n = int(str(value))
-        if not 0 <= n <= 256:
-            raise ValueError
-    except ValueError:
-        raise ConfigError(
-            f"tracker.workers: must be a number from 0 to 256, not {value!r}"
-        ) from None
-    return n or os.cpu_count() or 1
+    """How many worker processes serve the port (``workers`` 0: one per CPU)."""
+    return settings.workers or os.cpu_count() or 1
 
 
 def _run_loop(main: Coroutine[Any, Any, None]) -> None:
@@ -95,34 +76,6 @@ def _run_loop(main: Coroutine[Any, Any, None]) -> None:
         return
     with asyncio.Runner(loop_factory=uvloop.new_event_loop) as runner:
         runner.run(main)
-
-
-def bind(host: str, port: int, *, reuse_port: bool = False) -> socket.socket:
-    """A listening TCP socket on ``host:port`` (``port`` 0: any free one)."""
-    try:
-        infos = socket.getaddrinfo(host, port, type=socket.SOCK_STREAM, flags=socket.AI_PASSIVE)
-        family, kind, proto, _, address = infos[0]
-        sock = socket.socket(family, kind, proto)
-    except OSError as exc:
-        raise UsageError(f"cannot listen on {host}:{port}: {exc}") from exc
-    try:
-        sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
-        if reuse_port:
-            sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEPORT, 1)
-        sock.bind(address)
-        sock.listen(2048)
-    except OSError as exc:
-        sock.close()
-        raise UsageError(f"cannot listen on {host}:{port}: {exc}") from exc
-    sock.setblocking(False)
-    return sock
-
-
-def _url(sock: socket.socket) -> str:
-    host, port = sock.getsockname()[:2]
-    if ":" in host:
-        host = f"[{host}]"
-    return f"http://{host}:{port}"
 
 
 class _Server(uvicorn.Server):
@@ -213,9 +166,9 @@ async def serve(
     deletes expired peers (one worker of several does).
     """
     if sock is None:
-        sock = bind(settings.host, settings.port)
+        sock = bind(settings.host, settings.port, key="tracker.port")
     if ready is None:
-        url = _url(sock)
+        url = bound_url(sock)
 
         def ready() -> None:
             print(READY_LINE.format(url=url), flush=True)
@@ -248,7 +201,7 @@ async def serve(
             return
         config = uvicorn.Config(
             app,
-            log_level=_LEVELS.get(settings.log_level.lower(), logging.WARNING),
+            log_level=settings.log_level,
             access_log=False,
             server_header=False,
             lifespan="off",
@@ -296,19 +249,19 @@ def _supervise(settings: TrackerSettings, workers: int) -> int:
     """Fork ``workers`` processes that serve one port; return the exit status."""
     # a plain bind first: it fails if anything, even another tracker's workers, holds
     # the port, where a SO_REUSEPORT bind could silently share it
-    probe = bind(settings.host, settings.port)
+    probe = bind(settings.host, settings.port, key="tracker.port")
     host, port = probe.getsockname()[:2]
     probe.close()
     socks: list[socket.socket] = []
     try:
-        socks += [bind(host, port, reuse_port=True) for _ in range(workers)]
+        socks += [bind(host, port, key="tracker.port", reuse_port=True) for _ in range(workers)]
         # create or upgrade the schema once, before the workers race to do it
         SqliteRegistry(settings.db, lease_seconds=settings.lease_seconds).close()
     except BaseException:
         for s in socks:
             s.close()
         raise
-    url = _url(socks[0])
+    url = bound_url(socks[0])
     parent = os.getpid()
     read_fd, write_fd = os.pipe()
     sys.stdout.flush()
