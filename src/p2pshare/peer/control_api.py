@@ -128,7 +128,7 @@ def create_app(node: PeerNode) -> FastAPI:
         version=__version__,
         description="Drives one running peer. Listens on 127.0.0.1 unless configured otherwise.",
     )
-    http_errors.install(app)
+    http_errors.install(app, name="peer")
     metrics = CollectorRegistry()
     files_gauge = Gauge("p2pshare_peer_files", "Files shared", registry=metrics)
     served = Gauge("p2pshare_peer_bytes_served", "Bytes of pieces served", registry=metrics)

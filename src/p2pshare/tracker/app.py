@@ -16,25 +16,23 @@ from collections.abc import Awaitable, Callable, Iterable, MutableMapping
 from typing import Annotated, Any
 from urllib.parse import parse_qsl
 
-from fastapi import FastAPI, Header, Query, Request
-from fastapi.exceptions import RequestValidationError
-from fastapi.responses import JSONResponse, Response
+from fastapi import FastAPI, Header, Query
+from fastapi.responses import Response
 from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram, generate_latest
 from prometheus_client.exposition import CONTENT_TYPE_LATEST
 from pydantic import BaseModel
 from starlette.exceptions import HTTPException as StarletteHTTPException
 
+from p2pshare import http_errors
 from p2pshare.core.manifest import check_content_id
 from p2pshare.core.names import MAX_QUERY_LENGTH, parse_query
 from p2pshare.core.names import Query as ParsedQuery
 from p2pshare.errors import (
-    NotFound,
     P2PShareError,
     PermissionDenied,
-    RemoteError,
-    TransportError,
     UsageError,
 )
+from p2pshare.http_errors import error_response, status_of
 from p2pshare.tracker.models import (
     ErrorResponse,
     FilesResponse,
@@ -51,7 +49,7 @@ from p2pshare.tracker.models import (
 )
 from p2pshare.tracker.registry import Registry
 
-__all__ = ["MAX_BODY_BYTES", "HotRoutes", "create_app", "status_of", "with_hot_routes"]
+__all__ = ["MAX_BODY_BYTES", "HotRoutes", "create_app", "with_hot_routes"]
 
 log = logging.getLogger(__name__)
 
@@ -69,41 +67,8 @@ ASGIApp = Callable[[Scope, Receive, Send], Awaitable[None]]
 _ERRORS = {"model": ErrorResponse}
 
 
-def status_of(exc: P2PShareError) -> int:
-    """The HTTP status that an error of ours is answered with."""
-    if isinstance(exc, NotFound):
-        return 404
-    if isinstance(exc, PermissionDenied):
-        return 403
-    if isinstance(exc, UsageError):
-        return 422
-    if isinstance(exc, RemoteError | TransportError):
-        return 502
-    return 500
-
-
 def _json(model: BaseModel, status: int = 200) -> Response:
     return Response(model.model_dump_json(), status_code=status, media_type="application/json")
-
-
-def _error(status: int, message: str, headers: dict[str, str] | None = None) -> JSONResponse:
-    return JSONResponse({"error": message}, status_code=status, headers=headers)
-
-
-def _describe(exc: RequestValidationError) -> str:
-    problems = []
-    for err in exc.errors():
-        loc = [str(p) for p in err.get("loc", ())]
-        if loc and loc[0] in ("body", "query", "path", "header"):
-            where = loc[0] + (": " + ".".join(loc[1:]) if loc[1:] else "")
-        else:
-            where = ".".join(loc) or "request"
-        msg = str(err.get("msg", "invalid")).removeprefix("Value error, ")
-        if err.get("type") == "json_invalid":
-            detail = (err.get("ctx") or {}).get("error")
-            msg = f"malformed JSON ({detail})" if detail else "malformed JSON"
-        problems.append(f"{where}: {msg}")
-    return "; ".join(problems[:10]) or "invalid request"
 
 
 def _token(authorization: str | None) -> str:
@@ -166,7 +131,7 @@ class _Edge:
         except _BodyTooLarge as exc:
             if started:
                 raise
-            await _error(413, exc.detail)(scope, receive, send_wrapper)
+            await error_response(413, exc.detail)(scope, receive, send_wrapper)
         finally:
             route = scope.get("route")
             path = getattr(route, "path", None) or "unmatched"
@@ -387,25 +352,7 @@ def create_app(
     app.state.registry = registry
     app.state.metrics = metrics
 
-    @app.exception_handler(P2PShareError)
-    async def _ours(request: Request, exc: P2PShareError) -> JSONResponse:
-        status = status_of(exc)
-        if status >= 500:
-            log.error("%s %s failed: %s", request.method, request.url.path, exc)
-        return _error(status, str(exc))
-
-    @app.exception_handler(RequestValidationError)
-    async def _invalid(request: Request, exc: RequestValidationError) -> JSONResponse:
-        return _error(422, _describe(exc))
-
-    @app.exception_handler(StarletteHTTPException)
-    async def _http(request: Request, exc: StarletteHTTPException) -> JSONResponse:
-        return _error(exc.status_code, str(exc.detail), getattr(exc, "headers", None))
-
-    @app.exception_handler(Exception)
-    async def _crash(request: Request, exc: Exception) -> JSONResponse:
-        log.exception("%s %s crashed", request.method, request.url.path)
-        return _error(500, "internal error of the tracker")
+    http_errors.install(app, name="tracker")
 
     responses: dict[int | str, dict[str, Any]] = {
         403: _ERRORS,
