@@ -8,7 +8,7 @@ from pathlib import Path
 
 import pytest
 
-from p2pshare.core.manifest import content_id_of
+from p2pshare.core.manifest import Manifest, content_id_of
 from p2pshare.core.names import parse_query
 from p2pshare.errors import InvalidContentId, InvalidName, NotFound, UsageError
 from p2pshare.peer import share as share_module
@@ -591,3 +591,23 @@ def test_the_root_may_be_given_through_a_symlink(tmp_path, cache_path):
     assert s.root == real
     with s.reader(naive_content_id(data)) as r:
         assert r.read(0) == data
+
+
+def test_a_file_indexed_with_its_known_manifest_is_not_hashed_again(tmp_path, monkeypatch):
+    """A completed download is shared under the manifest it was verified against."""
+    root = tmp_path / "share"
+    root.mkdir()
+    data = os.urandom(40_000)
+    (root / "got.bin").write_bytes(data)
+    hashes = tuple(hashlib.sha256(data[i : i + 16384]).digest() for i in range(0, len(data), 16384))
+    known = Manifest("elsewhere.bin", len(data), 16384, hashes)
+    share = Share(root, cache=HashCache(tmp_path / "c.db"), piece_size=1 << 20)
+
+    def no_hashing(*args, **kwargs):
+        raise AssertionError("hashed again")
+
+    monkeypatch.setattr(share_module, "hash_fd", no_hashing)
+    shared = share.index_file(root / "got.bin", known)
+    assert shared is not None
+    assert shared.content_id == known.content_id and shared.name == "got.bin"
+    assert share.get(known.content_id).manifest.piece_size == 16384

@@ -156,16 +156,14 @@ class DownloadManager:
                 self._partials.pop(manifest.content_id, None)
                 partial.close()
                 self._on_change()
-            download.path = str(path)
-            download.state = "complete"
-            download.why_stalled = None
+            download.complete(path)  # the user has the file: sharing it can follow
             await self._on_complete(path)
         except errors.P2PShareError as exc:
             download.state = "failed"
             download.error = str(exc)
             log.info("download %s failed: %s", download.content_id[:12], exc)
         finally:
-            download.finished = time.monotonic()
+            download.finished = download.finished or time.monotonic()
             download.touch()
 
     async def _already_there(self, download: Download, manifest: Manifest, target: Path) -> None:
@@ -178,9 +176,8 @@ class DownloadManager:
                 f"{target} already exists with other content; move it away or choose another"
                 " output folder"
             )
-        download.path = str(target)
         download.pieces_done, download.bytes_done = manifest.piece_count, manifest.size
-        download.state = "complete"
+        download.complete(target)
         await self._on_complete(target)
 
     async def _providers(self, download: Download) -> list[str]:

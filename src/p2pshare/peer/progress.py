@@ -45,6 +45,14 @@ class Download:
         (t0, b0), (t1, b1) = self._window[0], self._window[-1]
         return (b1 - b0) / (t1 - t0) if t1 > t0 else 0.0
 
+    def complete(self, path: Path) -> None:
+        """The verified file is in place: say so to watchers at once."""
+        self.path = str(path)
+        self.state = "complete"
+        self.why_stalled = None
+        self.finished = time.monotonic()
+        self.touch()
+
     def touch(self) -> None:
         self.version += 1
         self._changed.set()

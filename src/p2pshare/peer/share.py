@@ -26,7 +26,7 @@ import os
 import stat
 import threading
 from collections.abc import Callable, Iterator
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 from types import TracebackType
 
@@ -338,8 +338,11 @@ class Share:
                     skipped.append((rel, f"cannot stat: {exc.strerror}"))
             stack.extend(reversed(subdirs))
 
-    def index_file(self, path: Path) -> SharedFile | None:
+    def index_file(self, path: Path, known: Manifest | None = None) -> SharedFile | None:
         """(Re)index one file: after a download completes, or when a watcher saw it change.
+
+        ``known``: the manifest the file was just verified against (a completed
+        download), taken as it is instead of hashing the file again.
 
         ``path`` is absolute or relative to the share root. Returns the shared
         file, or ``None`` if it is gone or not shareable (hidden, a partial
@@ -354,7 +357,7 @@ class Share:
             shared = None
         else:
             try:
-                shared, _ = self._index(name, self._root.joinpath(*name.split("/")), None)
+                shared, _ = self._index(name, self._root.joinpath(*name.split("/")), None, known)
             except (_Skip, NotFound, FileChanged) as exc:
                 log.info("not shared: %r: %s", name, exc)
                 shared = None
@@ -379,14 +382,23 @@ class Share:
         return "/".join(rel.parts)
 
     def _index(
-        self, name: str, path: Path, progress: Callable[[int], None] | None
+        self,
+        name: str,
+        path: Path,
+        progress: Callable[[int], None] | None,
+        known: Manifest | None = None,
     ) -> tuple[SharedFile, bool]:
         """The shared file at ``path`` and whether it had to be hashed."""
         fd, st = self._open(name, path)
         try:
-            manifest = self._cache.get(
-                path, st, self._piece_size, name=name, whole_file_sha256=self._whole
-            )
+            manifest: Manifest | None
+            if known is not None and known.size == st.st_size:
+                manifest = replace(known, name=name)
+                self._cache.put(path, st, manifest)
+            else:
+                manifest = self._cache.get(
+                    path, st, self._piece_size, name=name, whole_file_sha256=self._whole
+                )
             hashed = manifest is None
             if manifest is None:
                 manifest = hash_fd(
