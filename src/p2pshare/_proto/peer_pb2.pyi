@@ -11,8 +11,15 @@ class SearchMode(int, metaclass=_enum_type_wrapper.EnumTypeWrapper):
     __slots__ = ()
     SEARCH_MODE_FLOOD: _ClassVar[SearchMode]
     SEARCH_MODE_WALK: _ClassVar[SearchMode]
+
+class ChangeKind(int, metaclass=_enum_type_wrapper.EnumTypeWrapper):
+    __slots__ = ()
+    CHANGE_KIND_ADDED: _ClassVar[ChangeKind]
+    CHANGE_KIND_REMOVED: _ClassVar[ChangeKind]
 SEARCH_MODE_FLOOD: SearchMode
 SEARCH_MODE_WALK: SearchMode
+CHANGE_KIND_ADDED: ChangeKind
+CHANGE_KIND_REMOVED: ChangeKind
 
 class PeerInfo(_message.Message):
     __slots__ = ("peer_id", "address")
@@ -131,3 +138,27 @@ class SearchHit(_message.Message):
     provider: PeerInfo
     hops: int
     def __init__(self, content_id: _Optional[str] = ..., name: _Optional[str] = ..., size: _Optional[int] = ..., provider: _Optional[_Union[PeerInfo, _Mapping]] = ..., hops: _Optional[int] = ...) -> None: ...
+
+class SubscribeRequest(_message.Message):
+    __slots__ = ("query", "sender")
+    QUERY_FIELD_NUMBER: _ClassVar[int]
+    SENDER_FIELD_NUMBER: _ClassVar[int]
+    query: str
+    sender: PeerInfo
+    def __init__(self, query: _Optional[str] = ..., sender: _Optional[_Union[PeerInfo, _Mapping]] = ...) -> None: ...
+
+class ShareChange(_message.Message):
+    __slots__ = ("kind", "content_id", "name", "size", "provider", "hops")
+    KIND_FIELD_NUMBER: _ClassVar[int]
+    CONTENT_ID_FIELD_NUMBER: _ClassVar[int]
+    NAME_FIELD_NUMBER: _ClassVar[int]
+    SIZE_FIELD_NUMBER: _ClassVar[int]
+    PROVIDER_FIELD_NUMBER: _ClassVar[int]
+    HOPS_FIELD_NUMBER: _ClassVar[int]
+    kind: ChangeKind
+    content_id: str
+    name: str
+    size: int
+    provider: PeerInfo
+    hops: int
+    def __init__(self, kind: _Optional[_Union[ChangeKind, str]] = ..., content_id: _Optional[str] = ..., name: _Optional[str] = ..., size: _Optional[int] = ..., provider: _Optional[_Union[PeerInfo, _Mapping]] = ..., hops: _Optional[int] = ...) -> None: ...

@@ -59,6 +59,11 @@ class PeerStub:
                 request_serializer=p2pshare_dot_v1_dot_peer__pb2.SearchRequest.SerializeToString,
                 response_deserializer=p2pshare_dot_v1_dot_peer__pb2.SearchHit.FromString,
                 _registered_method=True)
+        self.Subscribe = channel.unary_stream(
+                '/p2pshare.v1.Peer/Subscribe',
+                request_serializer=p2pshare_dot_v1_dot_peer__pb2.SubscribeRequest.SerializeToString,
+                response_deserializer=p2pshare_dot_v1_dot_peer__pb2.ShareChange.FromString,
+                _registered_method=True)
 
 
 class PeerServicer:
@@ -94,6 +99,12 @@ class PeerServicer:
         context.set_details('Method not implemented!')
         raise NotImplementedError('Method not implemented!')
 
+    def Subscribe(self, request, context):
+        """Missing associated documentation comment in .proto file."""
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
 
 def add_PeerServicer_to_server(servicer, server):
     rpc_method_handlers = {
@@ -121,6 +132,11 @@ def add_PeerServicer_to_server(servicer, server):
                     servicer.Search,
                     request_deserializer=p2pshare_dot_v1_dot_peer__pb2.SearchRequest.FromString,
                     response_serializer=p2pshare_dot_v1_dot_peer__pb2.SearchHit.SerializeToString,
+            ),
+            'Subscribe': grpc.unary_stream_rpc_method_handler(
+                    servicer.Subscribe,
+                    request_deserializer=p2pshare_dot_v1_dot_peer__pb2.SubscribeRequest.FromString,
+                    response_serializer=p2pshare_dot_v1_dot_peer__pb2.ShareChange.SerializeToString,
             ),
     }
     generic_handler = grpc.method_handlers_generic_handler(
@@ -258,6 +274,33 @@ class Peer:
             '/p2pshare.v1.Peer/Search',
             p2pshare_dot_v1_dot_peer__pb2.SearchRequest.SerializeToString,
             p2pshare_dot_v1_dot_peer__pb2.SearchHit.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def Subscribe(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_stream(
+            request,
+            target,
+            '/p2pshare.v1.Peer/Subscribe',
+            p2pshare_dot_v1_dot_peer__pb2.SubscribeRequest.SerializeToString,
+            p2pshare_dot_v1_dot_peer__pb2.ShareChange.FromString,
             options,
             channel_credentials,
             insecure,

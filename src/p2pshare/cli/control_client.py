@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
-from typing import Any
+import json
+from collections.abc import Iterator
+from typing import Any, NoReturn
 
 import httpx
 
@@ -34,6 +36,9 @@ class ControlClient:
             raise errors.Unreachable(f"cannot talk to {self.base_url}: {exc}") from exc
         if response.is_success:
             return response.json()
+        self._raise(response)
+
+    def _raise(self, response: httpx.Response) -> NoReturn:
         try:
             message = response.json().get("error") or response.text
         except ValueError:
@@ -45,6 +50,35 @@ class ControlClient:
         if response.status_code == 403:
             raise errors.PermissionDenied(message)
         raise errors.RemoteError(f"{response.status_code}: {message}")
+
+    def events(self, path: str, **params: Any) -> Iterator[dict[str, Any]]:
+        """The ``data`` of each server-sent event at ``path``, as they come, forever."""
+        try:
+            with self._http.stream(
+                "GET", path, params=params, timeout=httpx.Timeout(10.0, read=None)
+            ) as response:
+                if not response.is_success:
+                    response.read()
+                    self._raise(response)
+                data: list[str] = []
+                for line in response.iter_lines():
+                    if line.startswith("data:"):
+                        data.append(line[5:].strip())
+                    elif not line and data:
+                        doc = json.loads("\n".join(data))
+                        data = []
+                        if isinstance(doc, dict):
+                            yield doc
+        except httpx.ConnectError as exc:
+            raise errors.Unreachable(
+                f"no peer answers at {self.base_url}; start one with 'p2pshare peer'"
+                " or point --api at it"
+            ) from exc
+        except httpx.HTTPError as exc:
+            raise errors.Unreachable(f"lost the peer at {self.base_url}: {exc}") from exc
+        except ValueError as exc:
+            raise errors.RemoteError(f"the peer at {self.base_url} sent a bad event") from exc
+        raise errors.Unreachable(f"the peer at {self.base_url} ended the stream")
 
     def get(self, path: str, **params: Any) -> Any:
         return self.request("GET", path, params={k: v for k, v in params.items() if v is not None})

@@ -325,6 +325,78 @@ def status(api: ApiOpt = None, config: ConfigOpt = None, as_json: JsonOpt = Fals
 
 
 @app.command()
+def watch(
+    query: Annotated[
+        str, typer.Argument(help="Words or a glob; '' for every change.", show_default=False)
+    ],
+    api: ApiOpt = None,
+    config: ConfigOpt = None,
+    as_json: Annotated[
+        bool, typer.Option("--json", help="Print one JSON object per line per change.")
+    ] = False,
+) -> None:
+    """Print each new or removed match on the network as it happens (until Ctrl-C)."""
+    with ControlClient(_api_url(api, config)) as client:
+        for change in client.events("/v1/events", q=query):
+            if as_json:
+                sys.stdout.write(json.dumps(change, ensure_ascii=False) + "\n")
+                sys.stdout.flush()
+                continue
+            sign = "+" if change.get("event") == "added" else "-"
+            out.print(
+                f"{sign} {change.get('name')}  ({_size(int(change.get('size') or 0))})"
+                f"  {str(change.get('content_id'))[:16]}  at {change.get('provider')}",
+                highlight=False,
+                markup=False,
+            )
+
+
+@app.command()
+def subscribe(
+    query: Annotated[str, typer.Argument(help="Words or a glob.")],
+    into: Annotated[Path, typer.Option("--into", help="Folder to download every match into.")],
+    api: ApiOpt = None,
+    config: ConfigOpt = None,
+    as_json: JsonOpt = False,
+) -> None:
+    """Make the peer download every current and future match into a folder (kept
+    across restarts of the peer)."""
+    folder = str(into.expanduser().absolute())
+    with ControlClient(_api_url(api, config)) as client:
+        sub = client.post("/v1/subscriptions", {"query": query, "into": folder})
+    if as_json:
+        _print_json(sub)
+    else:
+        out.print(f"subscription {sub['id']}: {sub['query']!r} into {sub['into']}", markup=False)
+
+
+@app.command()
+def subscriptions(api: ApiOpt = None, config: ConfigOpt = None, as_json: JsonOpt = False) -> None:
+    """List the peer's subscriptions."""
+    with ControlClient(_api_url(api, config)) as client:
+        subs = client.get("/v1/subscriptions")["subscriptions"]
+    if as_json:
+        _print_json(subs)
+        return
+    table = Table("id", "query", "into", box=None)
+    for sub in subs:
+        table.add_row(sub["id"], sub["query"], sub["into"])
+    out.print(table if subs else "no subscriptions")
+
+
+@app.command()
+def unsubscribe(
+    sub_id: Annotated[str, typer.Argument(metavar="ID", help="From 'p2pshare subscriptions'.")],
+    api: ApiOpt = None,
+    config: ConfigOpt = None,
+) -> None:
+    """Remove a subscription (files already downloaded stay)."""
+    with ControlClient(_api_url(api, config)) as client:
+        sub = client.request("DELETE", f"/v1/subscriptions/{sub_id}")
+    out.print(f"removed subscription {sub['id']} ({sub['query']!r})", markup=False)
+
+
+@app.command()
 def demo(
     workdir: Annotated[
         Path | None, typer.Option(help="Folder for the demo network (default: a temporary one).")

@@ -2,11 +2,15 @@
 
 from __future__ import annotations
 
+import asyncio
+import json
 import time
+from collections.abc import AsyncIterator
 from pathlib import Path
 from typing import Annotated, Literal
 
 from fastapi import FastAPI, Query, Response
+from fastapi.responses import StreamingResponse
 from prometheus_client import CollectorRegistry, Gauge, generate_latest
 from prometheus_client.exposition import CONTENT_TYPE_LATEST
 from pydantic import BaseModel, ConfigDict, Field
@@ -15,9 +19,11 @@ from p2pshare import __version__, http_errors
 from p2pshare.core.query_router import DEFAULT_TTL, MAX_TTL, MAX_WALKERS
 from p2pshare.peer.node import PeerNode
 from p2pshare.peer.progress import Download
+from p2pshare.peer.subscriptions import Subscription
 from p2pshare.tracker.models import FileEntry, SearchHit
 
 LONG_POLL_MAX = 30.0
+KEEPALIVE_SECONDS = 15.0
 
 
 class _Model(BaseModel):
@@ -103,6 +109,27 @@ class OverlayView(_Model):
     queries_started: int
     queries_relayed: int = Field(description="Queries from other peers answered or passed on.")
     messages_sent: int = Field(description="Query messages sent to neighbours.")
+
+
+class SubscribeRequest(_Model):
+    """``POST /v1/subscriptions``: download every current and future match of ``query``."""
+
+    query: str = Field(min_length=1, max_length=256, description="Words or a glob.")
+    into: str = Field(max_length=4096, description="Absolute folder to download into.")
+
+
+class SubscriptionView(_Model):
+    id: str
+    query: str
+    into: str
+
+    @classmethod
+    def of(cls, s: Subscription) -> SubscriptionView:
+        return cls(id=s.id, query=s.query, into=s.into)
+
+
+class SubscriptionsView(_Model):
+    subscriptions: list[SubscriptionView]
 
 
 class StatusView(_Model):
@@ -225,5 +252,60 @@ def create_app(node: PeerNode) -> FastAPI:
         if after is not None:
             await d.wait_change(after, wait)
         return DownloadView.of(d)
+
+    @app.get(
+        "/v1/events",
+        response_class=StreamingResponse,
+        responses={200: {"content": {"text/event-stream": {}}}},
+    )
+    async def events(
+        q: Annotated[
+            str, Query(max_length=256, description="Words or a glob; empty: every change.")
+        ] = "",
+    ) -> StreamingResponse:
+        """Server-sent events, one per new or removed match anywhere this peer hears of
+        (its share, its neighbours, the tracker): ``data: {"event": "added"|"removed",
+        "content_id", "name", "size", "provider"}``."""
+        changes = node.changes(q)
+        first = asyncio.ensure_future(anext(changes))  # a bad query fails here, as a 422
+        await asyncio.sleep(0)
+        if first.done() and first.exception() is not None:
+            raise first.exception()  # type: ignore[misc]
+
+        async def stream() -> AsyncIterator[bytes]:
+            pending = first
+            yield b": p2pshare peer events\n\n"
+            try:
+                while True:
+                    done, _ = await asyncio.wait({pending}, timeout=KEEPALIVE_SECONDS)
+                    if not done:
+                        yield b": keepalive\n\n"
+                        continue
+                    change = pending.result()
+                    pending = asyncio.ensure_future(anext(changes))
+                    body = json.dumps(change.to_json(), ensure_ascii=False)
+                    yield f"event: {change.kind}\ndata: {body}\n\n".encode()
+            finally:
+                pending.cancel()
+                await asyncio.gather(pending, return_exceptions=True)
+                await changes.aclose()  # type: ignore[attr-defined]
+
+        return StreamingResponse(
+            stream(), media_type="text/event-stream", headers={"Cache-Control": "no-cache"}
+        )
+
+    @app.get("/v1/subscriptions")
+    async def subscriptions() -> SubscriptionsView:
+        return SubscriptionsView(
+            subscriptions=[SubscriptionView.of(s) for s in node.subscriptions.all()]
+        )
+
+    @app.post("/v1/subscriptions", status_code=201)
+    async def subscribe(req: SubscribeRequest) -> SubscriptionView:
+        return SubscriptionView.of(node.subscriptions.add(req.query, req.into))
+
+    @app.delete("/v1/subscriptions/{sub_id}")
+    async def unsubscribe(sub_id: str) -> SubscriptionView:
+        return SubscriptionView.of(node.subscriptions.remove(sub_id))
 
     return app

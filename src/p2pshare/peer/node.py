@@ -8,21 +8,29 @@ import asyncio
 import contextlib
 import logging
 import time
+from collections.abc import AsyncIterator
 from dataclasses import dataclass, field
 from pathlib import Path
+
+import httpx
 
 from p2pshare import errors
 from p2pshare._proto import peer_pb2 as pb
 from p2pshare.config import PeerSettings
 from p2pshare.core.manifest import check_content_id, check_content_id_prefix
+from p2pshare.core.names import parse_query
 from p2pshare.core.paths import check_share_name
+from p2pshare.core.pubsub import ADDED, REMOVED, ShareChange
 from p2pshare.core.query_router import DEFAULT_TTL
 from p2pshare.peer.downloads import DownloadManager
 from p2pshare.peer.hash_cache import HashCache
 from p2pshare.peer.overlay import SAVED_NAME, Overlay
 from p2pshare.peer.peer_client import PeerClients
 from p2pshare.peer.peer_server import PeerService, start_server
-from p2pshare.peer.share import Share
+from p2pshare.peer.publisher import NeighbourFeeds, Publisher, tracker_changes
+from p2pshare.peer.share import Share, SharedFile
+from p2pshare.peer.subscriptions import CATCH_UP_LIMIT, Subscriptions
+from p2pshare.peer.watcher import ShareWatcher
 from p2pshare.tracker.client import TrackerClient
 from p2pshare.tracker.models import FileEntry, PeerRef, SearchHit, check_address
 
@@ -60,6 +68,8 @@ class PeerNode:
         self.recent_hits: dict[str, SearchHit] = {}
         self._lookups: dict[str, tuple[float, list[str]]] = {}
         self._files_dirty = asyncio.Event()
+        self._sent: dict[str, FileEntry] = {}  # the index as the tracker has it
+        self.tracker_events = "not subscribed"
         self._tasks: list[asyncio.Task[None]] = []
         self.started = time.time()
 
@@ -80,6 +90,8 @@ class PeerNode:
             workers=s.hash_workers,
             whole_file_sha256=s.whole_file_sha256,
         )
+        self.watcher = ShareWatcher(self.share, self._share_changed)
+        self.watcher.start()  # before the scan: nothing written meanwhile is missed
         self.scan = await asyncio.to_thread(self.share.scan)
         self.clients = PeerClients()
         self.overlay = Overlay(
@@ -91,10 +103,14 @@ class PeerNode:
             seeds=s.seeds,
             learn=s.learn_neighbours,
         )
+        self.publisher = Publisher()
+        self.feeds = NeighbourFeeds(clients=self.clients, publisher=self.publisher)
+        self.overlay.add_listener(self.feeds.neighbour_changed)
         self.service = PeerService(
             share=self.share,
             me=self.me,
             overlay=self.overlay,
+            publisher=self.publisher,
             partial=lambda content_id: self.downloads.partial(content_id),
             max_uploads=s.max_uploads,
             max_upload_rate=s.max_upload_rate,
@@ -116,16 +132,30 @@ class PeerNode:
         )
         if self.tracker.url:
             self._tracker_client = TrackerClient(self.tracker.url)
+            self._events_http = httpx.AsyncClient(
+                base_url=self.tracker.url, timeout=httpx.Timeout(5.0, read=60.0)
+            )
             await self._register_once()
             self._tasks.append(asyncio.create_task(self._tracker_loop(), name="tracker"))
         else:
             self.tracker.state = "no tracker configured"
         self.downloads.resume_interrupted()
+        self.subscriptions = Subscriptions(
+            data_dir=self.data_dir,
+            search=self._subscription_search,
+            changes=self.changes,
+            fetch=self._subscription_fetch,
+            me=lambda: self.address,
+        )
+        self.subscriptions.start()
 
     async def stop(self) -> None:
         for task in self._tasks:
             task.cancel()
         await asyncio.gather(*self._tasks, return_exceptions=True)
+        await self.subscriptions.close()
+        await self.watcher.stop()
+        await self.feeds.close()
         await self.downloads.close()
         await self.overlay.stop()
         if self.tracker.url:
@@ -133,6 +163,7 @@ class PeerNode:
                 with contextlib.suppress(errors.P2PShareError):
                     await self._tracker_client.logout(self.tracker.peer_id, self.tracker.token)
             await self._tracker_client.aclose()
+            await self._events_http.aclose()
         await self.grpc_server.stop(grace=1.0)
         await self.clients.close()
 
@@ -171,6 +202,7 @@ class PeerNode:
         self.tracker.last_ok = time.time()
         self.clients.set_me(self.me())
         self._files_dirty.clear()
+        self._sent = {f.content_id: f for f in self.file_entries()}
         return True
 
     async def _tracker_loop(self) -> None:
@@ -188,9 +220,7 @@ class PeerNode:
             try:
                 if self._files_dirty.is_set():
                     self._files_dirty.clear()
-                    await self._tracker_client.replace_files(
-                        self.tracker.peer_id, self.tracker.token, self.file_entries()
-                    )
+                    await self._send_changes()
                 else:
                     await self._tracker_client.heartbeat(self.tracker.peer_id, self.tracker.token)
                 self.tracker.state = "registered"
@@ -204,6 +234,84 @@ class PeerNode:
                 self.tracker.token = ""  # the tracker may forget us while down: re-register
                 await asyncio.sleep(backoff)
                 backoff = min(backoff * 2, RETRY_MAX)
+
+    async def _send_changes(self) -> None:
+        """Patch the tracker's index of this peer with what changed since it was sent."""
+        now = {f.content_id: f for f in self.file_entries()}
+        add = [f for cid, f in now.items() if self._sent.get(cid) != f]
+        remove = [cid for cid in self._sent if cid not in now]
+        if not add and not remove:
+            await self._tracker_client.heartbeat(self.tracker.peer_id, self.tracker.token)
+            return
+        self._sent = now  # a failure below re-registers with the whole index
+        await self._tracker_client.patch_files(
+            self.tracker.peer_id, self.tracker.token, add=add, remove=remove
+        )
+
+    # -- publish/subscribe ----------------------------------------------------
+
+    def _share_changed(self, removed: list[SharedFile], added: list[SharedFile]) -> None:
+        """The share changed (the watcher, a completed download): tell the tracker and
+        the subscribers."""
+        me = self.me()
+        for kind, files in ((REMOVED, removed), (ADDED, added)):
+            for f in files:
+                self.publisher.publish(
+                    ShareChange(
+                        kind=kind,
+                        content_id=f.content_id,
+                        name=f.name,
+                        size=f.size,
+                        provider=me.address,
+                        peer_id=me.peer_id,
+                    )
+                )
+        self._files_dirty.set()
+
+    async def changes(self, query: str) -> AsyncIterator[ShareChange]:
+        """Changes of files matching ``query`` (empty: all) anywhere this peer hears of
+        them, as they happen: its own share, its neighbours' streams, the tracker's
+        events; each change once."""
+        try:
+            parsed = parse_query(query) if query else None
+        except ValueError as exc:
+            raise errors.UsageError(str(exc)) from exc
+        sub = self.publisher.subscribe(parsed)
+        feed: asyncio.Task[None] | None = None
+        if self.tracker.url:
+
+            def state(s: str) -> None:
+                self.tracker_events = s
+
+            async def pump() -> None:
+                async for change in tracker_changes(self._events_http, query, on_state=state):
+                    sub.offer(change)
+
+            feed = asyncio.create_task(pump(), name="tracker events")
+        try:
+            async for change in sub:
+                yield change
+        finally:
+            sub.close()
+            if feed is not None:
+                feed.cancel()
+                await asyncio.gather(feed, return_exceptions=True)
+
+    async def _subscription_search(self, query: str) -> list[SearchHit]:
+        hits, _ = await self.search(query, CATCH_UP_LIMIT)
+        return hits
+
+    def _subscription_fetch(
+        self, content_id: str, name: str, size: int, provider: str, into: Path
+    ) -> None:
+        if content_id not in self.recent_hits:
+            self.recent_hits[content_id] = SearchHit(
+                content_id=content_id,
+                name=name,
+                size=size,
+                providers=[PeerRef(peer_id="", address=provider)],
+            )
+        self.downloads.start(content_id, into)
 
     # -- finding and fetching -------------------------------------------------
 
@@ -377,7 +485,10 @@ class PeerNode:
     async def _downloaded(self, path: Path) -> None:
         """A download completed: share it if it landed in the share folder."""
         if path.is_relative_to(self.share_root):
-            await asyncio.to_thread(self.share.index_file, path)
+            before = {f.content_id for f in self.share.files()}
+            shared = await asyncio.to_thread(self.share.index_file, path)
+            if shared is not None and shared.content_id not in before:
+                self._share_changed([], [shared])
             self._files_dirty.set()
 
 

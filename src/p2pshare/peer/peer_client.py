@@ -157,3 +157,16 @@ class PeerClients:
             raise translate(exc, address) from exc
         finally:
             call.cancel()
+
+    async def subscribe(self, address: str, query: str = "") -> AsyncIterator[pb.ShareChange]:
+        """The changes ``address`` publishes (its own and those it relays), until the
+        stream ends or fails (then a ``TransportError``)."""
+        request = pb.SubscribeRequest(query=query, sender=self._me)
+        call = self._stub(address).Subscribe(request)
+        try:
+            async for change in call:
+                yield change
+        except grpc.aio.AioRpcError as exc:
+            raise translate(exc, address) from exc
+        finally:
+            call.cancel()

@@ -15,9 +15,11 @@ from p2pshare import errors
 from p2pshare._proto import peer_pb2 as pb
 from p2pshare._proto import peer_pb2_grpc as pb_grpc
 from p2pshare.core.manifest import Manifest, check_content_id
+from p2pshare.core.names import parse_query
 from p2pshare.core.rate import TokenBucket
 from p2pshare.peer.overlay import Overlay
 from p2pshare.peer.partial import PartialDownload
+from p2pshare.peer.publisher import Publisher, change_to_pb
 from p2pshare.peer.share import Share
 from p2pshare.peer.wire import (
     PROTOCOL_VERSION,
@@ -76,6 +78,7 @@ class PeerService(pb_grpc.PeerServicer):
         share: Share,
         me: Callable[[], pb.PeerInfo],
         overlay: Overlay,
+        publisher: Publisher | None = None,
         partial: Callable[[str], PartialDownload | None] = lambda content_id: None,
         max_uploads: int,
         max_upload_rate: int = 0,
@@ -83,6 +86,7 @@ class PeerService(pb_grpc.PeerServicer):
         self._share = share
         self._me = me
         self._overlay = overlay
+        self._publisher = publisher or Publisher()
         self._partial = partial
         self._uploads = asyncio.Semaphore(max_uploads)
         # a quarter second of burst: smooth enough, and a piece larger than that just waits
@@ -167,6 +171,24 @@ class PeerService(pb_grpc.PeerServicer):
         async for hit in self._overlay.relay(request, context.time_remaining()):
             yield hit
 
+    @_stream
+    async def Subscribe(
+        self, request: pb.SubscribeRequest, context: Ctx
+    ) -> AsyncIterator[pb.ShareChange]:
+        """Our changes and those we relay, matching the query, as they happen; never the
+        subscriber's own. A subscriber that falls behind is cut off (it may come back)."""
+        if len(request.query) > 256:
+            raise errors.UsageError("the query is longer than 256 characters")
+        try:
+            query = parse_query(request.query) if request.query else None
+        except ValueError as exc:
+            raise errors.UsageError(str(exc)) from exc
+        with self._publisher.subscribe(query, exclude=request.sender.address) as sub:
+            async for change in sub:
+                yield change_to_pb(change)
+        if sub.ended:
+            raise errors.Busy("this subscriber fell behind; subscribe again")
+
 
 def _handlers(service: PeerService) -> grpc.GenericRpcHandler:  # type: ignore[type-arg]
     """The generated handlers, except that GetPieces yields already serialized pieces."""
@@ -195,6 +217,11 @@ def _handlers(service: PeerService) -> grpc.GenericRpcHandler:  # type: ignore[t
             service.Search,
             request_deserializer=pb.SearchRequest.FromString,
             response_serializer=pb.SearchHit.SerializeToString,
+        ),
+        "Subscribe": grpc.unary_stream_rpc_method_handler(
+            service.Subscribe,
+            request_deserializer=pb.SubscribeRequest.FromString,
+            response_serializer=pb.ShareChange.SerializeToString,
         ),
     }
     return grpc.method_handlers_generic_handler("p2pshare.v1.Peer", methods)

@@ -33,6 +33,7 @@ from p2pshare.errors import (
     UsageError,
 )
 from p2pshare.http_errors import error_response, status_of
+from p2pshare.tracker import events
 from p2pshare.tracker.models import (
     ErrorResponse,
     FilesResponse,
@@ -450,4 +451,5 @@ def create_app(
         live_files.set(stats.files)
         return Response(generate_latest(metrics), media_type=CONTENT_TYPE_LATEST)
 
+    events.install(app, registry)
     return app

@@ -1,0 +1,121 @@
+"""Publish/subscribe of shared files, without I/O: what a change is, which changes
+are new (de-duplication), and when a file that changed on disk has settled
+(debouncing). The peer's asyncio adapters (``p2pshare.peer.watcher``,
+``p2pshare.peer.publisher``) feed these with ``now`` and act on their answers.
+"""
+
+from __future__ import annotations
+
+from collections import OrderedDict
+from collections.abc import Hashable
+from dataclasses import dataclass
+from typing import Generic, Literal, TypeVar
+
+__all__ = ["ADDED", "REMOVED", "ChangeDeduper", "Debouncer", "Kind", "ShareChange"]
+
+ADDED: Literal["added"] = "added"
+REMOVED: Literal["removed"] = "removed"
+Kind = Literal["added", "removed"]
+
+
+@dataclass(frozen=True, slots=True)
+class ShareChange:
+    """A provider started (``added``) or stopped (``removed``) sharing a content id."""
+
+    kind: Kind
+    content_id: str
+    name: str
+    size: int
+    provider: str
+    """``HOST:PORT`` of the provider."""
+    peer_id: str = ""
+    hops: int = 0
+    """How far the provider is from the peer that reports the change (0: itself)."""
+
+    def to_json(self) -> dict[str, object]:
+        """The change as ``p2pshare watch --json`` prints it."""
+        return {
+            "event": self.kind,
+            "content_id": self.content_id,
+            "name": self.name,
+            "size": self.size,
+            "provider": self.provider,
+        }
+
+
+class ChangeDeduper:
+    """Lets each ``(content_id, provider, kind)`` transition through once.
+
+    Remembers the last kind seen per ``(content_id, provider)``: a change that
+    repeats it is a duplicate (the same change over another path, or a relay that
+    came back); a change to the other kind is new. At most ``capacity`` pairs are
+    remembered, the least recently seen forgotten first.
+    """
+
+    def __init__(self, capacity: int = 10_000) -> None:
+        if capacity < 1:
+            raise ValueError("capacity must be >= 1")
+        self._capacity = capacity
+        self._last: OrderedDict[tuple[str, str], Kind] = OrderedDict()
+
+    def __len__(self) -> int:
+        return len(self._last)
+
+    def is_new(self, change: ShareChange) -> bool:
+        """Whether ``change`` is new; remembers it either way."""
+        key = (change.content_id, change.provider)
+        last = self._last.get(key)
+        self._last[key] = change.kind
+        self._last.move_to_end(key)
+        while len(self._last) > self._capacity:
+            self._last.popitem(last=False)
+        return last != change.kind
+
+
+K = TypeVar("K", bound=Hashable)
+S = TypeVar("S")
+
+
+class Debouncer(Generic[K, S]):
+    """Decides when a changed path is looked at: once it has been quiet for
+    ``quiet`` seconds *and* its signature (e.g. size and mtime) did not change over
+    that time, so a burst of events costs one look and a file still being written
+    is indexed once it settles.
+
+    ``touch(key, signature, now)`` for every event (the signature as of now);
+    ``due(now)`` gives the keys quiet long enough, each with the signature it had
+    when last touched: the caller compares it with the current one and, if they
+    differ, touches again. At most ``capacity`` keys wait; ``overflowed`` says
+    that some were dropped (then the caller rescans everything).
+    """
+
+    def __init__(self, *, quiet: float, capacity: int = 10_000) -> None:
+        if quiet < 0:
+            raise ValueError("quiet must be >= 0")
+        self.quiet = quiet
+        self._capacity = capacity
+        self._pending: dict[K, tuple[float, S]] = {}
+        self.overflowed = False
+
+    def __len__(self) -> int:
+        return len(self._pending)
+
+    def touch(self, key: K, signature: S, now: float) -> None:
+        if key not in self._pending and len(self._pending) >= self._capacity:
+            self.overflowed = True
+            return
+        self._pending.pop(key, None)  # keep insertion order = order of last touch
+        self._pending[key] = (now, signature)
+
+    def due(self, now: float) -> list[tuple[K, S]]:
+        """Keys untouched for ``quiet`` seconds, oldest first; they stop waiting."""
+        ready = [(k, s) for k, (t, s) in self._pending.items() if now - t >= self.quiet]
+        for key, _ in ready:
+            del self._pending[key]
+        return ready
+
+    def next_due(self) -> float | None:
+        """When the next key becomes due (``None``: nothing waits)."""
+        if not self._pending:
+            return None
+        return min(t for t, _ in self._pending.values()) + self.quiet

@@ -1,0 +1,103 @@
+"""The tracker's index events: every path that changes the index publishes, any
+process on the registry file sees them, filters apply, slow subscribers are dropped."""
+
+from __future__ import annotations
+
+import asyncio
+import hashlib
+from collections.abc import AsyncIterator
+from pathlib import Path
+
+import pytest
+
+from p2pshare.core.names import parse_query
+from p2pshare.tracker import events
+from p2pshare.tracker.events import EventHub, IndexEvent
+from p2pshare.tracker.models import FileEntry
+from p2pshare.tracker.registry import SqliteRegistry
+
+NOW = 1_000_000.0
+
+
+def entry(n: int, name: str) -> FileEntry:
+    return FileEntry(content_id=hashlib.sha256(str(n).encode()).hexdigest(), name=name, size=n)
+
+
+async def take(it: AsyncIterator[IndexEvent | None], n: int) -> list[tuple[str, str]]:
+    out = []
+    for _ in range(n):
+        event = await asyncio.wait_for(anext(it), 5)
+        assert event is not None
+        out.append((event.kind, event.name or event.address))
+    return out
+
+
+@pytest.fixture
+def registry(tmp_path: Path):
+    reg = SqliteRegistry(tmp_path / "t.db", lease_seconds=60)
+    yield reg
+    reg.close()
+
+
+async def test_join_patch_logout_and_expiry_each_publish(registry, tmp_path: Path) -> None:
+    hub = EventHub(tmp_path / "t.db", poll=0.01)
+    it = hub.subscribe(None)
+    pending = asyncio.ensure_future(anext(it))
+    await asyncio.sleep(0.2)  # the hub installs its triggers and starts tailing
+    reg = registry.register("10.0.0.1:1", [entry(1, "a.txt")], NOW)
+    joined = await pending
+    assert joined is not None and (joined.kind, joined.address) == ("peer_joined", "10.0.0.1:1")
+    assert await take(it, 1) == [("added", "a.txt")]
+    registry.patch_files(
+        reg.peer_id, reg.token, [entry(2, "b.txt")], [entry(1, "a").content_id], NOW
+    )
+    assert sorted(await take(it, 2)) == [("added", "b.txt"), ("removed", "a.txt")]
+    other = registry.register("10.0.0.2:1", [], NOW)
+    assert await take(it, 1) == [("peer_joined", "10.0.0.2:1")]
+    registry.remove(other.peer_id, other.token, NOW)
+    assert await take(it, 1) == [("peer_left", "10.0.0.2:1")]
+    registry.purge(NOW + 61)  # the lease of the first ran out
+    assert await take(it, 2) == [("removed", "b.txt"), ("peer_left", "10.0.0.1:1")]
+    await it.aclose()  # type: ignore[attr-defined]
+
+
+async def test_another_process_on_the_same_file_sees_the_events(registry, tmp_path: Path) -> None:
+    # a second registry connection stands for another worker process
+    hub = EventHub(tmp_path / "t.db", poll=0.01)
+    it = hub.subscribe(parse_query("song"))
+    pending = asyncio.ensure_future(anext(it))
+    await asyncio.sleep(0.2)
+    worker2 = SqliteRegistry(tmp_path / "t.db", lease_seconds=60)
+    try:
+        worker2.register("10.0.0.3:1", [entry(3, "notes.txt"), entry(4, "a song.flac")], NOW)
+        event = await asyncio.wait_for(pending, 5)
+        assert event is not None and (event.kind, event.name) == ("added", "a song.flac")
+        assert event.address == "10.0.0.3:1" and event.size == 4
+    finally:
+        worker2.close()
+        await it.aclose()  # type: ignore[attr-defined]
+
+
+async def test_a_slow_subscriber_is_dropped_not_buffered(
+    registry, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setattr(events, "QUEUE_SIZE", 3)
+    hub = EventHub(tmp_path / "t.db", poll=0.01)
+    it = hub.subscribe(None)
+    pending = asyncio.ensure_future(anext(it))
+    await asyncio.sleep(0.2)
+    registry.register("10.0.0.1:1", [entry(i, f"f{i}") for i in range(1, 10)], NOW)
+    got = [await asyncio.wait_for(pending, 5)]
+    await asyncio.sleep(0.2)  # it does not read: the queue overflows
+    with pytest.raises(StopAsyncIteration):
+        while True:
+            got.append(await asyncio.wait_for(anext(it), 5))
+    assert got[-1] is None and len(got) <= 4  # the end of its stream, not 10 events
+    assert hub.subscribers == 0
+
+
+def test_an_event_is_one_server_sent_event() -> None:
+    e = IndexEvent(7, "added", "ab" * 32, "a.txt", 3, "p1", "10.0.0.1:1")
+    body = e.to_sse().decode()
+    assert body.startswith("id: 7\nevent: added\ndata: {") and body.endswith("}\n\n")
+    assert '"provider":"10.0.0.1:1"' in body and '"content_id"' in body
