@@ -136,12 +136,15 @@ def test_a_dropped_file_reaches_watch_and_tracker_search_and_a_deleted_one_leave
 def test_watch_keeps_working_through_the_overlay_while_the_tracker_is_dead(
     net: LocalNetwork, watches: list[Watch]
 ) -> None:
-    tracker = net.start_tracker()
-    a = net.start_peer("a", tracker=tracker.url)
-    b = net.start_peer("b", "--seed", a.address, tracker=tracker.url)
-    c = net.start_peer("c", "--seed", b.address, tracker=tracker.url,
-                       env={"P2PSHARE_PEER_LEARN_NEIGHBOURS": "false"})  # fmt: skip
-    wait_for(lambda: b.address in api(c, "/v1/status")["neighbours"], 10, "c's neighbour")
+    # a line a - b - c: a's changes reach c only as b relays them
+    tracker = net.start_tracker(env={"P2PSHARE_TRACKER_NEIGHBOUR_SAMPLE": "0"})
+    line = {"P2PSHARE_PEER_LEARN_NEIGHBOURS": "false"}
+    a = net.start_peer("a", tracker=tracker.url, env=line)
+    b = net.start_peer("b", "--seed", a.address, tracker=tracker.url, env=line)
+    c = net.start_peer("c", "--seed", b.address, tracker=tracker.url, env=line)
+    following = lambda: api(c, "/v1/status")["pubsub"]["following"] == [b.address]  # noqa: E731
+    wait_for(following, 10, "c to follow b's changes, and only b's")
+    wait_for(lambda: a.address in api(b, "/v1/status")["pubsub"]["following"], 10, "b follows a")
     tracker.stop(signal.SIGKILL)
     w = Watch(c, "*.flac")
     watches.append(w)

@@ -132,6 +132,17 @@ class SubscriptionsView(_Model):
     subscriptions: list[SubscriptionView]
 
 
+class PubSubView(_Model):
+    """Publish/subscribe at this peer."""
+
+    following: list[str] = Field(description="Neighbours whose changes this peer follows.")
+    subscribers: int = Field(description="Streams of changes open here (peers, watches).")
+    published: int = Field(description="Changes of this peer's share published.")
+    relayed: int = Field(description="Changes of other peers passed on.")
+    tracker_events: str = Field(description="The tracker's event stream, when one is open.")
+    subscriptions: int
+
+
 class StatusView(_Model):
     version: str
     peer_id: str
@@ -143,6 +154,7 @@ class StatusView(_Model):
     tracker: TrackerView
     neighbours: list[str] = Field(description="Overlay neighbours (HOST:PORT).")
     overlay: OverlayView
+    pubsub: PubSubView
     pieces_served: int
     bytes_served: int
     downloads: list[DownloadView]
@@ -195,6 +207,14 @@ def create_app(node: PeerNode) -> FastAPI:
                 queries_started=node.overlay.queries_started,
                 queries_relayed=node.overlay.queries_relayed,
                 messages_sent=node.overlay.messages_sent,
+            ),
+            pubsub=PubSubView(
+                following=node.feeds.following(),
+                subscribers=node.publisher.subscribers,
+                published=node.publisher.published,
+                relayed=node.publisher.relayed,
+                tracker_events=node.tracker_events,
+                subscriptions=len(node.subscriptions.all()),
             ),
             pieces_served=node.service.pieces_served,
             bytes_served=node.service.bytes_served,

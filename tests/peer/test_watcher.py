@@ -1,0 +1,113 @@
+"""The share watcher in process: a growing file is indexed once it settles, a removed
+folder takes its files with it, hidden and partial files are ignored."""
+
+from __future__ import annotations
+
+import asyncio
+import os
+from pathlib import Path
+
+import pytest
+
+from p2pshare.errors import UsageError
+from p2pshare.peer.hash_cache import HashCache
+from p2pshare.peer.share import Share, SharedFile
+from p2pshare.peer.subscriptions import check_into
+from p2pshare.peer.watcher import ShareWatcher
+
+Changes = list[tuple[list[str], list[tuple[str, int]]]]
+
+
+@pytest.fixture
+def share(tmp_path: Path):
+    root = tmp_path / "share"
+    root.mkdir()
+    cache = HashCache(tmp_path / "hashes.db")
+    yield Share(root, cache=cache, piece_size=1 << 16)
+    cache.close()
+
+
+async def settled(changes: Changes, count: int, timeout: float = 10) -> None:
+    async with asyncio.timeout(timeout):
+        while len(changes) < count:
+            await asyncio.sleep(0.02)
+
+
+def recorder(changes: Changes):
+    def on_change(removed: list[SharedFile], added: list[SharedFile]) -> None:
+        changes.append(([f.name for f in removed], [(f.name, f.size) for f in added]))
+
+    return on_change
+
+
+async def test_a_file_still_being_written_is_indexed_once_it_settles(share: Share) -> None:
+    changes: Changes = []
+    watcher = ShareWatcher(share, recorder(changes), quiet=0.4)
+    watcher.start()
+    try:
+        await asyncio.sleep(0.3)  # the watch is set up
+        path = share.root / "growing.bin"
+        with path.open("wb") as f:
+            for _ in range(5):
+                f.write(os.urandom(10_000))
+                f.flush()
+                await asyncio.sleep(0.05)
+        (share.root / ".hidden").write_bytes(b"x")
+        (share.root / "x.p2pshare-part").write_bytes(b"x")
+        await settled(changes, 1)
+        await asyncio.sleep(0.6)  # nothing more comes
+        assert changes == [([], [("growing.bin", 50_000)])]
+    finally:
+        await watcher.stop()
+
+
+async def test_a_removed_folder_takes_its_files_with_it(share: Share) -> None:
+    folder = share.root / "album"
+    folder.mkdir()
+    (folder / "one.flac").write_bytes(b"1")
+    (folder / "two.flac").write_bytes(b"2")
+    share.scan()
+    changes: Changes = []
+    watcher = ShareWatcher(share, recorder(changes), quiet=0.05)
+    watcher.start()
+    try:
+        await asyncio.sleep(0.3)
+        for f in folder.iterdir():
+            f.unlink()
+        folder.rmdir()
+        await settled(changes, 1)
+        await asyncio.sleep(0.3)
+        removed = sorted(name for r, _ in changes for name in r)
+        assert removed == ["album/one.flac", "album/two.flac"]
+        assert share.files() == []
+    finally:
+        await watcher.stop()
+
+
+@pytest.mark.parametrize(
+    ("into", "why"),
+    [
+        ("relative/dir", "relative"),
+        ("/", "root"),
+        ("/etc/cron.d", "system"),
+        ("/tmp/a\nb", "control"),
+    ],
+)
+def test_subscription_folders_that_are_hostile_are_refused(
+    into: str, why: str, tmp_path: Path
+) -> None:
+    with pytest.raises(UsageError, match=why):
+        check_into(into, data_dir=tmp_path / "data")
+
+
+def test_the_data_folder_and_a_file_are_refused_as_subscription_folders(tmp_path: Path) -> None:
+    data = tmp_path / "data"
+    data.mkdir()
+    (tmp_path / "file").write_text("x")
+    os.symlink(data, tmp_path / "link")
+    for bad in (data, data / "sub", tmp_path / "link" / "sub", tmp_path):
+        with pytest.raises(UsageError, match="data folder"):
+            check_into(str(bad), data_dir=data)
+    with pytest.raises(UsageError, match="not a folder"):
+        check_into(str(tmp_path / "file"), data_dir=data)
+    assert check_into(str(tmp_path / "ok" / ".." / "fine"), data_dir=data) == tmp_path / "fine"
