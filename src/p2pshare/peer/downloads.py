@@ -22,7 +22,7 @@ from p2pshare.peer.swarm import DownloadLimit, FindProviders, Swarm, SwarmTools
 
 log = logging.getLogger(__name__)
 
-OnComplete = Callable[[Path], Awaitable[None]]
+OnComplete = Callable[[Path, Manifest], Awaitable[None]]
 
 MAX_STREAMS = 64  # piece streams running at once across all downloads
 
@@ -157,7 +157,7 @@ class DownloadManager:
                 partial.close()
                 self._on_change()
             download.complete(path)  # the user has the file: sharing it can follow
-            await self._on_complete(path)
+            await self._on_complete(path, manifest)
         except errors.P2PShareError as exc:
             download.state = "failed"
             download.error = str(exc)
@@ -178,7 +178,7 @@ class DownloadManager:
             )
         download.pieces_done, download.bytes_done = manifest.piece_count, manifest.size
         download.complete(target)
-        await self._on_complete(target)
+        await self._on_complete(target, manifest)
 
     async def _providers(self, download: Download) -> list[str]:
         download.why_stalled = "looking for providers"

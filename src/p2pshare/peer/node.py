@@ -17,7 +17,7 @@ import httpx
 from p2pshare import errors
 from p2pshare._proto import peer_pb2 as pb
 from p2pshare.config import PeerSettings
-from p2pshare.core.manifest import check_content_id, check_content_id_prefix
+from p2pshare.core.manifest import Manifest, check_content_id, check_content_id_prefix
 from p2pshare.core.names import parse_query
 from p2pshare.core.paths import check_share_name
 from p2pshare.core.pubsub import ADDED, REMOVED, ShareChange
@@ -482,11 +482,11 @@ class PeerNode:
             )
         return matches[0]
 
-    async def _downloaded(self, path: Path) -> None:
-        """A download completed: share it if it landed in the share folder."""
+    async def _downloaded(self, path: Path, manifest: Manifest) -> None:
+        """A download completed: share it, as it was verified, if it landed in the share."""
         if path.is_relative_to(self.share_root):
             before = {f.content_id for f in self.share.files()}
-            shared = await asyncio.to_thread(self.share.index_file, path)
+            shared = await asyncio.to_thread(self.share.index_file, path, manifest)
             if shared is not None and shared.content_id not in before:
                 self._share_changed([], [shared])
             self._files_dirty.set()
