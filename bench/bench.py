@@ -72,12 +72,13 @@ class Procs:
     them if this Python process itself dies without running its ``finally``.
     """
 
-    def __init__(self) -> None:
+    def __init__(self, pidfile: Path = PIDFILE) -> None:
         self.live: dict[int, tuple[str, subprocess.Popen[bytes]]] = {}
-        PIDFILE.write_text("")
+        self.pidfile = pidfile
+        pidfile.write_text("")
 
     def _sync_pidfile(self) -> None:
-        PIDFILE.write_text("".join(f"{pid}\n" for pid in self.live))
+        self.pidfile.write_text("".join(f"{pid}\n" for pid in self.live))
 
     def start(
         self,

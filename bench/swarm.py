@@ -44,6 +44,7 @@ from typing import Any
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
+import bench  # noqa: E402
 from bench import (  # noqa: E402
     LOOPBACK,
     MB,
@@ -56,6 +57,7 @@ from bench import (  # noqa: E402
     BenchError,
     aria2_args,
     cpu_busy,
+    cpu_seconds,
     drop_outputs,
     fmt,
     free_port,
@@ -73,8 +75,6 @@ from bench import (  # noqa: E402
 )
 
 SWORK = WORK / "swarm"
-PIDFILE = SWORK / "pids"
-HZ = os.sysconf("SC_CLK_TCK")
 
 
 def log(msg: str) -> None:
@@ -84,47 +84,8 @@ def log(msg: str) -> None:
 # ---------------------------------------------------------------- processes
 
 
-class Procs:
-    """Long-running processes, each in its own process group (ids in PIDFILE)."""
-
-    def __init__(self) -> None:
-        self.live: dict[int, tuple[str, subprocess.Popen[bytes]]] = {}
-        PIDFILE.write_text("")
-
-    def _sync(self) -> None:
-        PIDFILE.write_text("".join(f"{pid}\n" for pid in self.live))
-
-    def start(
-        self, name: str, argv: Sequence[str | Path], logfile: Path, cwd: Path | None = None
-    ) -> subprocess.Popen[bytes]:
-        env = dict(os.environ, PYTHONUNBUFFERED="1")
-        with logfile.open("wb") as out:
-            proc = subprocess.Popen(
-                [str(a) for a in argv],
-                stdin=subprocess.DEVNULL,
-                stdout=out,
-                stderr=subprocess.STDOUT,
-                cwd=cwd,
-                env=env,
-                start_new_session=True,
-            )
-        self.live[proc.pid] = (name, proc)
-        self._sync()
-        return proc
-
-    def stop(self, proc: subprocess.Popen[bytes], grace: float = 5.0) -> None:
-        if proc.pid not in self.live:
-            return
-        with contextlib.suppress(ProcessLookupError):
-            os.killpg(proc.pid, signal.SIGTERM)
-        with contextlib.suppress(subprocess.TimeoutExpired):
-            proc.wait(grace)
-        with contextlib.suppress(ProcessLookupError):
-            os.killpg(proc.pid, signal.SIGKILL)
-        with contextlib.suppress(subprocess.TimeoutExpired):
-            proc.wait(5)
-        del self.live[proc.pid]
-        self._sync()
+class Procs(bench.Procs):
+    """bench.py's process groups, plus stopping many at once (a swarm has ten)."""
 
     def stop_many(self, procs: Sequence[subprocess.Popen[bytes]], grace: float = 5.0) -> None:
         """SIGTERM them all at once, then wait, then SIGKILL what is left."""
@@ -145,11 +106,7 @@ class Procs:
 
 def cpu_s(pid: int) -> float:
     """User + system CPU seconds of a process (and of its waited-for children)."""
-    try:
-        fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
-    except OSError:
-        return 0.0
-    return sum(int(x) for x in fields[11:15]) / HZ
+    return sum(cpu_seconds(pid))
 
 
 def status_mb(pid: int, key: str) -> float:
