@@ -241,7 +241,8 @@ class Swarm:
         self.changed.set()
 
     def _show_providers(self) -> None:
-        self.download.providers = self.picker.providers
+        # fastest first: what status shows is also whom the swarm leans on
+        self.download.providers = self.picker.ranking(time.monotonic())
         self.download.touch()
 
     async def _supervise(self) -> None:
