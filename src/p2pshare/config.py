@@ -9,11 +9,12 @@ with a ``ConfigError`` that names the key.
 from __future__ import annotations
 
 import os
+import secrets
 import tomllib
 from pathlib import Path
 from typing import Annotated, Any, Literal, TypeVar
 
-from pydantic import Field, ValidationError, field_validator
+from pydantic import Field, ValidationError, field_validator, model_validator
 from pydantic_settings import (
     BaseSettings,
     InitSettingsSource,
@@ -26,10 +27,19 @@ from p2pshare.core.manifest import DEFAULT_PIECE_SIZE, check_piece_size
 from p2pshare.errors import ConfigError
 
 LogLevel = Literal["debug", "info", "warning", "error"]
+TlsMode = Literal["off", "auto", "files"]
 DEFAULT_TRACKER_PORT = 8460
 DEFAULT_PEER_PORT = 8461
 DEFAULT_API_PORT = 8462
 CONFIG_ENV = "P2PSHARE_CONFIG"
+NETWORK_KEY_ENV = "P2PSHARE_NETWORK_KEY"
+NETWORK_KEY_PREFIX = "p2pk-"
+_MIN_KEY_CHARS = 32
+
+
+def new_network_key() -> str:
+    """A fresh random network key (256 bits), as ``p2pshare init --new-network`` prints it."""
+    return NETWORK_KEY_PREFIX + secrets.token_urlsafe(32)
 
 
 def _check_hostport(value: str | None) -> str | None:
@@ -41,7 +51,50 @@ def _check_hostport(value: str | None) -> str | None:
     return value
 
 
-class TrackerSettings(BaseSettings):
+class _NetworkSettings(BaseSettings):
+    """What every process of one network shares: its key and how it encrypts."""
+
+    network_key: str | None = Field(
+        None,
+        description="Secret of a private network (p2pshare init --new-network makes one);"
+        " unset: an open network. Also top-level in the file, or $P2PSHARE_NETWORK_KEY.",
+    )
+    tls: TlsMode = Field(
+        "off",
+        description='"off"; "auto": a certificate made here and pinned through the network'
+        ' key (needs network_key); "files": tls_cert and tls_key below.',
+    )
+    tls_cert: Path | None = Field(None, description='PEM certificate chain (tls = "files").')
+    tls_key: Path | None = Field(None, description='PEM private key (tls = "files").')
+    tls_ca: Path | None = Field(
+        None,
+        description='PEM roots the certificates of other processes must chain to (tls = "files";'
+        " default: the system roots).",
+    )
+
+    @field_validator("network_key")
+    @classmethod
+    def _network_key(cls, v: str | None) -> str | None:
+        if not v:
+            return None
+        v = v.strip()
+        if len(v) < _MIN_KEY_CHARS or not v.isascii() or not v.isprintable() or " " in v:
+            raise ValueError(
+                f"must be at least {_MIN_KEY_CHARS} printable ASCII characters without spaces"
+                " (p2pshare init --new-network makes one)"
+            )
+        return v
+
+    @model_validator(mode="after")
+    def _tls_needs(self) -> _NetworkSettings:
+        if self.tls == "auto" and self.network_key is None:
+            raise ValueError('tls = "auto" needs a network_key (p2pshare init --new-network)')
+        if self.tls == "files" and (self.tls_cert is None or self.tls_key is None):
+            raise ValueError('tls = "files" needs tls_cert and tls_key')
+        return self
+
+
+class TrackerSettings(_NetworkSettings):
     """The tracker (bootstrap server)."""
 
     model_config = SettingsConfigDict(env_prefix="P2PSHARE_TRACKER_", extra="forbid")
@@ -64,7 +117,7 @@ class TrackerSettings(BaseSettings):
     log_level: LogLevel = Field("warning", description="debug, info, warning or error.")
 
 
-class PeerSettings(BaseSettings):
+class PeerSettings(_NetworkSettings):
     """A peer: its share folder, its gRPC server, its control API."""
 
     model_config = SettingsConfigDict(env_prefix="P2PSHARE_PEER_", extra="forbid")
@@ -189,10 +242,17 @@ def load_settings(cls: type[S], section: str, path: Path | None = None, **flags:
 
     Flags that are ``None`` were not given and do not override anything.
     """
-    table = read_config_file(path).get(section, {})
+    document = read_config_file(path)
+    table = document.get(section, {})
     if not isinstance(table, dict):
         raise ConfigError(f"[{section}] in the config file must be a table")
+    # the network key belongs to the whole network: top-level in the file, one
+    # environment variable for every kind of process; a [section] value wins
+    if "network_key" in document and "network_key" not in table:
+        table = {**table, "network_key": document["network_key"]}
     given = {k: v for k, v in flags.items() if v is not None}
+    if os.environ.get(NETWORK_KEY_ENV) and "network_key" not in given:
+        given["network_key"] = os.environ[NETWORK_KEY_ENV]
 
     class _Layered(cls):  # type: ignore[valid-type,misc]
         @classmethod
@@ -218,20 +278,27 @@ def _describe(exc: ValidationError, section: str) -> str:
     for err in exc.errors():
         key = ".".join(str(p) for p in err["loc"]) or "?"
         msg = err["msg"].removeprefix("Value error, ")
-        problems.append(f"{section}.{key}: {msg}")
+        problems.append(f"{section}.{key}: {msg}" if err["loc"] else f"{section}: {msg}")
     return "bad configuration: " + "; ".join(problems)
 
 
-def config_template() -> str:
-    """A commented config file with every key at its default."""
+def config_template(*, network_key: str | None = None) -> str:
+    """A commented config file with every key at its default (and ``network_key``, if
+    given, at the top, where it applies to every section)."""
     lines = [
         "# p2pshare configuration. Precedence: this file < P2PSHARE_... environment < flags.",
         "# Environment: P2PSHARE_TRACKER_<KEY> for [tracker], P2PSHARE_PEER_<KEY> for [peer].",
+        "",
+        "# Secret of a private network, for every section below ($P2PSHARE_NETWORK_KEY).",
+        "# Processes without it can neither join nor read anything. Keep this file private.",
+        f"network_key = {_toml_value(network_key)}" if network_key else "# network_key = ",
         "",
     ]
     for section, cls in (("tracker", TrackerSettings), ("peer", PeerSettings)):
         lines += [f"# {cls.__doc__}", f"[{section}]"]
         for name, field in cls.model_fields.items():
+            if name == "network_key":
+                continue
             lines.append(f"# {field.description}")
             default = field.get_default(call_default_factory=True)
             if default is None:

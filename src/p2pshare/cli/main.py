@@ -51,6 +51,13 @@ ApiOpt = Annotated[
     typer.Option("--api", help=f"Control API URL of the peer (default: ${API_ENV} or config)."),
 ]
 JsonOpt = Annotated[bool, typer.Option("--json", help="Print one JSON document on stdout.")]
+NetworkKeyOpt = Annotated[
+    str | None,
+    typer.Option(
+        "--network-key",
+        help="Secret of a private network (or $P2PSHARE_NETWORK_KEY, or network_key in config).",
+    ),
+]
 
 
 class Source(enum.StrEnum):
@@ -90,12 +97,17 @@ def tracker(
     host: Annotated[str | None, typer.Option(help="Address to listen on.")] = None,
     port: Annotated[int | None, typer.Option(help="Port to listen on (0: any free).")] = None,
     db: Annotated[Path | None, typer.Option(help="SQLite file of the registry.")] = None,
+    network_key: NetworkKeyOpt = None,
 ) -> None:
     """Run the tracker (bootstrap server) in the foreground."""
     from p2pshare.config import TrackerSettings, load_settings
     from p2pshare.tracker.server import run
 
-    run(load_settings(TrackerSettings, "tracker", config, host=host, port=port, db=db))
+    run(
+        load_settings(
+            TrackerSettings, "tracker", config, host=host, port=port, db=db, network_key=network_key
+        )
+    )
 
 
 @app.command()
@@ -116,6 +128,7 @@ def peer(
         list[str] | None,
         typer.Option(help="HOST:PORT of a peer to join the overlay through (repeatable)."),
     ] = None,
+    network_key: NetworkKeyOpt = None,
 ) -> None:
     """Run a peer in the foreground: share a folder, serve pieces, download on request."""
     from p2pshare.config import PeerSettings, load_settings
@@ -133,6 +146,7 @@ def peer(
         api_port=api_port,
         advertise=advertise,
         seeds=seed or None,
+        network_key=network_key,
     )
     run(settings)
 
@@ -143,14 +157,28 @@ def init(
         "p2pshare.toml"
     ),
     force: Annotated[bool, typer.Option(help="Overwrite an existing file.")] = False,
+    new_network: Annotated[
+        bool,
+        typer.Option(
+            "--new-network",
+            help="Make a new private network: a fresh network_key goes in the file and is"
+            " printed alone on the last line, to copy to every tracker and peer of the network.",
+        ),
+    ] = False,
 ) -> None:
     """Write a commented config file with every setting at its default."""
-    from p2pshare.config import config_template
+    from p2pshare.config import config_template, new_network_key
 
     if path.exists() and not force:
         raise errors.UsageError(f"{path} exists; use --force to overwrite it")
-    path.write_text(config_template())
-    out.print(f"wrote {path}")
+    key = new_network_key() if new_network else None
+    path.write_text(config_template(network_key=key))
+    if key is not None:
+        path.chmod(0o600)  # the key is the network's only secret
+        out.print(f"wrote {path} with a new network key; give the key to every process:")
+        sys.stdout.write(key + "\n")
+    else:
+        out.print(f"wrote {path}")
 
 
 @app.command("hash")
