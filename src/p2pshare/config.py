@@ -141,7 +141,9 @@ class PeerSettings(_NetworkSettings):
     api_host: str = Field("127.0.0.1", description="Address of the local control API.")
     api_port: int = Field(DEFAULT_API_PORT, ge=0, le=65535, description="Control API port.")
     piece_size: int = Field(
-        DEFAULT_PIECE_SIZE, description="Piece size for files this peer shares."
+        DEFAULT_PIECE_SIZE,
+        description="Piece size for files this peer indexes (a file keeps the piece size,"
+        " and so the content id, it was first indexed or downloaded with).",
     )
     hash_workers: int = Field(
         0, ge=0, le=64, description="Threads that hash pieces (0: one per core)."

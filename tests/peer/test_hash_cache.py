@@ -30,7 +30,7 @@ def file(tmp_path):
 def test_a_put_manifest_comes_back_under_the_name_asked_for(cache, file):
     m = hash_file(file, name="old.bin", piece_size=PS, whole_file_sha256=True)
     cache.put(file, file.stat(), m)
-    got = cache.get(file, file.stat(), PS, name="renamed.bin")
+    got = cache.get(file, file.stat(), name="renamed.bin")
     assert got is not None
     assert got.name == "renamed.bin"
     assert (got.size, got.piece_size, got.piece_hashes, got.file_sha256) == (
@@ -43,7 +43,7 @@ def test_a_put_manifest_comes_back_under_the_name_asked_for(cache, file):
 
 
 def test_an_unknown_path_is_a_miss(cache, file):
-    assert cache.get(file, file.stat(), PS, name="f") is None
+    assert cache.get(file, file.stat(), name="f") is None
 
 
 def test_the_cache_survives_reopening(tmp_path, file):
@@ -51,7 +51,7 @@ def test_the_cache_survives_reopening(tmp_path, file):
     with HashCache(tmp_path / "c.db") as c:
         c.put(file, file.stat(), m)
     with HashCache(tmp_path / "c.db") as c:
-        assert c.get(file, file.stat(), PS, name="f") == m
+        assert c.get(file, file.stat(), name="f") == m
 
 
 def test_the_database_is_in_wal_mode(tmp_path):
@@ -64,14 +64,14 @@ def test_a_changed_size_is_a_miss(cache, file):
     cache.put(file, file.stat(), hash_file(file, name="f", piece_size=PS))
     with file.open("ab") as f:
         f.write(b"more")
-    assert cache.get(file, file.stat(), PS, name="f") is None
+    assert cache.get(file, file.stat(), name="f") is None
 
 
 def test_a_changed_mtime_is_a_miss(cache, file):
     st = file.stat()
     cache.put(file, st, hash_file(file, name="f", piece_size=PS))
     os.utime(file, ns=(st.st_atime_ns, st.st_mtime_ns + 1))
-    assert cache.get(file, file.stat(), PS, name="f") is None
+    assert cache.get(file, file.stat(), name="f") is None
 
 
 def test_a_replaced_file_with_the_same_size_and_mtime_is_a_miss(cache, file, tmp_path):
@@ -84,20 +84,23 @@ def test_a_replaced_file_with_the_same_size_and_mtime_is_a_miss(cache, file, tmp
     try:
         other.replace(file)
         assert file.stat().st_ino != st.st_ino
-        assert cache.get(file, file.stat(), PS, name="f") is None
+        assert cache.get(file, file.stat(), name="f") is None
     finally:
         keep_inode_busy.close()
 
 
-def test_another_piece_size_is_a_miss(cache, file):
-    cache.put(file, file.stat(), hash_file(file, name="f", piece_size=PS))
-    assert cache.get(file, file.stat(), 2 * PS, name="f") is None
+def test_a_row_keeps_the_piece_size_the_file_was_indexed_with(cache, file):
+    """A file's content id does not change with the piece size a peer is configured with."""
+    m = hash_file(file, name="f", piece_size=2 * PS)
+    cache.put(file, file.stat(), m)
+    got = cache.get(file, file.stat(), name="f")
+    assert got is not None and got.piece_size == 2 * PS and got.content_id == m.content_id
 
 
 def test_a_row_without_whole_file_hash_is_a_miss_when_one_is_wanted(cache, file):
     cache.put(file, file.stat(), hash_file(file, name="f", piece_size=PS))
-    assert cache.get(file, file.stat(), PS, name="f") is not None
-    assert cache.get(file, file.stat(), PS, name="f", whole_file_sha256=True) is None
+    assert cache.get(file, file.stat(), name="f") is not None
+    assert cache.get(file, file.stat(), name="f", whole_file_sha256=True) is None
 
 
 def test_a_damaged_row_is_a_miss(tmp_path, file):
@@ -107,7 +110,7 @@ def test_a_damaged_row_is_a_miss(tmp_path, file):
     with sqlite3.connect(db) as raw:
         raw.execute("UPDATE hashes SET piece_hashes = zeroblob(length(piece_hashes))")
     with HashCache(db) as c:
-        assert c.get(file, file.stat(), PS, name="f") is None
+        assert c.get(file, file.stat(), name="f") is None
 
 
 def test_put_replaces_the_row_of_a_path(cache, file):
@@ -116,14 +119,14 @@ def test_put_replaces_the_row_of_a_path(cache, file):
     m2 = hash_file(file, name="f", piece_size=PS)
     cache.put(file, file.stat(), m2)
     assert len(cache) == 1
-    assert cache.get(file, file.stat(), PS, name="f") == m2
+    assert cache.get(file, file.stat(), name="f") == m2
 
 
 def test_remove_forgets_a_path(cache, file):
     cache.put(file, file.stat(), hash_file(file, name="f", piece_size=PS))
     cache.remove(file)
     cache.remove(file)  # no error the second time
-    assert cache.get(file, file.stat(), PS, name="f") is None
+    assert cache.get(file, file.stat(), name="f") is None
 
 
 def test_prune_forgets_paths_not_present(cache, tmp_path):
@@ -135,7 +138,7 @@ def test_prune_forgets_paths_not_present(cache, tmp_path):
         paths.append(p)
     assert cache.prune([paths[1]]) == 2
     assert len(cache) == 1
-    assert cache.get(paths[1], paths[1].stat(), PS, name="b") is not None
+    assert cache.get(paths[1], paths[1].stat(), name="b") is not None
 
 
 def test_prune_under_a_folder_keeps_rows_elsewhere(cache, tmp_path):
@@ -145,14 +148,14 @@ def test_prune_under_a_folder_keeps_rows_elsewhere(cache, tmp_path):
         p.write_bytes(b"x")
         cache.put(p, p.stat(), hash_file(p, name="x", piece_size=PS))
     assert cache.prune([], under=tmp_path / "share") == 1
-    assert cache.get(outside, outside.stat(), PS, name="x") is not None
+    assert cache.get(outside, outside.stat(), name="x") is not None
 
 
 def test_paths_that_are_not_utf8_are_cached(cache, tmp_path):
     path = tmp_path / os.fsdecode(b"bad\xffname")
     path.write_bytes(b"data")
     cache.put(path, path.stat(), hash_file(path, name="n", piece_size=PS))
-    assert cache.get(path, path.stat(), PS, name="n") is not None
+    assert cache.get(path, path.stat(), name="n") is not None
 
 
 def test_a_file_that_is_not_a_database_raises_a_clear_error(tmp_path):

@@ -611,3 +611,8 @@ def test_a_file_indexed_with_its_known_manifest_is_not_hashed_again(tmp_path, mo
     assert shared is not None
     assert shared.content_id == known.content_id and shared.name == "got.bin"
     assert share.get(known.content_id).manifest.piece_size == 16384
+
+    # a restart (a new Share on the same cache) keeps the download's content id
+    restarted = Share(root, cache=HashCache(tmp_path / "c.db"), piece_size=1 << 20)
+    restarted.scan()
+    assert [f.content_id for f in restarted.files()] == [known.content_id]

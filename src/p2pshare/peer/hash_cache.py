@@ -1,9 +1,13 @@
 """The hash cache: piece hashes of shared files, kept across restarts.
 
 A row is keyed by the file's path and is valid only while the file's size,
-mtime (ns) and inode are the ones it was hashed at, and for the piece size it
-was hashed with. So a restart does not re-read an unchanged folder, and any
-write, replacement or resize of a file makes its row a miss.
+mtime (ns) and inode are the ones it was hashed at. So a restart does not re-read
+an unchanged folder, and any write, replacement or resize of a file makes its row
+a miss. A row keeps the piece size the file was indexed with, which is not always
+this peer's: a download is shared under the manifest it was verified against. So
+a file keeps its content id across restarts and changes of ``piece_size`` (other
+peers, swarms and subscriptions know it by that id); only new or changed files
+take the configured piece size.
 
 The share name is not stored: a file renamed in place keeps its bytes and the
 caller passes its current name in. One SQLite file in WAL mode; one connection
@@ -72,15 +76,14 @@ class HashCache:
         self,
         path: Path,
         st: os.stat_result,
-        piece_size: int,
         *,
         name: str,
         whole_file_sha256: bool = False,
     ) -> Manifest | None:
         """The cached manifest of ``path`` as ``name``, or ``None`` if it may be stale.
 
-        A hit needs the same size, mtime_ns and inode as ``st``, the same piece
-        size, and a whole-file SHA-256 if ``whole_file_sha256`` asks for one.
+        A hit needs the same size, mtime_ns and inode as ``st``, and a whole-file
+        SHA-256 if ``whole_file_sha256`` asks for one; its piece size is the row's.
         """
         with self._lock:
             row = self._query(
@@ -90,13 +93,8 @@ class HashCache:
             ).fetchone()
         if row is None:
             return None
-        size, mtime_ns, inode, cached_piece_size, blob, file_sha256, content_id = row
-        if (size, mtime_ns, inode, cached_piece_size) != (
-            st.st_size,
-            st.st_mtime_ns,
-            st.st_ino,
-            piece_size,
-        ):
+        size, mtime_ns, inode, piece_size, blob, file_sha256, content_id = row
+        if (size, mtime_ns, inode) != (st.st_size, st.st_mtime_ns, st.st_ino):
             return None
         if whole_file_sha256 and not file_sha256:
             return None

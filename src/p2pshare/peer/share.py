@@ -396,9 +396,7 @@ class Share:
                 manifest = replace(known, name=name)
                 self._cache.put(path, st, manifest)
             else:
-                manifest = self._cache.get(
-                    path, st, self._piece_size, name=name, whole_file_sha256=self._whole
-                )
+                manifest = self._cache.get(path, st, name=name, whole_file_sha256=self._whole)
             hashed = manifest is None
             if manifest is None:
                 manifest = hash_fd(
