@@ -12,6 +12,7 @@ Every failure comes out as a ``p2pshare.errors`` exception, translated here once
 
 from __future__ import annotations
 
+import ssl
 from collections.abc import Sequence
 from types import TracebackType
 from typing import Any, Self, TypeVar
@@ -48,7 +49,8 @@ M = TypeVar("M", bound=BaseModel)
 
 
 class TrackerClient:
-    """Talks to one tracker at ``base_url`` (``http://host:port``)."""
+    """Talks to one tracker at ``base_url`` (``http://host:port`` or ``https://...``,
+    whose certificate ``verify`` checks: see ``p2pshare.tls``)."""
 
     def __init__(
         self,
@@ -56,10 +58,15 @@ class TrackerClient:
         *,
         timeout: float = 5.0,
         transport: httpx.AsyncBaseTransport | None = None,
+        verify: ssl.SSLContext | bool = True,
     ) -> None:
         self.base_url = base_url.rstrip("/")
         self._http = httpx.AsyncClient(
-            base_url=self.base_url, timeout=timeout, transport=transport, trust_env=False
+            base_url=self.base_url,
+            timeout=timeout,
+            transport=transport,
+            trust_env=False,
+            verify=verify,
         )
 
     async def __aenter__(self) -> Self:
