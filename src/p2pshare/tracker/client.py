@@ -173,7 +173,8 @@ class TrackerClient:
         except httpx.TimeoutException as exc:
             raise TimedOut(f"tracker {self.base_url} did not answer in time") from exc
         except (httpx.ConnectError, httpx.NetworkError, httpx.RemoteProtocolError) as exc:
-            raise Unreachable(f"cannot reach tracker {self.base_url}: {exc}") from exc
+            hint = _TLS_HINT if _tls_failed(exc) else ""
+            raise Unreachable(f"cannot reach tracker {self.base_url}: {exc}{hint}") from exc
         except httpx.HTTPError as exc:
             raise RemoteError(f"tracker {self.base_url}: {exc}") from exc
         status = response.status_code
@@ -187,6 +188,19 @@ class TrackerClient:
                 raise UsageError(message)
             raise RemoteError(f"tracker {self.base_url} answered {status}: {message}")
         return response
+
+
+_TLS_HINT = " (TLS failed: do this process and the tracker have the same tls and network_key?)"
+
+
+def _tls_failed(exc: BaseException) -> bool:
+    """Whether an ``ssl.SSLError`` lies under ``exc`` (httpx wraps httpcore's wrap)."""
+    seen: BaseException | None = exc
+    while seen is not None:
+        if isinstance(seen, ssl.SSLError):
+            return True
+        seen = seen.__cause__ or seen.__context__
+    return False
 
 
 def _message(response: httpx.Response) -> str:
