@@ -300,3 +300,21 @@ def test_tls_with_certificate_files_works_end_to_end(tmp_path: Path) -> None:
         assert httpx.get(tracker.url + "/healthz", verify=checked).json()["peers"] == 2
     finally:
         net.stop_all()
+
+
+@pytest.mark.parametrize("server", ["own", "uvicorn"])
+def test_every_tracker_worker_serves_https(tmp_path: Path, server: str) -> None:
+    net = LocalNetwork(tmp_path, env=network_env(network_key=KEY, tls="auto"))
+    env = {"P2PSHARE_TRACKER_WORKERS": "2"}
+    if server == "uvicorn":
+        env["P2PSHARE_TRACKER_HTTP"] = "uvicorn"
+    try:
+        tracker = net.start_tracker(env=env)
+        assert tracker.url.startswith("https://")
+        verify = _auto(KEY).client_context()
+        # a new connection each time: the kernel spreads them over both workers
+        for _ in range(8):
+            with httpx.Client(verify=verify) as client:
+                assert client.get(tracker.url + "/healthz").json()["status"] == "ok"
+    finally:
+        net.stop_all()
