@@ -131,7 +131,7 @@ class PeerSettings(_NetworkSettings):
     )
     tracker: str | None = Field(
         f"http://127.0.0.1:{DEFAULT_TRACKER_PORT}",
-        description="Tracker URL; empty for none.",
+        description="Tracker URL; empty for none. With tls on, http:// is taken as https://.",
     )
     host: str = Field("127.0.0.1", description="Address the gRPC server listens on.")
     port: int = Field(DEFAULT_PEER_PORT, ge=0, le=65535, description="gRPC port (0: any free).")
@@ -214,6 +214,13 @@ class PeerSettings(_NetworkSettings):
         if not v.startswith(("http://", "https://")):
             raise ValueError("must be an http:// or https:// URL")
         return v.rstrip("/")
+
+    @model_validator(mode="after")
+    def _tracker_over_tls(self) -> PeerSettings:
+        # with tls on, this peer's index and token never go to the tracker in clear text
+        if self.tls != "off" and self.tracker and self.tracker.startswith("http://"):
+            self.tracker = "https://" + self.tracker.removeprefix("http://")
+        return self
 
     @property
     def api_url(self) -> str:

@@ -21,7 +21,7 @@ from typing import IO
 
 from p2pshare.errors import P2PShareError
 
-TRACKER_READY = re.compile(r"p2pshare tracker listening on (?P<url>http://\S+)")
+TRACKER_READY = re.compile(r"p2pshare tracker listening on (?P<url>https?://\S+)")
 PEER_READY = re.compile(
     r"p2pshare peer listening on grpc (?P<address>\S+), control API (?P<api>http://\S+)"
 )
@@ -127,12 +127,32 @@ def p2pshare_argv(*args: str) -> list[str]:
     return [sys.executable, "-m", "p2pshare", *args]
 
 
+def network_env(
+    *,
+    network_key: str | None = None,
+    tls: str = "off",
+    cert: Path | None = None,
+    key: Path | None = None,
+    ca: Path | None = None,
+) -> dict[str, str]:
+    """The environment that makes a tracker and peers one private network
+    (``network_key``) encrypted as ``tls`` says ("auto", or "files" with ``cert``,
+    ``key`` and ``ca``): give it to ``LocalNetwork(env=...)``."""
+    env = {"P2PSHARE_NETWORK_KEY": network_key} if network_key else {}
+    settings = {"TLS": tls, "TLS_CERT": cert, "TLS_KEY": key, "TLS_CA": ca}
+    for prefix in ("P2PSHARE_TRACKER_", "P2PSHARE_PEER_"):
+        env.update({prefix + name: str(v) for name, v in settings.items() if v is not None})
+    return env
+
+
 @dataclass
 class LocalNetwork:
-    """Processes of one local network, all under ``root``; stop them with ``stop_all``."""
+    """Processes of one local network, all under ``root``; stop them with ``stop_all``.
+    ``env`` goes to every process (see ``network_env``)."""
 
     root: Path
     procs: list[Proc] = field(default_factory=list)
+    env: dict[str, str] = field(default_factory=dict)
 
     def start_tracker(
         self,
@@ -147,7 +167,7 @@ class LocalNetwork:
             TRACKER_READY,
             log=self.root / "logs" / f"{name}.log",
             name=name,
-            env=env,
+            env={**self.env, **(env or {})},
         )
         tracker = TrackerProc(proc.name, proc.popen, proc.log, url=match["url"], db=db)
         self.procs.append(tracker)
@@ -172,7 +192,11 @@ class LocalNetwork:
             *extra,
         )  # fmt: skip
         proc, match = spawn(
-            argv, PEER_READY, log=self.root / "logs" / f"{name}.log", name=name, env=env
+            argv,
+            PEER_READY,
+            log=self.root / "logs" / f"{name}.log",
+            name=name,
+            env={**self.env, **(env or {})},
         )
         peer = PeerProc(
             proc.name,

@@ -40,9 +40,9 @@ def bind(host: str, port: int, *, key: str, reuse_port: bool = False) -> socket.
     return sock
 
 
-def bound_url(sock: socket.socket) -> str:
+def bound_url(sock: socket.socket, scheme: str = "http") -> str:
     host, port = sock.getsockname()[:2]
-    return f"http://[{host}]:{port}" if ":" in host else f"http://{host}:{port}"
+    return f"{scheme}://[{host}]:{port}" if ":" in host else f"{scheme}://{host}:{port}"
 
 
 class _QuietServer(uvicorn.Server):

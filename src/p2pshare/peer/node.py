@@ -14,7 +14,7 @@ from pathlib import Path
 
 import httpx
 
-from p2pshare import errors
+from p2pshare import errors, tls
 from p2pshare._proto import peer_pb2 as pb
 from p2pshare.config import PeerSettings
 from p2pshare.core.manifest import Manifest, check_content_id, check_content_id_prefix
@@ -82,6 +82,8 @@ class PeerNode:
             self.data_dir.mkdir(parents=True, exist_ok=True)
         except OSError as exc:
             raise errors.ConfigError(f"cannot create folder: {exc}") from exc
+        advertised = s.advertise.rpartition(":")[0].strip("[]") if s.advertise else ""
+        self.tls = tls.load(s, section="peer", names=(s.host, advertised))
         self.cache = HashCache(self.data_dir / "hashes.db")
         self.share = Share(
             self.share_root,
@@ -93,7 +95,7 @@ class PeerNode:
         self.watcher = ShareWatcher(self.share, self._share_changed)
         self.watcher.start()  # before the scan: nothing written meanwhile is missed
         self.scan = await asyncio.to_thread(self.share.scan)
-        self.clients = PeerClients()
+        self.clients = PeerClients(tls=self.tls)
         self.overlay = Overlay(
             clients=self.clients,
             share=self.share,
@@ -115,7 +117,7 @@ class PeerNode:
             max_uploads=s.max_uploads,
             max_upload_rate=s.max_upload_rate,
         )
-        self.grpc_server, port = await start_server(self.service, s.host, s.port)
+        self.grpc_server, port = await start_server(self.service, s.host, s.port, tls=self.tls)
         self.address = s.advertise or f"{_dialable(s.host)}:{port}"
         self.clients.set_me(self.me())
         self.overlay.start()
@@ -131,9 +133,10 @@ class PeerNode:
             pieces_per_request=s.pieces_per_request,
         )
         if self.tracker.url:
-            self._tracker_client = TrackerClient(self.tracker.url)
+            verify = self.tls.client_context() if self.tls else True
+            self._tracker_client = TrackerClient(self.tracker.url, verify=verify)
             self._events_http = httpx.AsyncClient(
-                base_url=self.tracker.url, timeout=httpx.Timeout(5.0, read=60.0)
+                base_url=self.tracker.url, timeout=httpx.Timeout(5.0, read=60.0), verify=verify
             )
             await self._register_once()
             self._tasks.append(asyncio.create_task(self._tracker_loop(), name="tracker"))

@@ -18,6 +18,7 @@ from p2pshare.peer.wire import (
     manifest_from_pb,
     translate,
 )
+from p2pshare.tls import Tls
 
 CALL_TIMEOUT = 10.0
 
@@ -31,9 +32,12 @@ class PieceCall(Protocol):
 
 
 class PeerClients:
-    """Channels to other peers, opened on first use and reused."""
+    """Channels to other peers, opened on first use and reused; over TLS when ``tls`` is
+    given (every channel a peer opens to another peer is made here)."""
 
-    def __init__(self, *, me: pb.PeerInfo | None = None) -> None:
+    def __init__(self, *, me: pb.PeerInfo | None = None, tls: Tls | None = None) -> None:
+        self._credentials = tls.channel_credentials() if tls else None
+        self._options = CHANNEL_OPTIONS + (tls.channel_options() if tls else [])
         self._channels: dict[str, tuple[grpc.aio.Channel, pb_grpc.PeerStub]] = {}
         # the piece data path runs on threads with blocking channels (see downloads.py)
         self._sync_channels: dict[str, grpc.Channel] = {}
@@ -45,7 +49,10 @@ class PeerClients:
     def _entry(self, address: str) -> tuple[grpc.aio.Channel, pb_grpc.PeerStub]:
         entry = self._channels.get(address)
         if entry is None:
-            channel = grpc.aio.insecure_channel(address, options=CHANNEL_OPTIONS)
+            if self._credentials is None:
+                channel = grpc.aio.insecure_channel(address, options=self._options)
+            else:
+                channel = grpc.aio.secure_channel(address, self._credentials, self._options)
             entry = (channel, pb_grpc.PeerStub(channel))  # type: ignore[no-untyped-call]
             self._channels[address] = entry
         return entry
@@ -119,7 +126,10 @@ class PeerClients:
         raises ``grpc.RpcError``; the caller translates it."""
         channel = self._sync_channels.get(address)
         if channel is None:
-            channel = grpc.insecure_channel(address, options=CHANNEL_OPTIONS)
+            if self._credentials is None:
+                channel = grpc.insecure_channel(address, options=self._options)
+            else:
+                channel = grpc.secure_channel(address, self._credentials, self._options)
             self._sync_channels[address] = channel
         get_pieces = channel.unary_stream(
             GET_PIECES,

@@ -28,6 +28,7 @@ from p2pshare.peer.wire import (
     manifest_to_pb,
     status_for,
 )
+from p2pshare.tls import Tls
 
 log = logging.getLogger(__name__)
 
@@ -227,11 +228,18 @@ def _handlers(service: PeerService) -> grpc.GenericRpcHandler:  # type: ignore[t
     return grpc.method_handlers_generic_handler("p2pshare.v1.Peer", methods)
 
 
-async def start_server(service: PeerService, host: str, port: int) -> tuple[grpc.aio.Server, int]:
-    """Start a gRPC server for ``service``; returns it and the port it bound."""
+async def start_server(
+    service: PeerService, host: str, port: int, *, tls: Tls | None = None
+) -> tuple[grpc.aio.Server, int]:
+    """Start a gRPC server for ``service`` (over TLS when ``tls`` is given); returns it
+    and the port it bound."""
     server = grpc.aio.server(options=SERVER_OPTIONS)
     server.add_generic_rpc_handlers((_handlers(service),))
-    bound = server.add_insecure_port(f"{host}:{port}")
+    address = f"{host}:{port}"
+    if tls is None:
+        bound = server.add_insecure_port(address)
+    else:
+        bound = server.add_secure_port(address, tls.server_credentials())
     if bound == 0:
         raise errors.ConfigError(f"peer.port: cannot listen on {host}:{port}")
     await server.start()

@@ -12,6 +12,7 @@ Every failure comes out as a ``p2pshare.errors`` exception, translated here once
 
 from __future__ import annotations
 
+import ssl
 from collections.abc import Sequence
 from types import TracebackType
 from typing import Any, Self, TypeVar
@@ -48,7 +49,8 @@ M = TypeVar("M", bound=BaseModel)
 
 
 class TrackerClient:
-    """Talks to one tracker at ``base_url`` (``http://host:port``)."""
+    """Talks to one tracker at ``base_url`` (``http://host:port`` or ``https://...``,
+    whose certificate ``verify`` checks: see ``p2pshare.tls``)."""
 
     def __init__(
         self,
@@ -56,10 +58,15 @@ class TrackerClient:
         *,
         timeout: float = 5.0,
         transport: httpx.AsyncBaseTransport | None = None,
+        verify: ssl.SSLContext | bool = True,
     ) -> None:
         self.base_url = base_url.rstrip("/")
         self._http = httpx.AsyncClient(
-            base_url=self.base_url, timeout=timeout, transport=transport, trust_env=False
+            base_url=self.base_url,
+            timeout=timeout,
+            transport=transport,
+            trust_env=False,
+            verify=verify,
         )
 
     async def __aenter__(self) -> Self:
@@ -166,7 +173,8 @@ class TrackerClient:
         except httpx.TimeoutException as exc:
             raise TimedOut(f"tracker {self.base_url} did not answer in time") from exc
         except (httpx.ConnectError, httpx.NetworkError, httpx.RemoteProtocolError) as exc:
-            raise Unreachable(f"cannot reach tracker {self.base_url}: {exc}") from exc
+            hint = _TLS_HINT if _tls_failed(exc) else ""
+            raise Unreachable(f"cannot reach tracker {self.base_url}: {exc}{hint}") from exc
         except httpx.HTTPError as exc:
             raise RemoteError(f"tracker {self.base_url}: {exc}") from exc
         status = response.status_code
@@ -180,6 +188,19 @@ class TrackerClient:
                 raise UsageError(message)
             raise RemoteError(f"tracker {self.base_url} answered {status}: {message}")
         return response
+
+
+_TLS_HINT = " (TLS failed: do this process and the tracker have the same tls and network_key?)"
+
+
+def _tls_failed(exc: BaseException) -> bool:
+    """Whether an ``ssl.SSLError`` lies under ``exc`` (httpx wraps httpcore's wrap)."""
+    seen: BaseException | None = exc
+    while seen is not None:
+        if isinstance(seen, ssl.SSLError):
+            return True
+        seen = seen.__cause__ or seen.__context__
+    return False
 
 
 def _message(response: httpx.Response) -> str:

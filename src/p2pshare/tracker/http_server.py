@@ -19,6 +19,7 @@ import contextlib
 import importlib
 import logging
 import socket
+import ssl
 import time
 from collections import deque
 from collections.abc import Callable
@@ -42,6 +43,8 @@ AVAILABLE = _httptools is not None
 
 IDLE_SECONDS = 30.0
 """A connection with no request in progress for this long is closed."""
+HANDSHAKE_SECONDS = 10.0
+"""A TLS handshake not done in this long is abandoned."""
 _REASONS = {
     200: b"OK",
     201: b"Created",
@@ -219,7 +222,7 @@ class _Connection(asyncio.Protocol):
             "http_version": "1.1",
             "server": self.server.address,
             "client": self.client,
-            "scheme": "http",
+            "scheme": self.server.scheme,
             "method": req.method,
             "root_path": "",
             "path": path,
@@ -323,10 +326,19 @@ class _BodyTooLarge(Exception):
 
 
 class HttpServer:
-    """Serve ``hot`` (and through it the ASGI app) on listening sockets until ``stop``."""
+    """Serve ``hot`` (and through it the ASGI app) on listening sockets until ``stop``;
+    HTTPS when given an ``ssl_context``."""
 
-    def __init__(self, hot: HotRoutes, *, max_body: int = MAX_BODY_BYTES) -> None:
+    def __init__(
+        self,
+        hot: HotRoutes,
+        *,
+        max_body: int = MAX_BODY_BYTES,
+        ssl_context: ssl.SSLContext | None = None,
+    ) -> None:
         self.hot = hot
+        self.ssl_context = ssl_context
+        self.scheme = "https" if ssl_context else "http"
         self.app: ASGIApp = hot.app
         self.max_body = max_body
         self.connections: set[_Connection] = set()
@@ -342,7 +354,14 @@ class HttpServer:
         loop = asyncio.get_running_loop()
         name = sock.getsockname()
         self.address = (str(name[0]), int(name[1]))
-        server = await loop.create_server(lambda: _Connection(self), sock=sock, backlog=2048)
+        server = await loop.create_server(
+            lambda: _Connection(self),
+            sock=sock,
+            backlog=2048,
+            ssl=self.ssl_context,
+            # a client that never finishes its handshake holds a socket this long at most
+            ssl_handshake_timeout=HANDSHAKE_SECONDS if self.ssl_context else None,
+        )
         self._servers.append(server)
         sweeper = asyncio.ensure_future(self._sweep())
         ready()

@@ -5,6 +5,8 @@ Once it accepts connections it prints one line to stdout::
 
     p2pshare tracker listening on http://HOST:PORT
 
+(``https://`` when ``tls`` is on: then every worker serves HTTPS, see ``p2pshare.tls``.)
+
 With ``workers`` > 1 (``P2PSHARE_TRACKER_WORKERS``; 0: one per CPU) the process forks
 that many worker processes, each with its own socket on the same port
 (``SO_REUSEPORT``: the kernel spreads connections evenly) and its own connection to
@@ -27,6 +29,7 @@ import logging
 import os
 import signal
 import socket
+import ssl
 import sys
 import time
 from collections.abc import Callable, Coroutine, Generator
@@ -35,6 +38,7 @@ from typing import Any
 
 import uvicorn
 
+from p2pshare import tls
 from p2pshare.config import TrackerSettings
 from p2pshare.serving import bind, bound_url, quiet_logs
 from p2pshare.tracker import http_server
@@ -56,11 +60,13 @@ READY_LINE = "p2pshare tracker listening on {url}"
 def run(settings: TrackerSettings) -> None:
     """Serve until SIGTERM or SIGINT; raise a ``ConfigError`` for a bad setting."""
     quiet_logs(settings.log_level)
+    # before any fork: bad certificate files stop the process with one clear error
+    security = tls.load(settings, section="tracker", names=(settings.host,))
     workers = workers_of(settings)
     if workers <= 1:
-        _run_loop(serve(settings))
+        _run_loop(serve(settings, security=security))
     else:
-        sys.exit(_supervise(settings, workers))
+        sys.exit(_supervise(settings, workers, security))
 
 
 def workers_of(settings: TrackerSettings) -> int:
@@ -114,9 +120,14 @@ async def purge_forever(registry: Registry, interval: float) -> None:
             log.exception("purging expired peers failed")
 
 
-async def _serve_own(app: HotRoutes, sock: socket.socket, ready: Callable[[], None]) -> None:
+async def _serve_own(
+    app: HotRoutes,
+    sock: socket.socket,
+    ready: Callable[[], None],
+    ssl_context: ssl.SSLContext | None,
+) -> None:
     """Serve with ``http_server.HttpServer`` until SIGINT or SIGTERM."""
-    server = http_server.HttpServer(app)
+    server = http_server.HttpServer(app, ssl_context=ssl_context)
     loop = asyncio.get_running_loop()
     signals = (signal.SIGINT, signal.SIGTERM)
     for sig in signals:
@@ -155,20 +166,23 @@ async def flush_forever(registry: Registry, interval: float) -> None:
 async def serve(
     settings: TrackerSettings,
     *,
+    security: tls.Tls | None = None,
     sock: socket.socket | None = None,
     ready: Callable[[], None] | None = None,
     purge: bool = True,
 ) -> None:
     """Serve the tracker described by ``settings`` until a signal stops it.
 
-    ``sock``: a bound socket to serve on (else one is bound here); ``ready``: called
-    once serving (else the ready line is printed); ``purge``: whether this process
-    deletes expired peers (one worker of several does).
+    ``security``: serve HTTPS with it (else plain HTTP); ``sock``: a bound socket to
+    serve on (else one is bound here); ``ready``: called once serving (else the ready
+    line is printed); ``purge``: whether this process deletes expired peers (one
+    worker of several does).
     """
+    ssl_context = security.server_context() if security else None
     if sock is None:
         sock = bind(settings.host, settings.port, key="tracker.port")
     if ready is None:
-        url = bound_url(sock)
+        url = bound_url(sock, "https" if security else "http")
 
         def ready() -> None:
             print(READY_LINE.format(url=url), flush=True)
@@ -197,7 +211,7 @@ async def serve(
             )
         )
         if http_server.AVAILABLE and os.environ.get("P2PSHARE_TRACKER_HTTP") != "uvicorn":
-            await _serve_own(app, sock, ready)
+            await _serve_own(app, sock, ready, ssl_context)
             return
         config = uvicorn.Config(
             app,
@@ -207,6 +221,9 @@ async def serve(
             lifespan="off",
             timeout_graceful_shutdown=5,
         )
+        # uvicorn makes its SSL context only from files; ours is made in memory
+        config.load()
+        config.ssl = ssl_context
         server = _Server(config, ready)
         await server.serve(sockets=[sock])
     finally:
@@ -232,20 +249,26 @@ def _die_with_parent(parent: int) -> None:
         os._exit(1)
 
 
-def _worker(settings: TrackerSettings, sock: socket.socket, ready_fd: int, purge: bool) -> int:
+def _worker(
+    settings: TrackerSettings,
+    security: tls.Tls | None,
+    sock: socket.socket,
+    ready_fd: int,
+    purge: bool,
+) -> int:
     def ready() -> None:
         os.write(ready_fd, b"r")
         os.close(ready_fd)
 
     try:
-        _run_loop(serve(settings, sock=sock, ready=ready, purge=purge))
+        _run_loop(serve(settings, security=security, sock=sock, ready=ready, purge=purge))
     except BaseException:
         log.exception("tracker worker %d failed", os.getpid())
         return 1
     return 0
 
 
-def _supervise(settings: TrackerSettings, workers: int) -> int:
+def _supervise(settings: TrackerSettings, workers: int, security: tls.Tls | None) -> int:
     """Fork ``workers`` processes that serve one port; return the exit status."""
     # a plain bind first: it fails if anything, even another tracker's workers, holds
     # the port, where a SO_REUSEPORT bind could silently share it
@@ -261,7 +284,7 @@ def _supervise(settings: TrackerSettings, workers: int) -> int:
         for s in socks:
             s.close()
         raise
-    url = bound_url(socks[0])
+    url = bound_url(socks[0], "https" if security else "http")
     parent = os.getpid()
     read_fd, write_fd = os.pipe()
     sys.stdout.flush()
@@ -277,7 +300,7 @@ def _supervise(settings: TrackerSettings, workers: int) -> int:
                     if other is not sock:
                         other.close()
                 _die_with_parent(parent)
-                code = _worker(settings, sock, write_fd, purge=i == 0)
+                code = _worker(settings, security, sock, write_fd, purge=i == 0)
             finally:
                 sys.stdout.flush()
                 sys.stderr.flush()
