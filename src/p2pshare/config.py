@@ -114,6 +114,15 @@ class TrackerSettings(_NetworkSettings):
         le=256,
         description="Worker processes serving the port (0: one per CPU); each holds the index.",
     )
+    rate_limit: float = Field(
+        50,
+        ge=0,
+        description="Requests per second one client address may make on average (0: no"
+        " limit); more get 429 with Retry-After. Per worker process.",
+    )
+    rate_burst: int = Field(
+        200, ge=1, le=1_000_000, description="Requests one client address may make at once."
+    )
     log_level: LogLevel = Field("warning", description="debug, info, warning or error.")
 
 
