@@ -7,7 +7,11 @@ from __future__ import annotations
 import http.client
 import json
 import socket
+import statistics
+import subprocess
+import sys
 import time
+from pathlib import Path
 
 import pytest
 
@@ -123,4 +127,61 @@ def test_oversized_requests_are_refused_and_the_tracker_keeps_serving(net, serve
     assert client.request("GET", "/v1/search?q=a")[0] == 200
     client.close()
     assert tracker.alive()
+    assert "Traceback" not in tracker.output()
+
+
+def heartbeat_latencies(client: Client, path: str, token: str, count: int) -> list[float]:
+    """Seconds each of ``count`` heartbeats took (10 ms apart); each must succeed."""
+    seconds = []
+    for _ in range(count):
+        start = time.perf_counter()
+        status, _, body = client.request("POST", path, headers={"Authorization": f"Bearer {token}"})
+        seconds.append(time.perf_counter() - start)
+        assert status == 200, body
+        time.sleep(0.01)
+    return seconds
+
+
+def test_a_flood_from_one_client_is_throttled_while_another_clients_heartbeats_stay_fast(net):
+    """The issue's floods test: 1,000 requests/s for 3 s from one address, at the
+    default limits; a second client's heartbeats all succeed, about as fast as before."""
+    tracker = start(net, "own")
+    rate, burst, seconds = 50, 200, 3.0  # the defaults of rate_limit and rate_burst
+    quiet = Client(tracker, QUIET)
+    path, token = quiet.register()
+    baseline = heartbeat_latencies(quiet, path, token, 50)
+    flood = subprocess.Popen(
+        [sys.executable, str(Path(__file__).with_name("flood.py")), tracker.url, FLOODER,
+         "1000", str(seconds)],
+        stdout=subprocess.PIPE,
+        text=True,
+    )  # fmt: skip
+    try:
+        assert flood.stdout is not None
+        assert flood.stdout.readline().strip() == "started"
+        during = heartbeat_latencies(quiet, path, token, 100)  # about 1.5 s: inside the flood
+        out, _ = flood.communicate(timeout=seconds + 15)
+    finally:
+        flood.kill()
+        flood.wait()
+    result = json.loads(out)
+    counts, elapsed = result["counts"], result["seconds"]
+    total = sum(counts.values())
+    assert total >= 1000, counts  # the flood happened (at a third of its rate at least)
+    assert set(counts) <= {"200", "429"}, counts
+    # what passed is what the limit lets through, and most was refused
+    assert counts.get("200", 0) <= burst + rate * (elapsed + 1), counts
+    assert counts["429"] > total / 2, counts
+    # medians: robust to a few slow samples on a busy machine; a floor of 10 ms for when
+    # the baseline is a fraction of a millisecond
+    base, busy = statistics.median(baseline), statistics.median(during)
+    assert busy <= max(3 * base, base + 0.010), (base, busy)
+    assert max(during) < 1.0, max(during)
+    # the flooder is served again once it waited as long as it was told
+    flooder = Client(tracker, FLOODER)
+    status, headers, _ = until_throttled(flooder, "/v1/search?q=flood", burst + 10)
+    time.sleep(int(headers["retry-after"]))
+    assert flooder.request("GET", "/v1/search?q=flood")[0] == 200
+    flooder.close()
+    quiet.close()
     assert "Traceback" not in tracker.output()
