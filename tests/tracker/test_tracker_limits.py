@@ -8,8 +8,9 @@ from collections.abc import AsyncIterator, Callable
 import httpx
 import pytest
 
+from p2pshare.core.rate import client_key
 from p2pshare.tracker.app import create_app, with_hot_routes
-from p2pshare.tracker.limits import MAX_HEADERS, MAX_URL_BYTES, RequestLimits, client_key
+from p2pshare.tracker.limits import MAX_HEADERS, MAX_URL_BYTES, RequestLimits
 from p2pshare.tracker.registry import SqliteRegistry
 from tests.tracker.test_tracker_app import Clock, assert_readable_error, bearer, join
 

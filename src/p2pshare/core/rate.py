@@ -8,11 +8,12 @@ bucket per client, and a request over the limit is refused rather than delayed.
 
 from __future__ import annotations
 
+import ipaddress
 from collections import OrderedDict
 from collections.abc import Hashable
 from typing import Generic, TypeVar
 
-__all__ = ["ClientBuckets", "TokenBucket"]
+__all__ = ["ClientBuckets", "TokenBucket", "client_key"]
 
 K = TypeVar("K", bound=Hashable)
 
@@ -102,3 +103,18 @@ class ClientBuckets(Generic[K]):
             if last > cutoff:
                 return
             del buckets[key]
+
+
+def client_key(host: str) -> str:
+    """Which client a request from the address ``host`` counts as: the IPv4 address, or
+    the /64 of an IPv6 one (one host usually holds a whole /64; an IPv4-mapped IPv6
+    address counts as its IPv4 address)."""
+    if ":" not in host:
+        return host
+    try:
+        address = ipaddress.IPv6Address(host.partition("%")[0])
+    except ValueError:
+        return host
+    if address.ipv4_mapped is not None:
+        return str(address.ipv4_mapped)
+    return str(ipaddress.IPv6Address(int(address) >> 64 << 64)) + "/64"

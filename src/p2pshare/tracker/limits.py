@@ -20,13 +20,12 @@ least 1) and ``{"error": ...}``; it is served again as soon as its rate allows.
 
 from __future__ import annotations
 
-import ipaddress
 import json
 import math
 import time
 from collections.abc import Callable
 
-from p2pshare.core.rate import ClientBuckets
+from p2pshare.core.rate import ClientBuckets, client_key
 
 __all__ = [
     "MAX_HEADERS",
@@ -35,7 +34,6 @@ __all__ = [
     "REQUEST_SECONDS",
     "Refusal",
     "RequestLimits",
-    "client_key",
 ]
 
 MAX_URL_BYTES = 8 << 10
@@ -54,20 +52,6 @@ UNLIMITED_PATHS = frozenset({"/healthz"})
 
 Refusal = tuple[int, bytes, tuple[tuple[bytes, bytes], ...]]
 """Status, JSON body and extra headers of a refused request."""
-
-
-def client_key(host: str) -> str:
-    """Whose bucket a request from ``host`` takes from: the IPv4 address, or the /64 of
-    an IPv6 one (an IPv4-mapped IPv6 address counts as its IPv4 address)."""
-    if ":" not in host:
-        return host
-    try:
-        address = ipaddress.IPv6Address(host.partition("%")[0])
-    except ValueError:
-        return host
-    if address.ipv4_mapped is not None:
-        return str(address.ipv4_mapped)
-    return str(ipaddress.IPv6Address(int(address) >> 64 << 64)) + "/64"
 
 
 class RequestLimits:
