@@ -176,6 +176,18 @@ class PeerSettings(_NetworkSettings):
     max_uploads: int = Field(
         64, ge=1, le=4096, description="Concurrent GetPieces streams this peer serves."
     )
+    max_uploads_per_peer: int = Field(
+        16,
+        ge=1,
+        le=4096,
+        description="Of those, how many one remote peer (one IP address) may hold at once.",
+    )
+    max_subscribers: int = Field(
+        256, ge=1, le=65536, description="Subscribe streams of other peers served at once."
+    )
+    max_subscribers_per_peer: int = Field(
+        8, ge=1, le=65536, description="Of those, how many one remote peer may hold at once."
+    )
     seeds: Annotated[list[str], NoDecode] = Field(
         default_factory=list,
         description="HOST:PORT of peers to join the overlay through (a list; comma-separated"
