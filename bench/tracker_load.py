@@ -246,10 +246,16 @@ def free_port() -> int:
         return int(s.getsockname()[1])
 
 
-def start_tracker(db: Path, log: Path, workers: int | None) -> Server:
+def start_tracker(db: Path, log: Path, workers: int | None, rate_limit: float) -> Server:
     exe = Path(sys.executable).parent / "p2pshare"
     argv = [str(exe), "tracker", "--host", LOOPBACK, "--port", "0", "--db", str(db)]
-    env = {**os.environ, "P2PSHARE_TRACKER_LEASE_SECONDS": str(LEASE)}
+    env = {
+        **os.environ,
+        "P2PSHARE_TRACKER_LEASE_SECONDS": str(LEASE),
+        # every simulated peer comes from 127.0.0.1: one client to the per-address
+        # rate limit, which would answer most of the load with 429
+        "P2PSHARE_TRACKER_RATE_LIMIT": str(rate_limit),
+    }
     if workers is not None:
         env["P2PSHARE_TRACKER_WORKERS"] = str(workers)
     sink = log.open("wb")
@@ -434,7 +440,7 @@ def run_load(args: argparse.Namespace, report: dict[str, Any]) -> None:
     load: dict[str, Any] = {"peers": peers, "files_per_peer": per_peer, "runs": []}
     report["load"] = load
 
-    tracker = start_tracker(db, OUT / "tracker-load.log", args.workers)
+    tracker = start_tracker(db, OUT / "tracker-load.log", args.workers, args.rate_limit)
     try:
         url = f"http://{LOOPBACK}:{tracker.port}"
         load["tracker_processes"] = len(tracker.pids())
@@ -514,7 +520,7 @@ def run_search(args: argparse.Namespace, report: dict[str, Any]) -> None:
     print(f"search: indexed {peers * per_peer} files ({peers} peers) in {built:.1f}s", flush=True)
     search: dict[str, Any] = {"files": peers * per_peer, "peers": peers, "runs": []}
     report["search"] = search
-    tracker = start_tracker(db, OUT / "tracker-search.log", args.workers)
+    tracker = start_tracker(db, OUT / "tracker-search.log", args.workers, args.rate_limit)
     try:
         search_latency(tracker.port, search_queries(vocab, 200, rng), 1)  # warm up
         for conc in (1, 8, 32):
@@ -569,6 +575,13 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--skip-load", action="store_true", help="no load run")
     parser.add_argument(
         "--workers", type=int, default=None, help="P2PSHARE_TRACKER_WORKERS for the tracker"
+    )
+    parser.add_argument(
+        "--rate-limit",
+        type=float,
+        default=0,
+        help="P2PSHARE_TRACKER_RATE_LIMIT for the tracker (default 0: off, since all the"
+        " load comes from 127.0.0.1)",
     )
     args = parser.parse_args(argv)
     ensure_tools()

@@ -114,6 +114,15 @@ class TrackerSettings(_NetworkSettings):
         le=256,
         description="Worker processes serving the port (0: one per CPU); each holds the index.",
     )
+    rate_limit: float = Field(
+        50,
+        ge=0,
+        description="Requests per second one client address may make on average (0: no"
+        " limit); more get 429 with Retry-After. Per worker process.",
+    )
+    rate_burst: int = Field(
+        200, ge=1, le=1_000_000, description="Requests one client address may make at once."
+    )
     log_level: LogLevel = Field("warning", description="debug, info, warning or error.")
 
 
@@ -168,6 +177,18 @@ class PeerSettings(_NetworkSettings):
     )
     max_uploads: int = Field(
         64, ge=1, le=4096, description="Concurrent GetPieces streams this peer serves."
+    )
+    max_uploads_per_peer: int = Field(
+        16,
+        ge=1,
+        le=4096,
+        description="Of those, how many one remote peer (one IP address) may hold at once.",
+    )
+    max_subscribers: int = Field(
+        256, ge=1, le=65536, description="Subscribe streams of other peers served at once."
+    )
+    max_subscribers_per_peer: int = Field(
+        8, ge=1, le=65536, description="Of those, how many one remote peer may hold at once."
     )
     seeds: Annotated[list[str], NoDecode] = Field(
         default_factory=list,

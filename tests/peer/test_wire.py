@@ -8,7 +8,7 @@ from hypothesis import strategies as st
 
 from p2pshare._proto import peer_pb2 as pb
 from p2pshare.errors import RemoteError
-from p2pshare.peer.wire import decode_piece, encode_piece
+from p2pshare.peer.wire import decode_piece, encode_piece, remote_key
 
 indexes = st.integers(min_value=0, max_value=2**32 - 1)
 
@@ -44,3 +44,20 @@ def test_decode_piece_skips_fields_it_does_not_know() -> None:
 def test_decode_piece_refuses_malformed_messages(raw: bytes) -> None:
     with pytest.raises(RemoteError):
         decode_piece(raw)
+
+
+@pytest.mark.parametrize(
+    ("peer", "key"),
+    [
+        ("ipv4:203.0.113.7:51234", "203.0.113.7"),
+        ("ipv4:203.0.113.7:40000", "203.0.113.7"),  # another connection, the same remote
+        ("ipv6:[2001:db8:1:2::7]:51234", "2001:db8:1:2::/64"),
+        ("ipv6:[::ffff:198.51.100.4]:1", "198.51.100.4"),
+        # peers of this machine share one address: each connection is one remote
+        ("ipv4:127.0.0.1:51234", "ipv4:127.0.0.1:51234"),
+        ("ipv6:[::1]:51234", "ipv6:[::1]:51234"),
+        ("unix:/run/p.sock", "unix:/run/p.sock"),
+    ],
+)
+def test_a_remote_peer_is_its_ip_address_or_on_loopback_its_connection(peer, key) -> None:
+    assert remote_key(peer) == key

@@ -115,6 +115,9 @@ class PeerNode:
             publisher=self.publisher,
             partial=lambda content_id: self.downloads.partial(content_id),
             max_uploads=s.max_uploads,
+            max_uploads_per_peer=s.max_uploads_per_peer,
+            max_subscribers=s.max_subscribers,
+            max_subscribers_per_peer=s.max_subscribers_per_peer,
             max_upload_rate=s.max_upload_rate,
         )
         self.grpc_server, port = await start_server(self.service, s.host, s.port, tls=self.tls)

@@ -1,4 +1,12 @@
-"""The server side of the peer protocol: serves this peer's share over gRPC."""
+"""The server side of the peer protocol: serves this peer's share over gRPC.
+
+Limits keep one remote peer from taking what others need: piece streams
+(``max_uploads`` in all, ``max_uploads_per_peer`` per remote) and ``Subscribe``
+streams (``max_subscribers``, ``max_subscribers_per_peer``); a call over a limit gets
+RESOURCE_EXHAUSTED at once and others are served as before. A remote peer is its IP
+address (``wire.remote_key``). Message sizes are capped by the channel options
+(``wire.SERVER_OPTIONS``).
+"""
 
 from __future__ import annotations
 
@@ -17,6 +25,7 @@ from p2pshare._proto import peer_pb2_grpc as pb_grpc
 from p2pshare.core.manifest import Manifest, check_content_id
 from p2pshare.core.names import parse_query
 from p2pshare.core.rate import TokenBucket
+from p2pshare.core.slots import Slots
 from p2pshare.peer.overlay import Overlay
 from p2pshare.peer.partial import PartialDownload
 from p2pshare.peer.publisher import Publisher, change_to_pb
@@ -26,6 +35,7 @@ from p2pshare.peer.wire import (
     SERVER_OPTIONS,
     encode_piece,
     manifest_to_pb,
+    remote_key,
     status_for,
 )
 from p2pshare.tls import Tls
@@ -82,6 +92,9 @@ class PeerService(pb_grpc.PeerServicer):
         publisher: Publisher | None = None,
         partial: Callable[[str], PartialDownload | None] = lambda content_id: None,
         max_uploads: int,
+        max_uploads_per_peer: int | None = None,
+        max_subscribers: int = 256,
+        max_subscribers_per_peer: int = 8,
         max_upload_rate: int = 0,
     ) -> None:
         self._share = share
@@ -89,7 +102,12 @@ class PeerService(pb_grpc.PeerServicer):
         self._overlay = overlay
         self._publisher = publisher or Publisher()
         self._partial = partial
-        self._uploads = asyncio.Semaphore(max_uploads)
+        self._uploads: Slots[str] = Slots(
+            total=max_uploads, per_key=max_uploads_per_peer or max_uploads
+        )
+        self._subscribers: Slots[str] = Slots(
+            total=max_subscribers, per_key=max_subscribers_per_peer
+        )
         # a quarter second of burst: smooth enough, and a piece larger than that just waits
         self._rate = TokenBucket(max_upload_rate, max(max_upload_rate / 4, 1), time.monotonic())
         self.pieces_served = 0
@@ -141,9 +159,11 @@ class PeerService(pb_grpc.PeerServicer):
         content_id = check_content_id(request.content_id)
         if len(request.indexes) > MAX_PIECES_PER_REQUEST:
             raise errors.UsageError(f"at most {MAX_PIECES_PER_REQUEST} pieces per request")
-        if self._uploads.locked():
-            raise errors.Busy("too many uploads at once; retry shortly")
-        async with self._uploads:
+        remote = remote_key(context.peer())
+        full = self._uploads.acquire(remote)
+        if full is not None:
+            raise errors.Busy(f"too many uploads at once ({full}); retry shortly")
+        try:
             manifest, partial = self._source(content_id)
             count = manifest.piece_count
             bad = [i for i in request.indexes if i >= count]
@@ -161,6 +181,8 @@ class PeerService(pb_grpc.PeerServicer):
                     self.pieces_served += 1
                     self.bytes_served += len(data)
                     yield encode_piece(index, data)
+        finally:
+            self._uploads.release(remote)
 
     @_stream
     async def Search(self, request: pb.SearchRequest, context: Ctx) -> AsyncIterator[pb.SearchHit]:
@@ -184,9 +206,16 @@ class PeerService(pb_grpc.PeerServicer):
             query = parse_query(request.query) if request.query else None
         except ValueError as exc:
             raise errors.UsageError(str(exc)) from exc
-        with self._publisher.subscribe(query, exclude=request.sender.address) as sub:
-            async for change in sub:
-                yield change_to_pb(change)
+        remote = remote_key(context.peer())
+        full = self._subscribers.acquire(remote)
+        if full is not None:
+            raise errors.Busy(f"too many subscribers ({full}); subscribe again later")
+        try:
+            with self._publisher.subscribe(query, exclude=request.sender.address) as sub:
+                async for change in sub:
+                    yield change_to_pb(change)
+        finally:
+            self._subscribers.release(remote)
         if sub.ended:
             raise errors.Busy("this subscriber fell behind; subscribe again")
 

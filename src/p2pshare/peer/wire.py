@@ -7,6 +7,7 @@ client side.
 
 from __future__ import annotations
 
+import ipaddress
 from typing import cast
 
 import grpc
@@ -14,9 +15,16 @@ import grpc
 from p2pshare import errors
 from p2pshare._proto import peer_pb2 as pb
 from p2pshare.core.manifest import MAX_PIECE_SIZE, Manifest, validate_manifest
+from p2pshare.core.rate import client_key
 
 PROTOCOL_VERSION = 1
 MAX_MESSAGE = MAX_PIECE_SIZE + (64 << 10)
+"""The largest message either side sends or takes: one piece of the largest size."""
+MAX_REQUEST = 1 << 20
+"""The largest message a peer's server takes (requests are small; a manifest list of
+1024 piece indexes is a few KiB): larger ones get RESOURCE_EXHAUSTED."""
+MAX_STREAMS_PER_CONNECTION = 256
+"""Concurrent calls on one connection; more wait until one ends (HTTP/2 flow control)."""
 CHANNEL_OPTIONS: list[tuple[str, int | str]] = [
     ("grpc.max_send_message_length", MAX_MESSAGE),
     ("grpc.max_receive_message_length", MAX_MESSAGE),
@@ -30,7 +38,8 @@ CHANNEL_OPTIONS: list[tuple[str, int | str]] = [
 ]
 SERVER_OPTIONS: list[tuple[str, int | str]] = [
     ("grpc.max_send_message_length", MAX_MESSAGE),
-    ("grpc.max_receive_message_length", 1 << 20),
+    ("grpc.max_receive_message_length", MAX_REQUEST),
+    ("grpc.max_concurrent_streams", MAX_STREAMS_PER_CONNECTION),
     ("grpc.keepalive_permit_without_calls", 1),
     ("grpc.http2.min_ping_interval_without_data_ms", 10_000),
     ("grpc.so_reuseport", 0),
@@ -44,6 +53,26 @@ _STATUS: list[tuple[type[errors.P2PShareError], grpc.StatusCode]] = [
     (errors.Busy, grpc.StatusCode.RESOURCE_EXHAUSTED),
     (errors.TransportError, grpc.StatusCode.UNAVAILABLE),
 ]
+
+
+def remote_key(peer: str) -> str:
+    """Which remote peer a call comes from, for limits per remote peer, from gRPC's
+    ``context.peer()`` (``ipv4:203.0.113.7:51234``, ``ipv6:[2001:db8::1]:51234``).
+
+    Its IP address (IPv6: its /64), which it cannot forge over TCP; a peer id or
+    address it states in a request could be anything. A call over loopback comes from
+    a peer on this machine, where every peer has the same address: those are told
+    apart by their connection (a peer keeps one channel to each peer it calls).
+    """
+    kind, _, rest = peer.partition(":")
+    if kind not in ("ipv4", "ipv6"):
+        return peer
+    host = rest.rpartition(":")[0].strip("[]")
+    try:
+        loopback = ipaddress.ip_address(host.partition("%")[0]).is_loopback
+    except ValueError:
+        return peer
+    return peer if loopback else client_key(host)
 
 
 def status_for(exc: errors.P2PShareError) -> grpc.StatusCode:

@@ -34,6 +34,13 @@ from p2pshare.errors import (
 )
 from p2pshare.http_errors import error_response, status_of
 from p2pshare.tracker import events
+from p2pshare.tracker.limits import (
+    MAX_HEADER_BYTES,
+    MAX_HEADERS,
+    MAX_URL_BYTES,
+    Refusal,
+    RequestLimits,
+)
 from p2pshare.tracker.models import (
     ErrorResponse,
     FilesResponse,
@@ -87,16 +94,42 @@ class _BodyTooLarge(StarletteHTTPException):
         super().__init__(413, f"request body larger than {limit} bytes")
 
 
+def _too_large_head(scope: Scope) -> Refusal | None:
+    """414 or 431 for a request target or headers over the limits (``http_server``
+    refuses them while parsing; this is for uvicorn and in-process transports)."""
+    target = len(scope.get("raw_path") or scope["path"]) + len(scope.get("query_string", b""))
+    if target > MAX_URL_BYTES:
+        return _refusal(414, f"request target longer than {MAX_URL_BYTES} bytes")
+    headers = scope.get("headers") or ()
+    if len(headers) > MAX_HEADERS:
+        return _refusal(431, f"more than {MAX_HEADERS} header lines")
+    if sum(len(k) + len(v) for k, v in headers) > MAX_HEADER_BYTES:
+        return _refusal(431, f"headers larger than {MAX_HEADER_BYTES} bytes")
+    return None
+
+
+def _refusal(status: int, message: str) -> Refusal:
+    return status, _dumps({"error": message}).encode(), ()
+
+
 class _Edge:
-    """Pure ASGI middleware: request metrics per route, and the request body size limit."""
+    """Pure ASGI middleware: request metrics per route, the request rate limit, and the
+    size limits of a request (target, headers, body)."""
 
     def __init__(
-        self, app: ASGIApp, *, requests: Counter, latency: Histogram, max_body: int
+        self,
+        app: ASGIApp,
+        *,
+        requests: Counter,
+        latency: Histogram,
+        max_body: int,
+        limits: RequestLimits,
     ) -> None:
         self.app = app
         self.requests = requests
         self.latency = latency
         self.max_body = max_body
+        self.limits = limits
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         if scope["type"] != "http":
@@ -126,6 +159,13 @@ class _Edge:
 
         length = dict(scope.get("headers") or ()).get(b"content-length", b"")
         try:
+            client = scope.get("client")
+            refused = _too_large_head(scope) or self.limits.refuse(
+                client[0] if client else None, scope["path"]
+            )
+            if refused is not None:
+                await _respond(send_wrapper, *refused)
+                return
             if length.isdigit() and int(length) > self.max_body:
                 raise _BodyTooLarge(self.max_body)
             await self.app(scope, receive_wrapper, send_wrapper)
@@ -164,10 +204,12 @@ class HotRoutes:
         clock: Callable[[], float],
         requests: Counter,
         latency: Histogram,
+        limits: RequestLimits,
     ) -> None:
         self.app = app
         self.registry = registry
         self.clock = clock
+        self.limits = limits
         self.requests = requests
         self.latency = latency
         self._counters: dict[tuple[str, str, int], Any] = {}
@@ -179,9 +221,16 @@ class HotRoutes:
         self._heartbeat_body = heartbeat.model_dump_json().encode()
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
-        if scope["type"] == "http":
+        # oversized requests go on to the app, which refuses them (``http_server``
+        # refuses them before they get here)
+        if scope["type"] == "http" and _too_large_head(scope) is None:
+            client = scope.get("client")
             answer = self.answer(
-                scope["method"], scope["path"], scope.get("query_string", b""), scope["headers"]
+                scope["method"],
+                scope["path"],
+                scope.get("query_string", b""),
+                scope["headers"],
+                client[0] if client else None,
             )
             if answer is not None:
                 await _respond(send, *answer)
@@ -189,23 +238,37 @@ class HotRoutes:
         await self.app(scope, receive, send)
 
     def answer(
-        self, method: str, path: str, query_string: bytes, headers: Iterable[tuple[bytes, bytes]]
-    ) -> tuple[int, bytes] | None:
-        """Status and JSON body of a heartbeat or search request; None for any other
+        self,
+        method: str,
+        path: str,
+        query_string: bytes,
+        headers: Iterable[tuple[bytes, bytes]],
+        client: str | None,
+    ) -> Refusal | None:
+        """Status, JSON body and extra headers of a heartbeat or search request from
+        the address ``client`` (a 429 if it is over its rate); None for any other
         request, which the FastAPI app answers. ``path`` is percent-decoded."""
         if method == "POST" and path.startswith("/v1/peers/") and path.endswith("/heartbeat"):
             peer_id = path[10:-10]
             if peer_id and "/" not in peer_id:
-                return self._heartbeat(path, headers, peer_id)
+                return self._limited(_HEARTBEAT_ROUTE, method, client, path) or self._heartbeat(
+                    path, headers, peer_id
+                )
         elif method == "GET" and path == _SEARCH_ROUTE:
             params = _plain_search_params(query_string)
             if params is not None:
-                return self._search(*params)
+                return self._limited(_SEARCH_ROUTE, method, client, path) or self._search(*params)
         return None
+
+    def _limited(self, route: str, method: str, client: str | None, path: str) -> Refusal | None:
+        refused = self.limits.refuse(client, path)
+        if refused is not None:
+            self._count(route, method, refused[0], time.perf_counter())
+        return refused
 
     def _heartbeat(
         self, path: str, headers: Iterable[tuple[bytes, bytes]], peer_id: str
-    ) -> tuple[int, bytes] | None:
+    ) -> Refusal | None:
         """Answer a heartbeat; None if it comes with a body (FastAPI's app applies the
         body limit)."""
         start = time.perf_counter()
@@ -222,9 +285,9 @@ class HotRoutes:
         else:
             status, body = 200, self._heartbeat_body
         self._count(_HEARTBEAT_ROUTE, "POST", status, start)
-        return status, body
+        return status, body, ()
 
-    def _search(self, q: str, limit: int) -> tuple[int, bytes]:
+    def _search(self, q: str, limit: int) -> Refusal:
         start = time.perf_counter()
         try:
             query = _parse_search(q)
@@ -244,7 +307,7 @@ class HotRoutes:
             ]
             body = _dumps({"hits": hits}).encode()
         self._count(_SEARCH_ROUTE, "GET", status, start)
-        return status, body
+        return status, body, ()
 
     def _count(self, route: str, method: str, status: int, start: float) -> None:
         key = (route, method, status)
@@ -301,12 +364,14 @@ def _failure(exc: Exception, method: str, path: str) -> tuple[int, bytes]:
     return 500, b'{"error":"internal error of the tracker"}'
 
 
-async def _respond(send: Send, status: int, body: bytes) -> None:
+async def _respond(
+    send: Send, status: int, body: bytes, headers: Iterable[tuple[bytes, bytes]] = ()
+) -> None:
     await send(
         {
             "type": "http.response.start",
             "status": status,
-            "headers": [*_JSON_HEADERS, (b"content-length", str(len(body)).encode())],
+            "headers": [*_JSON_HEADERS, (b"content-length", str(len(body)).encode()), *headers],
         }
     )
     await send({"type": "http.response.body", "body": body})
@@ -318,8 +383,11 @@ def create_app(
     neighbour_sample: int = 8,
     clock: Callable[[], float] = time.time,
     max_body: int = MAX_BODY_BYTES,
+    limits: RequestLimits | None = None,
 ) -> FastAPI:
-    """The tracker's REST API around ``registry``; ``clock`` gives ``now`` to every call."""
+    """The tracker's REST API around ``registry``; ``clock`` gives ``now`` to every call;
+    ``limits``: the request rate limit (default: none)."""
+    limits = limits or RequestLimits(rate=0, burst=1)
     app = FastAPI(
         title="p2pshare tracker",
         version="1",
@@ -343,12 +411,13 @@ def create_app(
     live_files = Gauge(
         "p2pshare_tracker_files", "Files shared by live peers (per peer).", registry=metrics
     )
-    app.add_middleware(_Edge, requests=requests, latency=latency, max_body=max_body)
+    app.add_middleware(_Edge, requests=requests, latency=latency, max_body=max_body, limits=limits)
     app.state.hot_routes = {
         "registry": registry,
         "clock": clock,
         "requests": requests,
         "latency": latency,
+        "limits": limits,
     }
     app.state.registry = registry
     app.state.metrics = metrics
@@ -360,6 +429,7 @@ def create_app(
         404: _ERRORS,
         422: _ERRORS,
         413: _ERRORS,
+        429: _ERRORS,
     }
 
     @app.post("/v1/peers", status_code=201, response_model=RegisterResponse, responses=responses)

@@ -7,6 +7,7 @@ Every failure comes out as a ``p2pshare.errors`` exception, translated here once
     403                                -> PermissionDenied   (wrong or missing token)
     404                                -> NotFound           (unknown or expired peer, no provider)
     400, 422                           -> UsageError         (the tracker's message)
+    429                                -> Busy               (over the rate limit; retry later)
     any other status, a malformed body -> RemoteError
 """
 
@@ -21,6 +22,7 @@ import httpx
 from pydantic import BaseModel, ValidationError
 
 from p2pshare.errors import (
+    Busy,
     NotFound,
     PermissionDenied,
     RemoteError,
@@ -186,6 +188,8 @@ class TrackerClient:
                 raise NotFound(message)
             if status in (400, 422):
                 raise UsageError(message)
+            if status == 429:
+                raise Busy(f"tracker {self.base_url}: {message}")
             raise RemoteError(f"tracker {self.base_url} answered {status}: {message}")
         return response
 

@@ -10,6 +10,14 @@ same FastAPI app as under uvicorn, one request at a time per connection.
 
 HTTP parsing is httptools' (llhttp): this server exists only when httptools is
 installed (``AVAILABLE``); without it the tracker runs under uvicorn and h11.
+
+Limits (``p2pshare.tracker.limits``) are applied while parsing, so no client makes the
+server hold more than they allow: a request target over ``MAX_URL_BYTES`` gets 414,
+headers over ``MAX_HEADERS`` lines or ``MAX_HEADER_BYTES`` get 431, a body over
+``max_body`` 413 (at once when its Content-Length says so), a request not complete
+``REQUEST_SECONDS`` after its first byte 408; each closes the connection. A client
+that pipelines requests faster than they are answered is not read from until the
+queue drains. The request rate limit is checked by ``HotRoutes`` and the FastAPI app.
 """
 
 from __future__ import annotations
@@ -28,6 +36,12 @@ from typing import Any
 from urllib.parse import unquote
 
 from p2pshare.tracker.app import MAX_BODY_BYTES, ASGIApp, HotRoutes, Message
+from p2pshare.tracker.limits import (
+    MAX_HEADER_BYTES,
+    MAX_HEADERS,
+    MAX_URL_BYTES,
+    REQUEST_SECONDS,
+)
 
 __all__ = ["AVAILABLE", "HttpServer"]
 
@@ -45,6 +59,8 @@ IDLE_SECONDS = 30.0
 """A connection with no request in progress for this long is closed."""
 HANDSHAKE_SECONDS = 10.0
 """A TLS handshake not done in this long is abandoned."""
+MAX_QUEUED = 32
+"""Pipelined requests waiting on one connection before it is read from no more."""
 _REASONS = {
     200: b"OK",
     201: b"Created",
@@ -53,8 +69,12 @@ _REASONS = {
     403: b"Forbidden",
     404: b"Not Found",
     405: b"Method Not Allowed",
+    408: b"Request Timeout",
     413: b"Content Too Large",
+    414: b"URI Too Long",
     422: b"Unprocessable Content",
+    429: b"Too Many Requests",
+    431: b"Request Header Fields Too Large",
     500: b"Internal Server Error",
     502: b"Bad Gateway",
 }
@@ -80,10 +100,12 @@ def _head(status: int, headers: list[tuple[bytes, bytes]], keep_alive: bool) -> 
     return out
 
 
-def _json_response(status: int, body: bytes, keep_alive: bool) -> bytes:
+def _json_response(
+    status: int, body: bytes, keep_alive: bool, extra: tuple[tuple[bytes, bytes], ...] = ()
+) -> bytes:
     head = _head(
         status,
-        [(b"content-type", b"application/json"), (b"content-length", b"%d" % len(body))],
+        [(b"content-type", b"application/json"), (b"content-length", b"%d" % len(body)), *extra],
         keep_alive,
     )
     return bytes(head + body)
@@ -99,8 +121,11 @@ class _Connection(asyncio.Protocol):
         self.current = _Request()
         self.queue: deque[_Request] = deque()
         self.busy = False  # an ASGI request of this connection is running
+        self.queue_full = False  # reading paused until the queue drains
         self.closing = False
-        self.too_large = False
+        self.refusal: tuple[int, str] | None = None  # why the request in parsing is refused
+        self.receiving_since: float | None = None  # when the request in parsing began
+        self.header_bytes = 0
         self.eof = False
         self.last_active = time.monotonic()
         self.disconnected = asyncio.Event()
@@ -138,7 +163,7 @@ class _Connection(asyncio.Protocol):
 
     def resume_writing(self) -> None:
         self.can_write.set()
-        if self.transport is not None and not self.closing:
+        if self.transport is not None and not self.closing and not self.queue_full:
             self.transport.resume_reading()
 
     def data_received(self, data: bytes) -> None:
@@ -147,10 +172,10 @@ class _Connection(asyncio.Protocol):
             self.parser.feed_data(data)
         except _httptools.HttpParserUpgrade:
             self._fail(400, "upgrades are not supported")
-        except (_httptools.HttpParserError, _BodyTooLarge):
+        except (_httptools.HttpParserError, _Refused):
             # httptools wraps an exception of a callback in its own
-            if self.too_large:
-                self._fail(413, f"request body larger than {self.server.max_body} bytes")
+            if self.refusal is not None:
+                self._fail(*self.refusal)
             else:
                 self._fail(400, "malformed HTTP request")
         else:
@@ -158,13 +183,27 @@ class _Connection(asyncio.Protocol):
 
     # -- httptools callbacks -----------------------------------------------------------
 
+    def _refuse(self, status: int, message: str) -> None:
+        self.refusal = (status, message)
+        raise _Refused
+
     def on_message_begin(self) -> None:
         self.current = _Request()
+        self.receiving_since = self.last_active
+        self.header_bytes = 0
 
     def on_url(self, url: bytes) -> None:
         self.current.url += url
+        if len(self.current.url) > MAX_URL_BYTES:
+            self._refuse(414, f"request target longer than {MAX_URL_BYTES} bytes")
 
     def on_header(self, name: bytes, value: bytes) -> None:
+        # llhttp may hand a long header over in pieces, each a call (name or value empty)
+        self.header_bytes += len(name) + len(value)
+        if self.header_bytes > MAX_HEADER_BYTES:
+            self._refuse(431, f"headers larger than {MAX_HEADER_BYTES} bytes")
+        if len(self.current.headers) >= MAX_HEADERS:
+            self._refuse(431, f"more than {MAX_HEADERS} header lines")
         self.current.headers.append((name.lower(), value))
 
     def on_headers_complete(self) -> None:
@@ -172,8 +211,7 @@ class _Connection(asyncio.Protocol):
         self.current.keep_alive = self.parser.should_keep_alive()
         for name, value in self.current.headers:
             if name == b"content-length" and value.isdigit() and int(value) > self.server.max_body:
-                self.too_large = True
-                raise _BodyTooLarge
+                self._refuse(413, f"request body larger than {self.server.max_body} bytes")
         for name, value in self.current.headers:
             expect = name == b"expect" and value.lower() == b"100-continue"
             if expect and self.transport and not self.busy and not self.queue:
@@ -182,12 +220,15 @@ class _Connection(asyncio.Protocol):
     def on_body(self, body: bytes) -> None:
         self.current.size += len(body)
         if self.current.size > self.server.max_body:
-            self.too_large = True
-            raise _BodyTooLarge
+            self._refuse(413, f"request body larger than {self.server.max_body} bytes")
         self.current.body.append(body)
 
     def on_message_complete(self) -> None:
+        self.receiving_since = None
         self.queue.append(self.current)
+        if len(self.queue) >= MAX_QUEUED and not self.queue_full and self.transport is not None:
+            self.queue_full = True
+            self.transport.pause_reading()  # until answered (``_run``)
 
     # -- answering ---------------------------------------------------------------------
 
@@ -198,13 +239,14 @@ class _Connection(asyncio.Protocol):
             req = self.queue.popleft()
             raw_path, _, query = req.url.partition(b"?")
             path = unquote(raw_path.decode("latin-1"), "utf-8", "surrogateescape")
+            client = self.client[0] if self.client else None
             try:
-                answer = self.server.hot.answer(req.method, path, query, req.headers)
+                answer = self.server.hot.answer(req.method, path, query, req.headers, client)
             except Exception:
                 log.exception("%s %s crashed", req.method, path)
-                answer = (500, b'{"error":"internal error of the tracker"}')
+                answer = (500, b'{"error":"internal error of the tracker"}', ())
             if answer is not None:
-                transport.write(_json_response(answer[0], answer[1], req.keep_alive))
+                transport.write(_json_response(answer[0], answer[1], req.keep_alive, answer[2]))
                 if not req.keep_alive:
                     self._close()
                 continue
@@ -212,6 +254,10 @@ class _Connection(asyncio.Protocol):
             task = asyncio.ensure_future(self._asgi(req, raw_path, path, query))
             self.server.tasks.add(task)
             task.add_done_callback(self.server.tasks.discard)
+        if self.queue_full and len(self.queue) < MAX_QUEUED // 2 and not self.closing:
+            self.queue_full = False
+            if self.can_write.is_set() and transport is not None:
+                transport.resume_reading()
         if self.eof and self.idle():
             self._close()
 
@@ -321,8 +367,8 @@ class _Connection(asyncio.Protocol):
         return not self.busy and not self.queue
 
 
-class _BodyTooLarge(Exception):
-    pass
+class _Refused(Exception):
+    """Raised in a parser callback to stop at a limit (``_Connection.refusal`` says which)."""
 
 
 class HttpServer:
@@ -375,12 +421,16 @@ class HttpServer:
         self._stop.set()
 
     async def _sweep(self) -> None:
-        """Close connections idle for ``IDLE_SECONDS`` (one timer for all of them)."""
+        """Close connections idle for ``IDLE_SECONDS``, and answer 408 to requests not
+        complete ``REQUEST_SECONDS`` after they began (one timer for all of them)."""
         while True:
-            await asyncio.sleep(IDLE_SECONDS / 3)
-            cutoff = time.monotonic() - IDLE_SECONDS
+            await asyncio.sleep(min(IDLE_SECONDS, REQUEST_SECONDS) / 3)
+            now = time.monotonic()
             for conn in list(self.connections):
-                if conn.idle() and conn.last_active < cutoff:
+                since = conn.receiving_since
+                if since is not None and since < now - REQUEST_SECONDS:
+                    conn._fail(408, f"the request did not arrive within {REQUEST_SECONDS:g} s")
+                elif conn.idle() and conn.last_active < now - IDLE_SECONDS:
                     conn._close()
 
     async def _shutdown(self, server: asyncio.Server, timeout: float = 5.0) -> None:

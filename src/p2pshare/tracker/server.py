@@ -43,6 +43,7 @@ from p2pshare.config import TrackerSettings
 from p2pshare.serving import bind, bound_url, quiet_logs
 from p2pshare.tracker import http_server
 from p2pshare.tracker.app import HotRoutes, create_app, with_hot_routes
+from p2pshare.tracker.limits import RequestLimits
 from p2pshare.tracker.registry import (
     HEARTBEAT_FLUSH_SECONDS,
     Registry,
@@ -196,7 +197,10 @@ async def serve(
         raise
     tasks: list[asyncio.Task[None]] = []
     try:
-        app = with_hot_routes(create_app(registry, neighbour_sample=settings.neighbour_sample))
+        limits = RequestLimits(rate=settings.rate_limit, burst=settings.rate_burst)
+        app = with_hot_routes(
+            create_app(registry, neighbour_sample=settings.neighbour_sample, limits=limits)
+        )
         if purge:  # and checkpoint: one process of several does
             interval = min(settings.lease_seconds / 2, 30.0)
             tasks.append(asyncio.create_task(purge_forever(registry, interval), name="purge"))
@@ -218,6 +222,9 @@ async def serve(
             log_level=settings.log_level,
             access_log=False,
             server_header=False,
+            # the client address is the socket's, as in the own server: X-Forwarded-For
+            # from anyone would let a client pick its rate-limit bucket
+            proxy_headers=False,
             lifespan="off",
             timeout_graceful_shutdown=5,
         )
