@@ -22,6 +22,7 @@ from p2pshare.core.names import parse_query
 from p2pshare.core.paths import check_share_name
 from p2pshare.core.pubsub import ADDED, REMOVED, ShareChange
 from p2pshare.core.query_router import DEFAULT_TTL
+from p2pshare.peer.auth import GrpcAuth, ServerAuth
 from p2pshare.peer.downloads import DownloadManager
 from p2pshare.peer.hash_cache import HashCache
 from p2pshare.peer.overlay import SAVED_NAME, Overlay
@@ -93,7 +94,8 @@ class PeerNode:
         self.watcher = ShareWatcher(self.share, self._share_changed)
         self.watcher.start()  # before the scan: nothing written meanwhile is missed
         self.scan = await asyncio.to_thread(self.share.scan)
-        self.clients = PeerClients()
+        key = s.network_key
+        self.clients = PeerClients(auth=GrpcAuth(key) if key else None)
         self.overlay = Overlay(
             clients=self.clients,
             share=self.share,
@@ -115,7 +117,9 @@ class PeerNode:
             max_uploads=s.max_uploads,
             max_upload_rate=s.max_upload_rate,
         )
-        self.grpc_server, port = await start_server(self.service, s.host, s.port)
+        self.grpc_server, port = await start_server(
+            self.service, s.host, s.port, interceptors=[ServerAuth(key)] if key else ()
+        )
         self.address = s.advertise or f"{_dialable(s.host)}:{port}"
         self.clients.set_me(self.me())
         self.overlay.start()

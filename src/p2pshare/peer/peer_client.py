@@ -12,6 +12,7 @@ from p2pshare._proto import peer_pb2 as pb
 from p2pshare._proto import peer_pb2_grpc as pb_grpc
 from p2pshare.core.manifest import Manifest, check_content_id
 from p2pshare.core.pieces import PieceSet
+from p2pshare.peer.auth import GrpcAuth
 from p2pshare.peer.wire import (
     CHANNEL_OPTIONS,
     GET_PIECES,
@@ -33,7 +34,9 @@ class PieceCall(Protocol):
 class PeerClients:
     """Channels to other peers, opened on first use and reused."""
 
-    def __init__(self, *, me: pb.PeerInfo | None = None) -> None:
+    def __init__(self, *, me: pb.PeerInfo | None = None, auth: GrpcAuth | None = None) -> None:
+        self._auth = auth  # a private network's: every call carries proof of the key
+        self._interceptors = auth.interceptors() if auth is not None else None
         self._channels: dict[str, tuple[grpc.aio.Channel, pb_grpc.PeerStub]] = {}
         # the piece data path runs on threads with blocking channels (see downloads.py)
         self._sync_channels: dict[str, grpc.Channel] = {}
@@ -45,7 +48,9 @@ class PeerClients:
     def _entry(self, address: str) -> tuple[grpc.aio.Channel, pb_grpc.PeerStub]:
         entry = self._channels.get(address)
         if entry is None:
-            channel = grpc.aio.insecure_channel(address, options=CHANNEL_OPTIONS)
+            channel = grpc.aio.insecure_channel(
+                address, options=CHANNEL_OPTIONS, interceptors=self._interceptors
+            )
             entry = (channel, pb_grpc.PeerStub(channel))  # type: ignore[no-untyped-call]
             self._channels[address] = entry
         return entry
@@ -127,7 +132,9 @@ class PeerClients:
             response_deserializer=None,
         )
         call: PieceCall = get_pieces(
-            pb.PiecesRequest(content_id=content_id, indexes=indexes), timeout=timeout
+            pb.PiecesRequest(content_id=content_id, indexes=indexes),
+            timeout=timeout,
+            metadata=self._auth.metadata(GET_PIECES) if self._auth is not None else None,
         )
         return call
 

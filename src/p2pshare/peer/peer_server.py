@@ -6,7 +6,7 @@ import asyncio
 import functools
 import logging
 import time
-from collections.abc import AsyncIterator, Awaitable, Callable
+from collections.abc import AsyncIterator, Awaitable, Callable, Sequence
 from typing import Any, TypeVar
 
 import grpc
@@ -227,9 +227,16 @@ def _handlers(service: PeerService) -> grpc.GenericRpcHandler:  # type: ignore[t
     return grpc.method_handlers_generic_handler("p2pshare.v1.Peer", methods)
 
 
-async def start_server(service: PeerService, host: str, port: int) -> tuple[grpc.aio.Server, int]:
-    """Start a gRPC server for ``service``; returns it and the port it bound."""
-    server = grpc.aio.server(options=SERVER_OPTIONS)
+async def start_server(
+    service: PeerService,
+    host: str,
+    port: int,
+    *,
+    interceptors: Sequence[grpc.aio.ServerInterceptor[Any, Any]] = (),
+) -> tuple[grpc.aio.Server, int]:
+    """Start a gRPC server for ``service``; returns it and the port it bound.
+    ``interceptors`` see every call first (``peer.auth.ServerAuth`` in a private network)."""
+    server = grpc.aio.server(options=SERVER_OPTIONS, interceptors=interceptors)
     server.add_generic_rpc_handlers((_handlers(service),))
     bound = server.add_insecure_port(f"{host}:{port}")
     if bound == 0:
