@@ -36,6 +36,7 @@ __all__ = [
     "HEADER",
     "HTTP_PURPOSE",
     "NONCE_BYTES",
+    "NO_PROOF",
     "CallSigner",
     "CallVerifier",
     "derive_key",
@@ -50,6 +51,8 @@ NONCE_BYTES = 16
 WINDOW_SECONDS = 60.0
 MEMORY = 200_000
 """Nonces remembered at most (about 30 MB when full): 3,000 calls a second for a minute."""
+
+NO_PROOF = "this is a private network: the call needs proof of the network key (set network_key)"
 
 _VERSION = "v1"
 _EMPTY_BODY = hashlib.sha256(b"").digest()
@@ -132,10 +135,7 @@ class CallVerifier:
     def verify(self, value: str | None, call: str, *, now: float, body: bytes = b"") -> None:
         """Accept ``value`` for ``call`` at ``now`` once; else ``Unauthenticated``."""
         if not value:
-            raise Unauthenticated(
-                "this is a private network: the call needs proof of the network key"
-                " (set network_key)"
-            )
+            raise Unauthenticated(NO_PROOF)
         version, _, rest = value.partition(".")
         millis_text, _, rest = rest.partition(".")
         nonce, _, mac = rest.partition(".")

@@ -32,6 +32,7 @@ from p2pshare.peer.publisher import NeighbourFeeds, Publisher, tracker_changes
 from p2pshare.peer.share import Share, SharedFile
 from p2pshare.peer.subscriptions import CATCH_UP_LIMIT, Subscriptions
 from p2pshare.peer.watcher import ShareWatcher
+from p2pshare.tracker.auth import TrackerAuth
 from p2pshare.tracker.client import TrackerClient
 from p2pshare.tracker.models import FileEntry, PeerRef, SearchHit, check_address
 
@@ -135,9 +136,11 @@ class PeerNode:
             pieces_per_request=s.pieces_per_request,
         )
         if self.tracker.url:
-            self._tracker_client = TrackerClient(self.tracker.url)
+            self._tracker_client = TrackerClient(self.tracker.url, network_key=key)
             self._events_http = httpx.AsyncClient(
-                base_url=self.tracker.url, timeout=httpx.Timeout(5.0, read=60.0)
+                base_url=self.tracker.url,
+                timeout=httpx.Timeout(5.0, read=60.0),
+                auth=TrackerAuth(key) if key else None,
             )
             await self._register_once()
             self._tasks.append(asyncio.create_task(self._tracker_loop(), name="tracker"))
@@ -194,6 +197,10 @@ class PeerNode:
     async def _register_once(self) -> bool:
         try:
             reply = await self._tracker_client.register(self.address, self.file_entries())
+        except errors.Unauthenticated as exc:
+            self.tracker.state = f"refused: {exc}"
+            log.error("tracker %s refused this peer: %s", self.tracker.url, exc)
+            return False
         except errors.P2PShareError as exc:
             self.tracker.state = f"unreachable: {exc}"
             log.warning("tracker %s: %s", self.tracker.url, exc)
@@ -331,7 +338,7 @@ class PeerNode:
                 addresses = [p.address for p in reply.providers]
             except errors.NotFound:
                 addresses = []
-            except errors.TransportError as exc:
+            except (errors.TransportError, errors.Unauthenticated) as exc:
                 problem = exc
         if not [a for a in addresses if a != self.address]:
             hit = self.recent_hits.get(content_id)
@@ -430,6 +437,8 @@ class PeerNode:
                 sources["tracker"] = "ok"
             except errors.TransportError as exc:
                 sources["tracker"] = f"unreachable: {exc}"
+            except errors.Unauthenticated as exc:
+                sources["tracker"] = f"refused: {exc}"
 
         async def from_overlay() -> None:
             if not self.overlay.neighbours():

@@ -13,7 +13,7 @@ import json
 import logging
 import time
 from collections.abc import Awaitable, Callable, Iterable, MutableMapping
-from typing import Annotated, Any
+from typing import Annotated, Any, Literal
 from urllib.parse import parse_qsl
 
 from fastapi import FastAPI, Header, Query
@@ -30,10 +30,12 @@ from p2pshare.core.names import Query as ParsedQuery
 from p2pshare.errors import (
     P2PShareError,
     PermissionDenied,
+    Unauthenticated,
     UsageError,
 )
 from p2pshare.http_errors import error_response, status_of
 from p2pshare.tracker import events
+from p2pshare.tracker.auth import AuthMiddleware, RequestAuth
 from p2pshare.tracker.models import (
     ErrorResponse,
     FilesResponse,
@@ -164,10 +166,12 @@ class HotRoutes:
         clock: Callable[[], float],
         requests: Counter,
         latency: Histogram,
+        auth: RequestAuth | None = None,
     ) -> None:
         self.app = app
         self.registry = registry
         self.clock = clock
+        self.auth = auth
         self.requests = requests
         self.latency = latency
         self._counters: dict[tuple[str, str, int], Any] = {}
@@ -196,12 +200,46 @@ class HotRoutes:
         if method == "POST" and path.startswith("/v1/peers/") and path.endswith("/heartbeat"):
             peer_id = path[10:-10]
             if peer_id and "/" not in peer_id:
+                if self.auth is not None:
+                    refused = self._refused(method, path, query_string, headers, _HEARTBEAT_ROUTE)
+                    if refused is not False:
+                        return refused
                 return self._heartbeat(path, headers, peer_id)
         elif method == "GET" and path == _SEARCH_ROUTE:
             params = _plain_search_params(query_string)
             if params is not None:
+                if self.auth is not None:
+                    refused = self._refused(method, path, query_string, headers, _SEARCH_ROUTE)
+                    if refused is not False:
+                        return refused
                 return self._search(*params)
         return None
+
+    def _refused(
+        self,
+        method: str,
+        path: str,
+        query_string: bytes,
+        headers: Iterable[tuple[bytes, bytes]],
+        route: str,
+    ) -> tuple[int, bytes] | None | Literal[False]:
+        """A private network's check (the same as the FastAPI app's): False if the
+        request may go on, its 401 answer if not, None if it has a body (the app then
+        checks it with its body, and answers)."""
+        assert self.auth is not None
+        if any(
+            (key == b"content-length" and value != b"0") or key == b"transfer-encoding"
+            for key, value in headers
+        ):
+            return None
+        start = time.perf_counter()
+        try:
+            self.auth.check(method, path, query_string, headers)
+        except Unauthenticated as exc:
+            status, body = _failure(exc, method, route)
+            self._count(route, method, status, start)
+            return status, body
+        return False
 
     def _heartbeat(
         self, path: str, headers: Iterable[tuple[bytes, bytes]], peer_id: str
@@ -318,8 +356,11 @@ def create_app(
     neighbour_sample: int = 8,
     clock: Callable[[], float] = time.time,
     max_body: int = MAX_BODY_BYTES,
+    network_key: str | None = None,
 ) -> FastAPI:
-    """The tracker's REST API around ``registry``; ``clock`` gives ``now`` to every call."""
+    """The tracker's REST API around ``registry``; ``clock`` gives ``now`` to every call.
+    With ``network_key`` (a private network) every route but ``/healthz`` needs proof
+    of the key (``tracker.auth``)."""
     app = FastAPI(
         title="p2pshare tracker",
         version="1",
@@ -343,12 +384,16 @@ def create_app(
     live_files = Gauge(
         "p2pshare_tracker_files", "Files shared by live peers (per peer).", registry=metrics
     )
+    auth = RequestAuth(network_key) if network_key else None
+    if auth is not None:  # inside _Edge: refusals are counted, the body limit comes first
+        app.add_middleware(AuthMiddleware, auth=auth)
     app.add_middleware(_Edge, requests=requests, latency=latency, max_body=max_body)
     app.state.hot_routes = {
         "registry": registry,
         "clock": clock,
         "requests": requests,
         "latency": latency,
+        "auth": auth,
     }
     app.state.registry = registry
     app.state.metrics = metrics
@@ -356,6 +401,7 @@ def create_app(
     http_errors.install(app, name="tracker")
 
     responses: dict[int | str, dict[str, Any]] = {
+        **({401: _ERRORS} if auth is not None else {}),
         403: _ERRORS,
         404: _ERRORS,
         422: _ERRORS,

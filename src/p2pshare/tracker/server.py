@@ -182,7 +182,13 @@ async def serve(
         raise
     tasks: list[asyncio.Task[None]] = []
     try:
-        app = with_hot_routes(create_app(registry, neighbour_sample=settings.neighbour_sample))
+        app = with_hot_routes(
+            create_app(
+                registry,
+                neighbour_sample=settings.neighbour_sample,
+                network_key=settings.network_key,
+            )
+        )
         if purge:  # and checkpoint: one process of several does
             interval = min(settings.lease_seconds / 2, 30.0)
             tasks.append(asyncio.create_task(purge_forever(registry, interval), name="purge"))
