@@ -19,6 +19,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import IO
 
+from p2pshare.config import NETWORK_KEY_ENV
 from p2pshare.errors import P2PShareError
 
 TRACKER_READY = re.compile(r"p2pshare tracker listening on (?P<url>http://\S+)")
@@ -129,10 +130,21 @@ def p2pshare_argv(*args: str) -> list[str]:
 
 @dataclass
 class LocalNetwork:
-    """Processes of one local network, all under ``root``; stop them with ``stop_all``."""
+    """Processes of one local network, all under ``root``; stop them with ``stop_all``.
+
+    With ``network_key`` a private network: every process gets the key through
+    ``$P2PSHARE_NETWORK_KEY`` (an ``env`` given to one process overrides it, e.g. to
+    start an outsider with another key, or none with ``""``).
+    """
 
     root: Path
     procs: list[Proc] = field(default_factory=list)
+    network_key: str | None = None
+
+    def _env(self, env: dict[str, str] | None) -> dict[str, str] | None:
+        if self.network_key is None:
+            return env
+        return {NETWORK_KEY_ENV: self.network_key, **(env or {})}
 
     def start_tracker(
         self,
@@ -147,7 +159,7 @@ class LocalNetwork:
             TRACKER_READY,
             log=self.root / "logs" / f"{name}.log",
             name=name,
-            env=env,
+            env=self._env(env),
         )
         tracker = TrackerProc(proc.name, proc.popen, proc.log, url=match["url"], db=db)
         self.procs.append(tracker)
@@ -172,7 +184,7 @@ class LocalNetwork:
             *extra,
         )  # fmt: skip
         proc, match = spawn(
-            argv, PEER_READY, log=self.root / "logs" / f"{name}.log", name=name, env=env
+            argv, PEER_READY, log=self.root / "logs" / f"{name}.log", name=name, env=self._env(env)
         )
         peer = PeerProc(
             proc.name,
