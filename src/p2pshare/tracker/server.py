@@ -13,6 +13,9 @@ any request. The first process supervises: it prints the line once every worker
 serves, passes SIGTERM/SIGINT on, and stops them all if one dies. Workers die with it
 (``PR_SET_PDEATHSIG``), even when it is killed with SIGKILL.
 
+With a network key, each worker checks proofs of the key with its own replay
+memory (see ``p2pshare.tracker.auth``).
+
 uvloop runs the event loop when it is installed (and httptools parses HTTP in
 uvicorn), else asyncio's own loop and h11: both work, the first are about twice as fast.
 """
