@@ -13,7 +13,7 @@ import json
 import logging
 import time
 from collections.abc import Awaitable, Callable, Iterable, MutableMapping
-from typing import Annotated, Any, Literal
+from typing import Annotated, Any
 from urllib.parse import parse_qsl
 
 from fastapi import FastAPI, Header, Query
@@ -197,41 +197,41 @@ class HotRoutes:
     ) -> tuple[int, bytes] | None:
         """Status and JSON body of a heartbeat or search request; None for any other
         request, which the FastAPI app answers. ``path`` is percent-decoded."""
+        peer_id = ""
+        params = None
         if method == "POST" and path.startswith("/v1/peers/") and path.endswith("/heartbeat"):
             peer_id = path[10:-10]
-            if peer_id and "/" not in peer_id:
-                if self.auth is not None:
-                    refused = self._refused(method, path, query_string, headers, _HEARTBEAT_ROUTE)
-                    if refused is not False:
-                        return refused
-                return self._heartbeat(path, headers, peer_id)
+            if not peer_id or "/" in peer_id:
+                return None
+            route = _HEARTBEAT_ROUTE
         elif method == "GET" and path == _SEARCH_ROUTE:
             params = _plain_search_params(query_string)
-            if params is not None:
-                if self.auth is not None:
-                    refused = self._refused(method, path, query_string, headers, _SEARCH_ROUTE)
-                    if refused is not False:
-                        return refused
-                return self._search(*params)
-        return None
+            if params is None:
+                return None
+            route = _SEARCH_ROUTE
+        else:
+            return None
+        if self.auth is not None:
+            if _has_body(headers):
+                return None  # the app checks the proof, which covers the body
+            refusal = self._refusal(method, path, query_string, headers, route)
+            if refusal is not None:
+                return refusal
+        if params is not None:
+            return self._search(*params)
+        return self._heartbeat(path, headers, peer_id)
 
-    def _refused(
+    def _refusal(
         self,
         method: str,
         path: str,
         query_string: bytes,
         headers: Iterable[tuple[bytes, bytes]],
         route: str,
-    ) -> tuple[int, bytes] | None | Literal[False]:
-        """A private network's check (the same as the FastAPI app's): False if the
-        request may go on, its 401 answer if not, None if it has a body (the app then
-        checks it with its body, and answers)."""
+    ) -> tuple[int, bytes] | None:
+        """The 401 of a private network's request without valid proof of the key
+        (the check the FastAPI app makes too); None if it may go on."""
         assert self.auth is not None
-        if any(
-            (key == b"content-length" and value != b"0") or key == b"transfer-encoding"
-            for key, value in headers
-        ):
-            return None
         start = time.perf_counter()
         try:
             self.auth.check(method, path, query_string, headers)
@@ -239,7 +239,7 @@ class HotRoutes:
             status, body = _failure(exc, method, route)
             self._count(route, method, status, start)
             return status, body
-        return False
+        return None
 
     def _heartbeat(
         self, path: str, headers: Iterable[tuple[bytes, bytes]], peer_id: str
@@ -297,6 +297,13 @@ def with_hot_routes(app: FastAPI) -> HotRoutes:
     """``app`` (from ``create_app``) behind the fast path for heartbeat and search: what
     the server runs. The answers are the same; only the time spent differs."""
     return HotRoutes(app, **app.state.hot_routes)
+
+
+def _has_body(headers: Iterable[tuple[bytes, bytes]]) -> bool:
+    return any(
+        (key == b"content-length" and value != b"0") or key == b"transfer-encoding"
+        for key, value in headers
+    )
 
 
 def _plain_search_params(query_string: bytes) -> tuple[str, int] | None:
