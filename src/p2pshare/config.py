@@ -34,6 +34,10 @@ DEFAULT_API_PORT = 8462
 CONFIG_ENV = "P2PSHARE_CONFIG"
 NETWORK_KEY_ENV = "P2PSHARE_NETWORK_KEY"
 NETWORK_KEY_PREFIX = "p2pk-"
+API_TOKEN_ENV = "P2PSHARE_API_TOKEN"
+"""The control API's token, for the CLI (the peer reads ``api_token``)."""
+API_TOKEN_FILE = "api-token"
+"""In the data folder: the control API's token when ``api_token`` is unset."""
 _MIN_KEY_CHARS = 32
 
 
@@ -149,6 +153,11 @@ class PeerSettings(_NetworkSettings):
     )
     api_host: str = Field("127.0.0.1", description="Address of the local control API.")
     api_port: int = Field(DEFAULT_API_PORT, ge=0, le=65535, description="Control API port.")
+    api_token: str | None = Field(
+        None,
+        description="Token the control API demands when api_host is not a loopback address"
+        " (default: one made once and kept in <data>/api-token); $P2PSHARE_API_TOKEN for the CLI.",
+    )
     piece_size: int = Field(
         DEFAULT_PIECE_SIZE,
         description="Piece size for files this peer indexes (a file keeps the piece size,"
@@ -215,6 +224,15 @@ class PeerSettings(_NetworkSettings):
     def _seed_addresses(cls, v: list[str]) -> list[str]:
         for seed in v:
             _check_hostport(seed)
+        return v
+
+    @field_validator("api_token")
+    @classmethod
+    def _api_token(cls, v: str | None) -> str | None:
+        if not v:
+            return None
+        if len(v) < 16 or not v.isascii() or not v.isprintable() or " " in v:
+            raise ValueError("must be at least 16 printable ASCII characters without spaces")
         return v
 
     @field_validator("advertise")

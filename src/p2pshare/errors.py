@@ -9,6 +9,7 @@ Grouped by what the caller can do about each::
     │   └── InvalidContentId       not 64 hex characters / not a unique prefix
     ├── NotFound                   nothing known under that id or name
     ├── PermissionDenied           a missing or wrong token
+    │   └── Unauthenticated        no valid proof of the network key (a private network)
     ├── RemoteError                the other side misbehaved; try another one
     │   ├── BadPiece               a piece whose hash does not match its manifest
     │   └── BadManifest            a manifest whose content id does not match
@@ -51,6 +52,11 @@ class NotFound(P2PShareError):
 
 class PermissionDenied(P2PShareError):
     """The caller lacks the token that this action needs."""
+
+
+class Unauthenticated(PermissionDenied):
+    """A private network's call without valid proof of its key: none, a wrong key, a
+    time off the receiver's clock, or a replay."""
 
 
 class RemoteError(P2PShareError):

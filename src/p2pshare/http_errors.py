@@ -19,6 +19,7 @@ log = logging.getLogger(__name__)
 
 _STATUS: list[tuple[type[errors.P2PShareError], int]] = [
     (errors.NotFound, 404),
+    (errors.Unauthenticated, 401),
     (errors.PermissionDenied, 403),
     (errors.UsageError, 422),
     (errors.Busy, 429),

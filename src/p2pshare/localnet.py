@@ -19,6 +19,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import IO
 
+from p2pshare.config import NETWORK_KEY_ENV
 from p2pshare.errors import P2PShareError
 
 TRACKER_READY = re.compile(r"p2pshare tracker listening on (?P<url>https?://\S+)")
@@ -148,11 +149,21 @@ def network_env(
 @dataclass
 class LocalNetwork:
     """Processes of one local network, all under ``root``; stop them with ``stop_all``.
-    ``env`` goes to every process (see ``network_env``)."""
+
+    ``env`` goes to every process (see ``network_env``). With ``network_key`` a
+    private network: every process gets the key through ``$P2PSHARE_NETWORK_KEY``.
+    An ``env`` given to one process overrides both, e.g. to start an outsider with
+    another key, or none with ``""``.
+    """
 
     root: Path
     procs: list[Proc] = field(default_factory=list)
     env: dict[str, str] = field(default_factory=dict)
+    network_key: str | None = None
+
+    def _env(self, env: dict[str, str] | None) -> dict[str, str]:
+        key = {} if self.network_key is None else {NETWORK_KEY_ENV: self.network_key}
+        return {**key, **self.env, **(env or {})}
 
     def start_tracker(
         self,
@@ -167,7 +178,7 @@ class LocalNetwork:
             TRACKER_READY,
             log=self.root / "logs" / f"{name}.log",
             name=name,
-            env={**self.env, **(env or {})},
+            env=self._env(env),
         )
         tracker = TrackerProc(proc.name, proc.popen, proc.log, url=match["url"], db=db)
         self.procs.append(tracker)
@@ -192,11 +203,7 @@ class LocalNetwork:
             *extra,
         )  # fmt: skip
         proc, match = spawn(
-            argv,
-            PEER_READY,
-            log=self.root / "logs" / f"{name}.log",
-            name=name,
-            env={**self.env, **(env or {})},
+            argv, PEER_READY, log=self.root / "logs" / f"{name}.log", name=name, env=self._env(env)
         )
         peer = PeerProc(
             proc.name,

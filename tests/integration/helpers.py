@@ -20,8 +20,10 @@ def cli(*args: str, timeout: float = 60) -> subprocess.CompletedProcess[str]:
     )
 
 
-def api(peer: PeerProc, path: str, **params: Any) -> Any:
-    response = httpx.get(peer.api + path, params=params, timeout=10)
+def api(peer: PeerProc, path: str, *, token: str | None = None, **params: Any) -> Any:
+    """GET ``path`` of the peer's control API (``token``: for one bound off loopback)."""
+    headers = {"Authorization": f"Bearer {token}"} if token else {}
+    response = httpx.get(peer.api + path, params=params, headers=headers, timeout=10)
     response.raise_for_status()
     return response.json()
 

@@ -85,13 +85,15 @@ def test_a_provider_cut_off_mid_download_is_left_behind_and_used_again_when_back
     slow = tmp_path / "slow.toml"
     slow.write_text(f"[peer]\npiece_size = {PIECE}\nmax_upload_rate = {2 << 20}\n")
     far_config = tmp_path / "far.toml"
-    far_config.write_text(slow.read_text() + f'api_host = "{link.ns_ip}"\n')
+    # off loopback, far's control API demands a token
+    token = "far-control-api-token"
+    far_config.write_text(slow.read_text() + f'api_host = "{link.ns_ip}"\napi_token = "{token}"\n')
 
     tracker = net.start_tracker("--host", link.host_ip)
     far = start_peer_in(net, link, "far", tracker.url, far_config)
     net.start_peer("near", "--config", str(slow), tracker=tracker.url)
     fetcher = net.start_peer("fetcher", tracker=tracker.url)
-    content_id = api(far, "/v1/files")["files"][0]["content_id"]
+    content_id = api(far, "/v1/files", token=token)["files"][0]["content_id"]
     getting = subprocess.Popen(
         [sys.executable, "-m", "p2pshare", "get", content_id, "--json", "--api", fetcher.api],
         stdout=subprocess.PIPE,
@@ -99,7 +101,9 @@ def test_a_provider_cut_off_mid_download_is_left_behind_and_used_again_when_back
         text=True,
     )
     try:
-        wait_for(lambda: api(far, "/v1/status")["pieces_served"] > 20, 30, "far to serve")
+        wait_for(
+            lambda: api(far, "/v1/status", token=token)["pieces_served"] > 20, 30, "far to serve"
+        )
         link.set("down")
         wait_for(
             lambda: far.address not in api(fetcher, f"/v1/downloads/{content_id}")["providers"],
@@ -107,9 +111,9 @@ def test_a_provider_cut_off_mid_download_is_left_behind_and_used_again_when_back
             "the fetcher to leave the cut-off provider behind",
         )
         link.set("up")
-        served = api(far, "/v1/status")["pieces_served"]
+        served = api(far, "/v1/status", token=token)["pieces_served"]
         wait_for(
-            lambda: api(far, "/v1/status")["pieces_served"] > served,
+            lambda: api(far, "/v1/status", token=token)["pieces_served"] > served,
             40,
             "the provider to be used again once its link is back",
         )

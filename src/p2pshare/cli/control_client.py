@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import json
-from collections.abc import Iterator
+from collections.abc import Callable, Generator, Iterator
 from typing import Any, NoReturn
 
 import httpx
@@ -11,10 +11,38 @@ import httpx
 from p2pshare import errors
 
 
+class _Token(httpx.Auth):
+    """The control API's token, looked for only when the peer asks for one (a 401):
+    a peer on loopback needs none, and finding one may mean reading the config."""
+
+    def __init__(self, find: Callable[[], str | None]) -> None:
+        self._find = find
+        self._token: str | None = None
+        self._looked = False
+
+    def auth_flow(self, request: httpx.Request) -> Generator[httpx.Request, httpx.Response, None]:
+        if self._token is not None:
+            request.headers["Authorization"] = f"Bearer {self._token}"
+        response = yield request
+        if response.status_code == 401 and not self._looked:
+            self._looked = True
+            self._token = self._find()
+            if self._token is not None:
+                request.headers["Authorization"] = f"Bearer {self._token}"
+                yield request
+
+
 class ControlClient:
-    def __init__(self, base_url: str, *, timeout: float = 30.0) -> None:
+    def __init__(
+        self,
+        base_url: str,
+        *,
+        timeout: float = 30.0,
+        token: Callable[[], str | None] = lambda: None,
+    ) -> None:
+        """``token`` finds the control API's token when the peer demands one."""
         self.base_url = base_url.rstrip("/")
-        self._http = httpx.Client(base_url=self.base_url, timeout=timeout)
+        self._http = httpx.Client(base_url=self.base_url, timeout=timeout, auth=_Token(token))
 
     def __enter__(self) -> ControlClient:
         return self
@@ -47,6 +75,11 @@ class ControlClient:
             raise errors.NotFound(message)
         if response.status_code in (400, 422):
             raise errors.UsageError(message)
+        if response.status_code == 401:
+            raise errors.PermissionDenied(
+                f"{message}. Set $P2PSHARE_API_TOKEN, or api_token in the config, or run"
+                " where the peer's data folder (with its api-token file) is readable"
+            )
         if response.status_code == 403:
             raise errors.PermissionDenied(message)
         raise errors.RemoteError(f"{response.status_code}: {message}")

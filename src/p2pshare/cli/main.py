@@ -76,6 +76,28 @@ def _api_url(api: str | None, config: Path | None) -> str:
     return load_settings(PeerSettings, "peer", config).api_url
 
 
+def _api_token(config: Path | None) -> str | None:
+    """The control API's token, for a peer that demands one: ``$P2PSHARE_API_TOKEN``,
+    else ``api_token`` of the config, else the file the peer keeps in its data folder.
+    Looked for only when the peer demands a token."""
+    from p2pshare.config import API_TOKEN_ENV, API_TOKEN_FILE, PeerSettings, load_settings
+
+    if os.environ.get(API_TOKEN_ENV):
+        return os.environ[API_TOKEN_ENV]
+    settings = load_settings(PeerSettings, "peer", config)
+    if settings.api_token:
+        return settings.api_token
+    try:
+        return (settings.data / API_TOKEN_FILE).read_text().strip() or None
+    except OSError:
+        return None
+
+
+def _control(api: str | None, config: Path | None, *, timeout: float = 30.0) -> ControlClient:
+    """A client of the control API of the peer that ``--api`` / the config name."""
+    return ControlClient(_api_url(api, config), timeout=timeout, token=lambda: _api_token(config))
+
+
 def _print_json(doc: Any) -> None:
     sys.stdout.write(json.dumps(doc, indent=2) + "\n")
 
@@ -235,7 +257,7 @@ def search(
     as_json: JsonOpt = False,
 ) -> None:
     """Find files by name on the network: the tracker's index and the overlay, merged."""
-    with ControlClient(_api_url(api, config), timeout=timeout + 30) as client:
+    with _control(api, config, timeout=timeout + 30) as client:
         result = client.get(
             "/v1/search",
             q=query,
@@ -277,7 +299,7 @@ def get(
     body: dict[str, Any] = {"content_id": content_id}
     if output is not None:
         body["out_dir"] = str(output.expanduser().resolve())
-    with ControlClient(_api_url(api, config), timeout=60) as client:
+    with _control(api, config, timeout=60) as client:
         view = client.post("/v1/downloads", body)
         path = f"/v1/downloads/{view['content_id']}"
         show = not as_json and err.is_terminal
@@ -312,7 +334,7 @@ def get(
 @app.command("ls")
 def ls(api: ApiOpt = None, config: ConfigOpt = None, as_json: JsonOpt = False) -> None:
     """List the files this peer shares."""
-    with ControlClient(_api_url(api, config)) as client:
+    with _control(api, config) as client:
         files = client.get("/v1/files")["files"]
     if as_json:
         _print_json(files)
@@ -326,7 +348,7 @@ def ls(api: ApiOpt = None, config: ConfigOpt = None, as_json: JsonOpt = False) -
 @app.command()
 def status(api: ApiOpt = None, config: ConfigOpt = None, as_json: JsonOpt = False) -> None:
     """Show this peer: its address, tracker, shared files and transfers."""
-    with ControlClient(_api_url(api, config)) as client:
+    with _control(api, config) as client:
         doc = client.get("/v1/status")
     if as_json:
         _print_json(doc)
@@ -364,7 +386,7 @@ def watch(
     ] = False,
 ) -> None:
     """Print each new or removed match on the network as it happens (until Ctrl-C)."""
-    with ControlClient(_api_url(api, config)) as client:
+    with _control(api, config) as client:
         for change in client.events("/v1/events", q=query):
             if as_json:
                 sys.stdout.write(json.dumps(change, ensure_ascii=False) + "\n")
@@ -390,7 +412,7 @@ def subscribe(
     """Make the peer download every current and future match into a folder (kept
     across restarts of the peer)."""
     folder = str(into.expanduser().absolute())
-    with ControlClient(_api_url(api, config)) as client:
+    with _control(api, config) as client:
         sub = client.post("/v1/subscriptions", {"query": query, "into": folder})
     if as_json:
         _print_json(sub)
@@ -401,7 +423,7 @@ def subscribe(
 @app.command()
 def subscriptions(api: ApiOpt = None, config: ConfigOpt = None, as_json: JsonOpt = False) -> None:
     """List the peer's subscriptions."""
-    with ControlClient(_api_url(api, config)) as client:
+    with _control(api, config) as client:
         subs = client.get("/v1/subscriptions")["subscriptions"]
     if as_json:
         _print_json(subs)
@@ -419,7 +441,7 @@ def unsubscribe(
     config: ConfigOpt = None,
 ) -> None:
     """Remove a subscription (files already downloaded stay)."""
-    with ControlClient(_api_url(api, config)) as client:
+    with _control(api, config) as client:
         sub = client.request("DELETE", f"/v1/subscriptions/{sub_id}")
     out.print(f"removed subscription {sub['id']} ({sub['query']!r})", markup=False)
 

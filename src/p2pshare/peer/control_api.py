@@ -1,9 +1,19 @@
-"""The control API: the local REST API through which the CLI drives a running peer."""
+"""The control API: the local REST API through which the CLI drives a running peer.
+
+It listens on 127.0.0.1 by default, where only this machine reaches it. Bound to
+any other address it demands a token (``Authorization: Bearer TOKEN``) on every
+route but ``/healthz``: ``api_token`` from the settings, else one made once and
+kept in ``<data>/api-token`` (mode 0600), which the CLI reads (``api_token_for``).
+"""
 
 from __future__ import annotations
 
 import asyncio
+import hmac
+import ipaddress
 import json
+import os
+import secrets
 import time
 from collections.abc import AsyncIterator
 from pathlib import Path
@@ -14,8 +24,10 @@ from fastapi.responses import StreamingResponse
 from prometheus_client import CollectorRegistry, Gauge, generate_latest
 from prometheus_client.exposition import CONTENT_TYPE_LATEST
 from pydantic import BaseModel, ConfigDict, Field
+from starlette.types import ASGIApp, Receive, Scope, Send
 
-from p2pshare import __version__, http_errors
+from p2pshare import __version__, errors, http_errors
+from p2pshare.config import API_TOKEN_ENV, API_TOKEN_FILE, PeerSettings
 from p2pshare.core.query_router import DEFAULT_TTL, MAX_TTL, MAX_WALKERS
 from p2pshare.peer.node import PeerNode
 from p2pshare.peer.progress import Download
@@ -24,6 +36,71 @@ from p2pshare.tracker.models import FileEntry, SearchHit
 
 LONG_POLL_MAX = 30.0
 KEEPALIVE_SECONDS = 15.0
+OPEN_PATHS = frozenset({"/healthz"})
+
+
+def is_loopback(host: str) -> bool:
+    """Whether ``host`` (an address as bound) is reachable from this machine only:
+    127.0.0.0/8 and ::1. An unspecified address (0.0.0.0, ::) is every address."""
+    try:
+        return ipaddress.ip_address(host.strip("[]").split("%")[0]).is_loopback
+    except ValueError:
+        return host == "localhost"
+
+
+def api_token_for(
+    settings: PeerSettings, data_dir: Path, bound_host: str
+) -> tuple[str | None, str]:
+    """The token the control API bound at ``bound_host`` demands (None on loopback),
+    and the line that tells the user where it is."""
+    if is_loopback(bound_host):
+        return None, ""
+    if settings.api_token:
+        return settings.api_token, (
+            f"the control API on {bound_host} is not loopback-only: it demands the api_token"
+            " of the peer's config (Authorization: Bearer)"
+        )
+    path = data_dir / API_TOKEN_FILE
+    try:
+        fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
+    except FileExistsError:
+        token = path.read_text().strip()
+        path.chmod(0o600)
+    except OSError as exc:
+        raise errors.ConfigError(f"peer.api_token: cannot write {path}: {exc}") from exc
+    else:
+        token = secrets.token_urlsafe(32)
+        with os.fdopen(fd, "w") as f:
+            f.write(token + "\n")
+    if len(token) < 16:
+        raise errors.ConfigError(f"peer.api_token: {path} holds no usable token; delete it")
+    return token, (
+        f"the control API on {bound_host} is not loopback-only: it demands the token in {path}"
+        f" (Authorization: Bearer; the CLI reads it, or ${API_TOKEN_ENV})"
+    )
+
+
+class _TokenGate:
+    """Pure ASGI middleware: 401 for a request without the token."""
+
+    def __init__(self, app: ASGIApp, *, token: str) -> None:
+        self.app = app
+        self.expected = f"Bearer {token}".encode()
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] == "http" and scope["path"] not in OPEN_PATHS:
+            given = dict(scope["headers"]).get(b"authorization", b"")
+            if not hmac.compare_digest(given, self.expected):
+                why = "wrong token" if given else "no token"
+                response = http_errors.error_response(
+                    401,
+                    f"this control API demands its token ({why}): Authorization: Bearer TOKEN,"
+                    f" from <data>/{API_TOKEN_FILE} or api_token",
+                    headers={"WWW-Authenticate": "Bearer"},
+                )
+                await response(scope, receive, send)
+                return
+        await self.app(scope, receive, send)
 
 
 class _Model(BaseModel):
@@ -161,13 +238,16 @@ class StatusView(_Model):
     uptime: float
 
 
-def create_app(node: PeerNode) -> FastAPI:
+def create_app(node: PeerNode, *, token: str | None = None) -> FastAPI:
+    """The control API of ``node``; with ``token``, demanded on every route but /healthz."""
     app = FastAPI(
         title="p2pshare peer control API",
         version=__version__,
         description="Drives one running peer. Listens on 127.0.0.1 unless configured otherwise.",
     )
     http_errors.install(app, name="peer")
+    if token is not None:
+        app.add_middleware(_TokenGate, token=token)
     metrics = CollectorRegistry()
     files_gauge = Gauge("p2pshare_peer_files", "Files shared", registry=metrics)
     served = Gauge("p2pshare_peer_bytes_served", "Bytes of pieces served", registry=metrics)

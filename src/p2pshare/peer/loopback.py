@@ -17,6 +17,7 @@ from pathlib import Path
 import grpc
 
 from p2pshare._proto import peer_pb2 as pb
+from p2pshare.peer.auth import GrpcAuth, ServerAuth
 from p2pshare.peer.hash_cache import HashCache
 from p2pshare.peer.overlay import Overlay
 from p2pshare.peer.peer_client import PeerClients
@@ -52,9 +53,11 @@ async def start_peer(
     seed: int = 0,
     maintain: bool = False,
     tick: float = 0.2,
+    network_key: str | None = None,
 ) -> LoopPeer:
     """A peer sharing ``root/name/share`` (scanned once); its overlay keeps its
-    neighbours alive by itself only if ``maintain``."""
+    neighbours alive by itself only if ``maintain``; with ``network_key``, of that
+    private network."""
     share_dir, data_dir = root / name / "share", root / name / "data"
     share_dir.mkdir(parents=True, exist_ok=True)
     data_dir.mkdir(parents=True, exist_ok=True)
@@ -62,7 +65,7 @@ async def start_peer(
     share = Share(share_dir, cache=cache, piece_size=PIECE_SIZE, workers=1)
     share.scan()
     me = pb.PeerInfo(peer_id=name)
-    clients = PeerClients()
+    clients = PeerClients(auth=GrpcAuth(network_key) if network_key else None)
     overlay = Overlay(
         clients=clients,
         share=share,
@@ -73,7 +76,9 @@ async def start_peer(
         tick=tick,
     )
     service = PeerService(share=share, me=lambda: me, overlay=overlay, max_uploads=8)
-    server, port = await start_server(service, "127.0.0.1", 0)
+    server, port = await start_server(
+        service, "127.0.0.1", 0, interceptors=[ServerAuth(network_key)] if network_key else ()
+    )
     me.address = f"127.0.0.1:{port}"
     clients.set_me(me)
     if maintain:

@@ -22,6 +22,7 @@ from p2pshare.core.names import parse_query
 from p2pshare.core.paths import check_share_name
 from p2pshare.core.pubsub import ADDED, REMOVED, ShareChange
 from p2pshare.core.query_router import DEFAULT_TTL
+from p2pshare.peer.auth import GrpcAuth, ServerAuth
 from p2pshare.peer.downloads import DownloadManager
 from p2pshare.peer.hash_cache import HashCache
 from p2pshare.peer.overlay import SAVED_NAME, Overlay
@@ -31,6 +32,7 @@ from p2pshare.peer.publisher import NeighbourFeeds, Publisher, tracker_changes
 from p2pshare.peer.share import Share, SharedFile
 from p2pshare.peer.subscriptions import CATCH_UP_LIMIT, Subscriptions
 from p2pshare.peer.watcher import ShareWatcher
+from p2pshare.tracker.auth import TrackerAuth
 from p2pshare.tracker.client import TrackerClient
 from p2pshare.tracker.models import FileEntry, PeerRef, SearchHit, check_address
 
@@ -95,7 +97,8 @@ class PeerNode:
         self.watcher = ShareWatcher(self.share, self._share_changed)
         self.watcher.start()  # before the scan: nothing written meanwhile is missed
         self.scan = await asyncio.to_thread(self.share.scan)
-        self.clients = PeerClients(tls=self.tls)
+        key = s.network_key
+        self.clients = PeerClients(tls=self.tls, auth=GrpcAuth(key) if key else None)
         self.overlay = Overlay(
             clients=self.clients,
             share=self.share,
@@ -120,7 +123,13 @@ class PeerNode:
             max_subscribers_per_peer=s.max_subscribers_per_peer,
             max_upload_rate=s.max_upload_rate,
         )
-        self.grpc_server, port = await start_server(self.service, s.host, s.port, tls=self.tls)
+        self.grpc_server, port = await start_server(
+            self.service,
+            s.host,
+            s.port,
+            tls=self.tls,
+            interceptors=[ServerAuth(key)] if key else (),
+        )
         self.address = s.advertise or f"{_dialable(s.host)}:{port}"
         self.clients.set_me(self.me())
         self.overlay.start()
@@ -137,9 +146,12 @@ class PeerNode:
         )
         if self.tracker.url:
             verify = self.tls.client_context() if self.tls else True
-            self._tracker_client = TrackerClient(self.tracker.url, verify=verify)
+            self._tracker_client = TrackerClient(self.tracker.url, verify=verify, network_key=key)
             self._events_http = httpx.AsyncClient(
-                base_url=self.tracker.url, timeout=httpx.Timeout(5.0, read=60.0), verify=verify
+                base_url=self.tracker.url,
+                timeout=httpx.Timeout(5.0, read=60.0),
+                verify=verify,
+                auth=TrackerAuth(key) if key else None,
             )
             await self._register_once()
             self._tasks.append(asyncio.create_task(self._tracker_loop(), name="tracker"))
@@ -196,6 +208,10 @@ class PeerNode:
     async def _register_once(self) -> bool:
         try:
             reply = await self._tracker_client.register(self.address, self.file_entries())
+        except errors.Unauthenticated as exc:
+            self.tracker.state = f"refused: {exc}"
+            log.error("tracker %s refused this peer: %s", self.tracker.url, exc)
+            return False
         except errors.P2PShareError as exc:
             self.tracker.state = f"unreachable: {exc}"
             log.warning("tracker %s: %s", self.tracker.url, exc)
@@ -333,7 +349,7 @@ class PeerNode:
                 addresses = [p.address for p in reply.providers]
             except errors.NotFound:
                 addresses = []
-            except errors.TransportError as exc:
+            except (errors.TransportError, errors.Unauthenticated) as exc:
                 problem = exc
         if not [a for a in addresses if a != self.address]:
             hit = self.recent_hits.get(content_id)
@@ -432,6 +448,8 @@ class PeerNode:
                 sources["tracker"] = "ok"
             except errors.TransportError as exc:
                 sources["tracker"] = f"unreachable: {exc}"
+            except errors.Unauthenticated as exc:
+                sources["tracker"] = f"refused: {exc}"
 
         async def from_overlay() -> None:
             if not self.overlay.neighbours():

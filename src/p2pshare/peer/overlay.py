@@ -168,7 +168,10 @@ class Overlay:
         try:
             reply = await self._clients.hello(address, timeout=HELLO_TIMEOUT)
         except errors.P2PShareError as exc:
-            log.debug("hello %s: %s", address, exc)
+            if isinstance(exc, errors.PermissionDenied):  # another network, or a wrong key
+                log.warning("hello %s refused: %s", address, exc)
+            else:
+                log.debug("hello %s: %s", address, exc)
             self._note(self.table.failed(address, time.monotonic()))
             return
         known = [k.address for k in reply.known if _valid_address(k.address)]

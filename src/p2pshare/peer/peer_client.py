@@ -12,6 +12,7 @@ from p2pshare._proto import peer_pb2 as pb
 from p2pshare._proto import peer_pb2_grpc as pb_grpc
 from p2pshare.core.manifest import Manifest, check_content_id
 from p2pshare.core.pieces import PieceSet
+from p2pshare.peer.auth import GrpcAuth
 from p2pshare.peer.wire import (
     CHANNEL_OPTIONS,
     GET_PIECES,
@@ -35,9 +36,13 @@ class PeerClients:
     """Channels to other peers, opened on first use and reused; over TLS when ``tls`` is
     given (every channel a peer opens to another peer is made here)."""
 
-    def __init__(self, *, me: pb.PeerInfo | None = None, tls: Tls | None = None) -> None:
+    def __init__(
+        self, *, me: pb.PeerInfo | None = None, tls: Tls | None = None, auth: GrpcAuth | None = None
+    ) -> None:
         self._credentials = tls.channel_credentials() if tls else None
         self._options = CHANNEL_OPTIONS + (tls.channel_options() if tls else [])
+        self._auth = auth  # a private network's: every call carries proof of the key
+        self._interceptors = auth.interceptors() if auth is not None else None
         self._channels: dict[str, tuple[grpc.aio.Channel, pb_grpc.PeerStub]] = {}
         # the piece data path runs on threads with blocking channels (see downloads.py)
         self._sync_channels: dict[str, grpc.Channel] = {}
@@ -50,9 +55,13 @@ class PeerClients:
         entry = self._channels.get(address)
         if entry is None:
             if self._credentials is None:
-                channel = grpc.aio.insecure_channel(address, options=self._options)
+                channel = grpc.aio.insecure_channel(
+                    address, options=self._options, interceptors=self._interceptors
+                )
             else:
-                channel = grpc.aio.secure_channel(address, self._credentials, self._options)
+                channel = grpc.aio.secure_channel(
+                    address, self._credentials, self._options, interceptors=self._interceptors
+                )
             entry = (channel, pb_grpc.PeerStub(channel))  # type: ignore[no-untyped-call]
             self._channels[address] = entry
         return entry
@@ -137,7 +146,9 @@ class PeerClients:
             response_deserializer=None,
         )
         call: PieceCall = get_pieces(
-            pb.PiecesRequest(content_id=content_id, indexes=indexes), timeout=timeout
+            pb.PiecesRequest(content_id=content_id, indexes=indexes),
+            timeout=timeout,
+            metadata=self._auth.metadata(GET_PIECES) if self._auth is not None else None,
         )
         return call
 

@@ -14,7 +14,7 @@ import asyncio
 import functools
 import logging
 import time
-from collections.abc import AsyncIterator, Awaitable, Callable
+from collections.abc import AsyncIterator, Awaitable, Callable, Sequence
 from typing import Any, TypeVar
 
 import grpc
@@ -258,11 +258,17 @@ def _handlers(service: PeerService) -> grpc.GenericRpcHandler:  # type: ignore[t
 
 
 async def start_server(
-    service: PeerService, host: str, port: int, *, tls: Tls | None = None
+    service: PeerService,
+    host: str,
+    port: int,
+    *,
+    tls: Tls | None = None,
+    interceptors: Sequence[grpc.aio.ServerInterceptor[Any, Any]] = (),
 ) -> tuple[grpc.aio.Server, int]:
     """Start a gRPC server for ``service`` (over TLS when ``tls`` is given); returns it
-    and the port it bound."""
-    server = grpc.aio.server(options=SERVER_OPTIONS)
+    and the port it bound. ``interceptors`` see every call first (``peer.auth.ServerAuth``
+    in a private network)."""
+    server = grpc.aio.server(options=SERVER_OPTIONS, interceptors=interceptors)
     server.add_generic_rpc_handlers((_handlers(service),))
     address = f"{host}:{port}"
     if tls is None:

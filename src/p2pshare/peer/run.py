@@ -7,7 +7,7 @@ import ctypes
 import signal
 
 from p2pshare.config import PeerSettings
-from p2pshare.peer.control_api import create_app
+from p2pshare.peer.control_api import api_token_for, create_app
 from p2pshare.peer.node import PeerNode
 from p2pshare.serving import HttpServer, bind, bound_url, quiet_logs
 
@@ -34,9 +34,16 @@ async def serve(settings: PeerSettings) -> None:
     sock = bind(settings.api_host, settings.api_port, key="peer.api_port")
     node = PeerNode(settings)
     await node.start()
-    http = HttpServer(create_app(node), sock, log_level=settings.log_level)
+    try:
+        token, note = api_token_for(settings, node.data_dir, sock.getsockname()[0])
+    except BaseException:
+        await node.stop()
+        raise
+    http = HttpServer(create_app(node, token=token), sock, log_level=settings.log_level)
     try:
         await http.start()
+        if note:
+            print(f"p2pshare peer: {note}", flush=True)
         print(
             f"p2pshare peer listening on grpc {node.address}, control API {bound_url(sock)}",
             flush=True,

@@ -30,10 +30,12 @@ from p2pshare.core.names import Query as ParsedQuery
 from p2pshare.errors import (
     P2PShareError,
     PermissionDenied,
+    Unauthenticated,
     UsageError,
 )
 from p2pshare.http_errors import error_response, status_of
 from p2pshare.tracker import events
+from p2pshare.tracker.auth import AuthMiddleware, RequestAuth
 from p2pshare.tracker.limits import (
     MAX_HEADER_BYTES,
     MAX_HEADERS,
@@ -205,11 +207,13 @@ class HotRoutes:
         requests: Counter,
         latency: Histogram,
         limits: RequestLimits,
+        auth: RequestAuth | None = None,
     ) -> None:
         self.app = app
         self.registry = registry
         self.clock = clock
         self.limits = limits
+        self.auth = auth
         self.requests = requests
         self.latency = latency
         self._counters: dict[tuple[str, str, int], Any] = {}
@@ -248,16 +252,52 @@ class HotRoutes:
         """Status, JSON body and extra headers of a heartbeat or search request from
         the address ``client`` (a 429 if it is over its rate); None for any other
         request, which the FastAPI app answers. ``path`` is percent-decoded."""
+        peer_id = ""
+        params = None
         if method == "POST" and path.startswith("/v1/peers/") and path.endswith("/heartbeat"):
             peer_id = path[10:-10]
-            if peer_id and "/" not in peer_id:
-                return self._limited(_HEARTBEAT_ROUTE, method, client, path) or self._heartbeat(
-                    path, headers, peer_id
-                )
+            if not peer_id or "/" in peer_id:
+                return None
+            route = _HEARTBEAT_ROUTE
         elif method == "GET" and path == _SEARCH_ROUTE:
             params = _plain_search_params(query_string)
-            if params is not None:
-                return self._limited(_SEARCH_ROUTE, method, client, path) or self._search(*params)
+            if params is None:
+                return None
+            route = _SEARCH_ROUTE
+        else:
+            return None
+        if _has_body(headers):
+            # the app answers: it applies the body limit, and a proof of the key covers
+            # the body (and counts the request once, against the rate limit too)
+            return None
+        # the rate limit first: a flood costs no HMAC
+        refusal = self._limited(route, method, client, path)
+        if refusal is None and self.auth is not None:
+            refusal = self._unauthenticated(method, path, query_string, headers, route)
+        if refusal is not None:
+            return refusal
+        if params is not None:
+            return self._search(*params)
+        return self._heartbeat(path, headers, peer_id)
+
+    def _unauthenticated(
+        self,
+        method: str,
+        path: str,
+        query_string: bytes,
+        headers: Iterable[tuple[bytes, bytes]],
+        route: str,
+    ) -> Refusal | None:
+        """The 401 of a private network's request without valid proof of the key
+        (the check the FastAPI app makes too); None if it may go on."""
+        assert self.auth is not None
+        start = time.perf_counter()
+        try:
+            self.auth.check(method, path, query_string, headers)
+        except Unauthenticated as exc:
+            status, body = _failure(exc, method, route)
+            self._count(route, method, status, start)
+            return status, body, ()
         return None
 
     def _limited(self, route: str, method: str, client: str | None, path: str) -> Refusal | None:
@@ -268,16 +308,13 @@ class HotRoutes:
 
     def _heartbeat(
         self, path: str, headers: Iterable[tuple[bytes, bytes]], peer_id: str
-    ) -> Refusal | None:
-        """Answer a heartbeat; None if it comes with a body (FastAPI's app applies the
-        body limit)."""
+    ) -> Refusal:
+        """Answer a heartbeat (one without a body: ``answer`` leaves the others to the app)."""
         start = time.perf_counter()
         authorization = None
         for key, value in headers:
             if key == b"authorization":
                 authorization = value.decode("latin-1")
-            elif (key == b"content-length" and value != b"0") or key == b"transfer-encoding":
-                return None
         try:
             self.registry.heartbeat(peer_id, _token(authorization), self.clock())
         except Exception as exc:  # noqa: BLE001 - answered as the FastAPI handlers would
@@ -322,6 +359,13 @@ def with_hot_routes(app: FastAPI) -> HotRoutes:
     """``app`` (from ``create_app``) behind the fast path for heartbeat and search: what
     the server runs. The answers are the same; only the time spent differs."""
     return HotRoutes(app, **app.state.hot_routes)
+
+
+def _has_body(headers: Iterable[tuple[bytes, bytes]]) -> bool:
+    return any(
+        (key == b"content-length" and value != b"0") or key == b"transfer-encoding"
+        for key, value in headers
+    )
 
 
 def _plain_search_params(query_string: bytes) -> tuple[str, int] | None:
@@ -384,9 +428,11 @@ def create_app(
     clock: Callable[[], float] = time.time,
     max_body: int = MAX_BODY_BYTES,
     limits: RequestLimits | None = None,
+    network_key: str | None = None,
 ) -> FastAPI:
     """The tracker's REST API around ``registry``; ``clock`` gives ``now`` to every call;
-    ``limits``: the request rate limit (default: none)."""
+    ``limits``: the request rate limit (default: none). With ``network_key`` (a private
+    network) every route but ``/healthz`` needs proof of the key (``tracker.auth``)."""
     limits = limits or RequestLimits(rate=0, burst=1)
     app = FastAPI(
         title="p2pshare tracker",
@@ -411,6 +457,10 @@ def create_app(
     live_files = Gauge(
         "p2pshare_tracker_files", "Files shared by live peers (per peer).", registry=metrics
     )
+    auth = RequestAuth(network_key) if network_key else None
+    if auth is not None:
+        # inside _Edge: refusals are counted, the rate and body limits come first
+        app.add_middleware(AuthMiddleware, auth=auth)
     app.add_middleware(_Edge, requests=requests, latency=latency, max_body=max_body, limits=limits)
     app.state.hot_routes = {
         "registry": registry,
@@ -418,6 +468,7 @@ def create_app(
         "requests": requests,
         "latency": latency,
         "limits": limits,
+        "auth": auth,
     }
     app.state.registry = registry
     app.state.metrics = metrics
@@ -425,6 +476,7 @@ def create_app(
     http_errors.install(app, name="tracker")
 
     responses: dict[int | str, dict[str, Any]] = {
+        **({401: _ERRORS} if auth is not None else {}),
         403: _ERRORS,
         404: _ERRORS,
         422: _ERRORS,

@@ -4,6 +4,7 @@ Every failure comes out as a ``p2pshare.errors`` exception, translated here once
 
     connection refused, DNS, reset     -> Unreachable
     no answer in time                  -> TimedOut
+    401                                -> Unauthenticated    (a private network: no or wrong key)
     403                                -> PermissionDenied   (wrong or missing token)
     404                                -> NotFound           (unknown or expired peer, no provider)
     400, 422                           -> UsageError         (the tracker's message)
@@ -27,9 +28,11 @@ from p2pshare.errors import (
     PermissionDenied,
     RemoteError,
     TimedOut,
+    Unauthenticated,
     Unreachable,
     UsageError,
 )
+from p2pshare.tracker.auth import TrackerAuth
 from p2pshare.tracker.models import (
     FileEntry,
     FilesResponse,
@@ -61,6 +64,7 @@ class TrackerClient:
         timeout: float = 5.0,
         transport: httpx.AsyncBaseTransport | None = None,
         verify: ssl.SSLContext | bool = True,
+        network_key: str | None = None,
     ) -> None:
         self.base_url = base_url.rstrip("/")
         self._http = httpx.AsyncClient(
@@ -69,6 +73,7 @@ class TrackerClient:
             transport=transport,
             trust_env=False,
             verify=verify,
+            auth=TrackerAuth(network_key) if network_key else None,
         )
 
     async def __aenter__(self) -> Self:
@@ -182,6 +187,8 @@ class TrackerClient:
         status = response.status_code
         if status >= 400:
             message = _message(response)
+            if status == 401:
+                raise Unauthenticated(f"tracker {self.base_url} refused us: {message}")
             if status == 403:
                 raise PermissionDenied(message)
             if status == 404:

@@ -66,6 +66,7 @@ _REASONS = {
     201: b"Created",
     204: b"No Content",
     400: b"Bad Request",
+    401: b"Unauthorized",
     403: b"Forbidden",
     404: b"Not Found",
     405: b"Method Not Allowed",

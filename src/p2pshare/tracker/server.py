@@ -15,6 +15,9 @@ any request. The first process supervises: it prints the line once every worker
 serves, passes SIGTERM/SIGINT on, and stops them all if one dies. Workers die with it
 (``PR_SET_PDEATHSIG``), even when it is killed with SIGKILL.
 
+With a network key, each worker checks proofs of the key with its own replay
+memory (see ``p2pshare.tracker.auth``).
+
 uvloop runs the event loop when it is installed (and httptools parses HTTP in
 uvicorn), else asyncio's own loop and h11: both work, the first are about twice as fast.
 """
@@ -199,7 +202,12 @@ async def serve(
     try:
         limits = RequestLimits(rate=settings.rate_limit, burst=settings.rate_burst)
         app = with_hot_routes(
-            create_app(registry, neighbour_sample=settings.neighbour_sample, limits=limits)
+            create_app(
+                registry,
+                neighbour_sample=settings.neighbour_sample,
+                limits=limits,
+                network_key=settings.network_key,
+            )
         )
         if purge:  # and checkpoint: one process of several does
             interval = min(settings.lease_seconds / 2, 30.0)
