@@ -356,6 +356,7 @@ def create_app(
     http_errors.install(app, name="tracker")
 
     responses: dict[int | str, dict[str, Any]] = {
+        400: _ERRORS,  # a body that is not even text (FastAPI's "error parsing the body")
         403: _ERRORS,
         404: _ERRORS,
         422: _ERRORS,
