@@ -159,6 +159,7 @@ class LocalNetwork:
         *extra: str,
         tracker: str | None = None,
         env: dict[str, str] | None = None,
+        cwd: Path | None = None,
     ) -> PeerProc:
         share, data = self.root / name / "share", self.root / name / "data"
         share.mkdir(parents=True, exist_ok=True)
@@ -172,7 +173,7 @@ class LocalNetwork:
             *extra,
         )  # fmt: skip
         proc, match = spawn(
-            argv, PEER_READY, log=self.root / "logs" / f"{name}.log", name=name, env=env
+            argv, PEER_READY, log=self.root / "logs" / f"{name}.log", name=name, env=env, cwd=cwd
         )
         peer = PeerProc(
             proc.name,
