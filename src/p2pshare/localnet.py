@@ -190,6 +190,7 @@ class LocalNetwork:
         *extra: str,
         tracker: str | None = None,
         env: dict[str, str] | None = None,
+        cwd: Path | None = None,
     ) -> PeerProc:
         share, data = self.root / name / "share", self.root / name / "data"
         share.mkdir(parents=True, exist_ok=True)
@@ -203,7 +204,12 @@ class LocalNetwork:
             *extra,
         )  # fmt: skip
         proc, match = spawn(
-            argv, PEER_READY, log=self.root / "logs" / f"{name}.log", name=name, env=self._env(env)
+            argv,
+            PEER_READY,
+            log=self.root / "logs" / f"{name}.log",
+            name=name,
+            env=self._env(env),
+            cwd=cwd,
         )
         peer = PeerProc(
             proc.name,

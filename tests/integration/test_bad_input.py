@@ -60,6 +60,14 @@ def test_a_bad_config_value_stops_the_process_naming_the_key(tmp_path: Path) -> 
     assert "peer.piece_size" in result.stderr
 
 
+def test_a_tracker_database_that_cannot_be_opened_stops_it_naming_the_key(
+    tmp_path: Path,
+) -> None:
+    result = cli("tracker", "--port", "0", "--db", str(tmp_path / "no such folder" / "t.db"))
+    assert_one_clear_line(result, 2)
+    assert "tracker.db" in result.stderr
+
+
 def test_control_api_answers_malformed_requests_with_readable_422(net: LocalNetwork) -> None:
     peer = net.start_peer("p")
     bad_json = httpx.post(

@@ -14,6 +14,7 @@ from p2pshare.core.manifest import Manifest
 from p2pshare.errors import BadPiece, DownloadFailed
 from p2pshare.peer.downloads import _target_path
 from p2pshare.peer.partial import PartialDownload, load_record, partial_path
+from tests.hostile_names import HOSTILE
 
 PIECE = 16 << 10
 
@@ -129,14 +130,11 @@ def test_a_record_for_another_target_is_ignored(tmp_path: Path, pool: ThreadPool
     other.close()
 
 
-@pytest.mark.parametrize(
-    "name",
-    ["../escape.bin", "/etc/passwd", "a/../../b", ".hidden", "x/.p2pshare/y", "f.p2pshare-part",
-     "con.txt", "bad\0name", "a\\b"],
-)  # fmt: skip
-def test_hostile_names_from_a_manifest_are_refused(tmp_path: Path, name: str) -> None:
+@pytest.mark.parametrize(("name", "why"), HOSTILE, ids=[why for _, why in HOSTILE])
+def test_hostile_names_from_a_manifest_are_refused(tmp_path: Path, name: str, why: str) -> None:
     with pytest.raises(DownloadFailed, match="refusing"):
-        _target_path(tmp_path, name)
+        _target_path(tmp_path / "out", name)
+    assert list(tmp_path.iterdir()) == []
 
 
 def test_a_name_through_a_symlinked_folder_is_refused(tmp_path: Path) -> None:

@@ -9,10 +9,8 @@ from pathlib import Path
 
 import pytest
 
-from p2pshare.errors import UsageError
 from p2pshare.peer.hash_cache import HashCache
 from p2pshare.peer.share import Share, SharedFile
-from p2pshare.peer.subscriptions import check_into
 from p2pshare.peer.watcher import ShareWatcher
 
 Changes = list[tuple[list[str], list[tuple[str, int]]]]
@@ -82,32 +80,3 @@ async def test_a_removed_folder_takes_its_files_with_it(share: Share) -> None:
         assert share.files() == []
     finally:
         await watcher.stop()
-
-
-@pytest.mark.parametrize(
-    ("into", "why"),
-    [
-        ("relative/dir", "relative"),
-        ("/", "root"),
-        ("/etc/cron.d", "system"),
-        ("/tmp/a\nb", "control"),
-    ],
-)
-def test_subscription_folders_that_are_hostile_are_refused(
-    into: str, why: str, tmp_path: Path
-) -> None:
-    with pytest.raises(UsageError, match=why):
-        check_into(into, data_dir=tmp_path / "data")
-
-
-def test_the_data_folder_and_a_file_are_refused_as_subscription_folders(tmp_path: Path) -> None:
-    data = tmp_path / "data"
-    data.mkdir()
-    (tmp_path / "file").write_text("x")
-    os.symlink(data, tmp_path / "link")
-    for bad in (data, data / "sub", tmp_path / "link" / "sub", tmp_path):
-        with pytest.raises(UsageError, match="data folder"):
-            check_into(str(bad), data_dir=data)
-    with pytest.raises(UsageError, match="not a folder"):
-        check_into(str(tmp_path / "file"), data_dir=data)
-    assert check_into(str(tmp_path / "ok" / ".." / "fine"), data_dir=data) == tmp_path / "fine"

@@ -7,6 +7,8 @@ in (from a manifest, a request, a scan) passes through ``check_share_name``.
 
 from __future__ import annotations
 
+import unicodedata
+
 from p2pshare.errors import InvalidName
 
 MAX_NAME_LENGTH = 1024
@@ -18,15 +20,44 @@ _WINDOWS_RESERVED = {
     *(f"com{i}" for i in range(1, 10)),
     *(f"lpt{i}" for i in range(1, 10)),
 }  # fmt: skip
+# slashes that NFKC leaves alone but that look like one (or become one where a
+# program maps Unicode to a code page, as Windows' "best fit" does)
+_SLASH_LOOKALIKES = frozenset("\u2044\u2215\u2216\u2571\u2572\u29f5\u29f8\u29f9")
+# format characters that belong in names: zero-width non-joiner and joiner (Persian,
+# Indic scripts, emoji sequences); the others (bidi overrides, zero-width space,
+# byte order mark) only make a name look like another one
+_NAME_FORMAT_CHARS = frozenset("\u200c\u200d")
 
 
 def check_share_name(name: str) -> str:
     """Return ``name`` if it is a safe relative path with ``/`` separators.
 
     Refused: empty names, absolute paths, ``.`` and ``..`` parts, backslashes,
-    control characters, over-long names, Windows reserved names, hidden parts
-    (which include our own partial downloads and state folder).
+    control and invisible format characters, over-long names, Windows reserved
+    names, hidden parts (which include our own partial downloads and state folder),
+    and look-alikes: names whose compatibility normal form (NFKC, which turns a
+    fullwidth solidus into ``/`` and a two dot leader into ``..``) is refused, and
+    slash look-alikes.
     """
+    _check_structure(name)
+    for c in name:
+        category = unicodedata.category(c)
+        if category in ("Cc", "Zl", "Zp") or (category == "Cf" and c not in _NAME_FORMAT_CHARS):
+            raise InvalidName(f"name contains a control or invisible character: {name!r:.80}")
+        if c in _SLASH_LOOKALIKES:
+            raise InvalidName(f"name contains a look-alike of a slash: {name!r:.80}")
+    normal = unicodedata.normalize("NFKC", name)
+    if normal.count("/") != name.count("/"):
+        raise InvalidName(f"name contains a look-alike of a slash: {name!r:.80}")
+    if normal != name:
+        try:
+            _check_structure(normal)
+        except InvalidName as exc:
+            raise InvalidName(f"name is a look-alike of a refused one ({exc})") from None
+    return name
+
+
+def _check_structure(name: str) -> None:
     if not name or len(name) > MAX_NAME_LENGTH:
         raise InvalidName(f"name must be 1 to {MAX_NAME_LENGTH} characters")
     if any(ord(c) < 32 or ord(c) == 127 for c in name):
@@ -50,4 +81,3 @@ def check_share_name(name: str) -> str:
         name.encode("utf-8")
     except UnicodeEncodeError as exc:
         raise InvalidName("name is not valid UTF-8") from exc
-    return name

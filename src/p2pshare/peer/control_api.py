@@ -17,7 +17,7 @@ import secrets
 import time
 from collections.abc import AsyncIterator
 from pathlib import Path
-from typing import Annotated, Literal
+from typing import Annotated, Any, Literal
 
 from fastapi import FastAPI, Query, Response
 from fastapi.responses import StreamingResponse
@@ -29,10 +29,11 @@ from starlette.types import ASGIApp, Receive, Scope, Send
 from p2pshare import __version__, errors, http_errors
 from p2pshare.config import API_TOKEN_ENV, API_TOKEN_FILE, PeerSettings
 from p2pshare.core.query_router import DEFAULT_TTL, MAX_TTL, MAX_WALKERS
+from p2pshare.peer.folders import check_out_folder
 from p2pshare.peer.node import PeerNode
 from p2pshare.peer.progress import Download
 from p2pshare.peer.subscriptions import Subscription
-from p2pshare.tracker.models import FileEntry, SearchHit
+from p2pshare.tracker.models import ErrorResponse, FileEntry, SearchHit
 
 LONG_POLL_MAX = 30.0
 KEEPALIVE_SECONDS = 15.0
@@ -103,6 +104,12 @@ class _TokenGate:
         await self.app(scope, receive, send)
 
 
+def _errors(*statuses: int) -> dict[int | str, dict[str, Any]]:
+    """The error answers a route documents: the spec lists every status it can give
+    (see ``http_errors``), so clients and the fuzz tests know what to expect."""
+    return {status: {"model": ErrorResponse} for status in statuses}
+
+
 class _Model(BaseModel):
     model_config = ConfigDict(extra="forbid")
 
@@ -111,7 +118,9 @@ class DownloadRequest(_Model):
     """``POST /v1/downloads``: what to fetch and where to put it."""
 
     content_id: str = Field(description="A content id, or a unique prefix of one seen here.")
-    out_dir: str | None = Field(None, description="Folder to save into (default: the share).")
+    out_dir: str | None = Field(
+        None, description="Absolute folder to save into (default: the share)."
+    )
 
 
 class DownloadView(_Model):
@@ -306,7 +315,7 @@ def create_app(node: PeerNode, *, token: str | None = None) -> FastAPI:
     async def files() -> FilesView:
         return FilesView(files=node.file_entries())
 
-    @app.get("/v1/search")
+    @app.get("/v1/search", responses=_errors(422, 502))
     async def search(
         q: Annotated[str, Query(min_length=1, max_length=256, description="Words or a glob.")],
         limit: Annotated[int, Query(ge=1, le=1000)] = 100,
@@ -330,17 +339,22 @@ def create_app(node: PeerNode, *, token: str | None = None) -> FastAPI:
         )
         return SearchResult(hits=hits, sources=sources)
 
-    @app.post("/v1/downloads", status_code=202)
+    # 400: a body that is not even text; 404: an unseen prefix
+    @app.post("/v1/downloads", status_code=202, responses=_errors(400, 404, 422))
     async def start_download(req: DownloadRequest) -> DownloadView:
         content_id = node.resolve_content_id(req.content_id)
-        out = Path(req.out_dir).expanduser() if req.out_dir else None
+        out = (
+            check_out_folder(req.out_dir, data_dir=node.data_dir, option="-o")
+            if req.out_dir is not None
+            else None
+        )
         return DownloadView.of(node.downloads.start(content_id, out))
 
     @app.get("/v1/downloads")
     async def downloads() -> list[DownloadView]:
         return [DownloadView.of(d) for d in node.downloads.all()]
 
-    @app.get("/v1/downloads/{content_id}")
+    @app.get("/v1/downloads/{content_id}", responses=_errors(404, 422))
     async def download(
         content_id: str,
         after: Annotated[
@@ -356,7 +370,7 @@ def create_app(node: PeerNode, *, token: str | None = None) -> FastAPI:
     @app.get(
         "/v1/events",
         response_class=StreamingResponse,
-        responses={200: {"content": {"text/event-stream": {}}}},
+        responses={200: {"content": {"text/event-stream": {}}}, **_errors(422)},
     )
     async def events(
         q: Annotated[
@@ -400,11 +414,11 @@ def create_app(node: PeerNode, *, token: str | None = None) -> FastAPI:
             subscriptions=[SubscriptionView.of(s) for s in node.subscriptions.all()]
         )
 
-    @app.post("/v1/subscriptions", status_code=201)
+    @app.post("/v1/subscriptions", status_code=201, responses=_errors(400, 422))
     async def subscribe(req: SubscribeRequest) -> SubscriptionView:
         return SubscriptionView.of(node.subscriptions.add(req.query, req.into))
 
-    @app.delete("/v1/subscriptions/{sub_id}")
+    @app.delete("/v1/subscriptions/{sub_id}", responses=_errors(404, 422))
     async def unsubscribe(sub_id: str) -> SubscriptionView:
         return SubscriptionView.of(node.subscriptions.remove(sub_id))
 

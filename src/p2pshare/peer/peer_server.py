@@ -18,6 +18,7 @@ from collections.abc import AsyncIterator, Awaitable, Callable, Sequence
 from typing import Any, TypeVar
 
 import grpc
+from google.protobuf.message import DecodeError, Message
 
 from p2pshare import errors
 from p2pshare._proto import peer_pb2 as pb
@@ -47,6 +48,26 @@ MAX_PIECES_PER_REQUEST = 1024
 Ctx = grpc.aio.ServicerContext[Any, Any]
 T = TypeVar("T")
 R = TypeVar("R")
+M = TypeVar("M", bound=Message)
+
+
+class _Malformed:
+    """A request that did not parse. gRPC would answer UNKNOWN and log a traceback
+    for a deserializer that raises, so the deserializer hands this to the servicer,
+    whose wrapper answers INVALID_ARGUMENT."""
+
+    def __init__(self, why: str) -> None:
+        self.why = why
+
+
+def _parser(cls: type[M]) -> Callable[[bytes], M | _Malformed]:
+    def parse(data: bytes) -> M | _Malformed:
+        try:
+            return cls.FromString(data)
+        except DecodeError as exc:
+            return _Malformed(f"malformed {cls.DESCRIPTOR.name}: {exc}")
+
+    return parse
 
 
 def _unary(
@@ -56,6 +77,8 @@ def _unary(
 
     @functools.wraps(fn)
     async def wrapper(self: Any, request: T, context: Ctx) -> R:
+        if isinstance(request, _Malformed):
+            await context.abort(grpc.StatusCode.INVALID_ARGUMENT, request.why)
         try:
             return await fn(self, request, context)
         except errors.P2PShareError as exc:
@@ -70,6 +93,8 @@ def _stream(
 ) -> Callable[[Any, T, Ctx], AsyncIterator[R]]:
     @functools.wraps(fn)
     async def wrapper(self: Any, request: T, context: Ctx) -> AsyncIterator[R]:
+        if isinstance(request, _Malformed):
+            await context.abort(grpc.StatusCode.INVALID_ARGUMENT, request.why)
         try:
             async for item in fn(self, request, context):
                 yield item
@@ -221,36 +246,37 @@ class PeerService(pb_grpc.PeerServicer):
 
 
 def _handlers(service: PeerService) -> grpc.GenericRpcHandler:  # type: ignore[type-arg]
-    """The generated handlers, except that GetPieces yields already serialized pieces."""
+    """The generated handlers, except that GetPieces yields already serialized pieces
+    and a request that does not parse reaches the servicer as ``_Malformed``."""
     methods = {
         "Hello": grpc.unary_unary_rpc_method_handler(
             service.Hello,
-            request_deserializer=pb.HelloRequest.FromString,
+            request_deserializer=_parser(pb.HelloRequest),
             response_serializer=pb.HelloResponse.SerializeToString,
         ),
         "GetManifest": grpc.unary_unary_rpc_method_handler(
             service.GetManifest,
-            request_deserializer=pb.ManifestRequest.FromString,
+            request_deserializer=_parser(pb.ManifestRequest),
             response_serializer=pb.Manifest.SerializeToString,
         ),
         "GetPieces": grpc.unary_stream_rpc_method_handler(
             service.GetPieces,
-            request_deserializer=pb.PiecesRequest.FromString,
+            request_deserializer=_parser(pb.PiecesRequest),
             response_serializer=None,  # the servicer yields bytes
         ),
         "GetHave": grpc.unary_unary_rpc_method_handler(
             service.GetHave,
-            request_deserializer=pb.HaveRequest.FromString,
+            request_deserializer=_parser(pb.HaveRequest),
             response_serializer=pb.HaveMap.SerializeToString,
         ),
         "Search": grpc.unary_stream_rpc_method_handler(
             service.Search,
-            request_deserializer=pb.SearchRequest.FromString,
+            request_deserializer=_parser(pb.SearchRequest),
             response_serializer=pb.SearchHit.SerializeToString,
         ),
         "Subscribe": grpc.unary_stream_rpc_method_handler(
             service.Subscribe,
-            request_deserializer=pb.SubscribeRequest.FromString,
+            request_deserializer=_parser(pb.SubscribeRequest),
             response_serializer=pb.ShareChange.SerializeToString,
         ),
     }

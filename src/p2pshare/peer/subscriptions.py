@@ -21,16 +21,16 @@ from pathlib import Path
 from p2pshare import errors
 from p2pshare.core.names import parse_query
 from p2pshare.core.pubsub import ADDED, ShareChange
+from p2pshare.peer.folders import check_out_folder
 from p2pshare.tracker.models import SearchHit
 
-__all__ = ["CATCH_UP_LIMIT", "SAVED_NAME", "Subscription", "Subscriptions", "check_into"]
+__all__ = ["CATCH_UP_LIMIT", "SAVED_NAME", "Subscription", "Subscriptions"]
 
 log = logging.getLogger(__name__)
 
 SAVED_NAME = "subscriptions.json"
 MAX_SUBSCRIPTIONS = 100
 CATCH_UP_LIMIT = 500  # current matches fetched when a subscription starts (the tracker's most)
-_SYSTEM = ("/proc", "/sys", "/dev", "/boot", "/etc", "/bin", "/sbin", "/usr", "/lib")
 
 Search = Callable[[str], Awaitable[list[SearchHit]]]
 Changes = Callable[[str], AsyncIterator[ShareChange]]
@@ -42,28 +42,6 @@ class Subscription:
     id: str
     query: str
     into: str
-
-
-def check_into(into: str, *, data_dir: Path) -> Path:
-    """The folder a subscription downloads into, made absolute and checked: not
-    relative, no control characters, not the peer's data folder (or inside it), not a
-    system folder, not a file. ``UsageError`` says what is wrong."""
-    if not into or any(ord(c) < 32 or c == "\x7f" for c in into):
-        raise errors.UsageError("--into: give a folder name without control characters")
-    path = Path(into)
-    if not path.is_absolute():
-        raise errors.UsageError(f"--into: {into!r} is relative; give an absolute folder")
-    real = Path(os.path.realpath(path))
-    data = Path(os.path.realpath(data_dir))
-    if real == Path(real.anchor):
-        raise errors.UsageError("--into: refusing the root folder")
-    if real.is_relative_to(data) or data.is_relative_to(real):
-        raise errors.UsageError(f"--into: {into} holds or is inside the peer's data folder")
-    if any(real == Path(s) or real.is_relative_to(s) for s in _SYSTEM):
-        raise errors.UsageError(f"--into: refusing the system folder {real}")
-    if real.exists() and not real.is_dir():
-        raise errors.UsageError(f"--into: {into} exists and is not a folder")
-    return real
 
 
 class Subscriptions:
@@ -107,7 +85,7 @@ class Subscriptions:
             parse_query(query)
         except ValueError as exc:
             raise errors.UsageError(str(exc)) from exc
-        folder = check_into(into, data_dir=self._data)
+        folder = check_out_folder(into, data_dir=self._data, option="--into")
         for sub in self._subs.values():
             if sub.query == query and sub.into == str(folder):
                 return sub

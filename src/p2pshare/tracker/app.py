@@ -477,6 +477,7 @@ def create_app(
 
     responses: dict[int | str, dict[str, Any]] = {
         **({401: _ERRORS} if auth is not None else {}),
+        400: _ERRORS,  # a body that is not even text (FastAPI's "error parsing the body")
         403: _ERRORS,
         404: _ERRORS,
         422: _ERRORS,

@@ -37,7 +37,7 @@ from pathlib import Path
 from typing import Protocol
 
 from p2pshare.core.names import Query, words
-from p2pshare.errors import NotFound, PermissionDenied
+from p2pshare.errors import ConfigError, NotFound, PermissionDenied
 from p2pshare.tracker.models import FileEntry, PeerRef, SearchHit
 
 __all__ = [
@@ -237,7 +237,11 @@ class SqliteRegistry:
         self._pending: dict[int, float] = {}
         self._hidden_from = math.inf  # a read at or after this time must flush first
         self._flushed_at = -math.inf
-        self._db = sqlite3.connect(str(path), isolation_level=None, check_same_thread=False)
+        try:
+            self._db = sqlite3.connect(str(path), isolation_level=None, check_same_thread=False)
+        except sqlite3.OperationalError as exc:
+            # e.g. its folder does not exist: the user gets the setting to fix, not a trace
+            raise ConfigError(f"tracker.db: cannot open {path}: {exc}") from exc
         try:
             self._db.execute("PRAGMA busy_timeout=5000")
             self._db.execute("PRAGMA journal_mode=WAL")
