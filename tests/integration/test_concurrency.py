@@ -54,11 +54,15 @@ def test_a_provider_at_its_upload_limit_makes_others_wait_not_fail(
     tracker = net.start_tracker()
     # three different files, so the downloaders cannot trade pieces among themselves
     originals = [
-        write_random(tmp_path / "seed" / "share" / f"popular-{i}.bin", 3 << 20) for i in range(3)
+        write_random(tmp_path / "seed" / "share" / f"popular-{i}.bin", 1 << 20) for i in range(3)
     ]
+    # one upload at a time, slowly: a request of a few pieces holds the only slot for
+    # about a second, so the other two downloaders are turned away for long enough
+    # that their status shows it at some poll (at 4 MiB/s the busy spells were a few
+    # tens of milliseconds and a poll could miss them all)
     config = tmp_path / "one-upload.toml"
     config.write_text(
-        f"[peer]\npiece_size = {64 << 10}\nmax_uploads = 1\nmax_upload_rate = {4 << 20}\n"
+        f"[peer]\npiece_size = {64 << 10}\nmax_uploads = 1\nmax_upload_rate = {512 << 10}\n"
     )
     seed = net.start_peer("seed", "--config", str(config), tracker=tracker.url)
     fetchers = [net.start_peer(f"f{i}", tracker=tracker.url) for i in range(3)]
