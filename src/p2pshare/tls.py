@@ -34,9 +34,8 @@ import tempfile
 from collections.abc import Iterable
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Literal
+from typing import TYPE_CHECKING, Literal
 
-import grpc
 from cryptography import x509
 from cryptography.exceptions import UnsupportedAlgorithm
 from cryptography.hazmat.primitives import hashes, serialization
@@ -45,6 +44,9 @@ from cryptography.hazmat.primitives.kdf.hkdf import HKDF
 from cryptography.x509.oid import ExtendedKeyUsageOID, NameOID
 
 from p2pshare.config import PeerSettings, TrackerSettings
+
+if TYPE_CHECKING:
+    import grpc
 from p2pshare.errors import ConfigError
 
 __all__ = ["AUTO_NAME", "Tls", "issue_leaf", "load", "network_ca"]
@@ -180,10 +182,12 @@ class Tls:
     roots: bytes | None
     """PEM certificates that others must chain to; ``None``: the system's."""
 
-    # -- gRPC (peers) ------------------------------------------------------------------
+    # -- gRPC (peers; imported here, so a tracker with HTTPS does not load it) ----------
 
     def server_credentials(self) -> grpc.ServerCredentials:
         """For ``add_secure_port``; in auto mode callers must show a network certificate."""
+        import grpc
+
         mutual = self.mode == "auto"
         return grpc.ssl_server_credentials(
             [(self.private_key, self.cert_chain)],
@@ -192,6 +196,8 @@ class Tls:
         )
 
     def channel_credentials(self) -> grpc.ChannelCredentials:
+        import grpc
+
         if self.mode == "auto":
             return grpc.ssl_channel_credentials(
                 root_certificates=self.roots,

@@ -14,7 +14,7 @@ from pathlib import Path
 
 import httpx
 
-from p2pshare import errors, tls
+from p2pshare import errors
 from p2pshare._proto import peer_pb2 as pb
 from p2pshare.config import PeerSettings
 from p2pshare.core.manifest import Manifest, check_content_id, check_content_id_prefix
@@ -85,7 +85,11 @@ class PeerNode:
         except OSError as exc:
             raise errors.ConfigError(f"cannot create folder: {exc}") from exc
         advertised = s.advertise.rpartition(":")[0].strip("[]") if s.advertise else ""
-        self.tls = tls.load(s, section="peer", names=(s.host, advertised))
+        self.tls = None
+        if s.tls != "off":
+            from p2pshare import tls  # X.509 costs ~10 MB: loaded only when TLS is on
+
+            self.tls = tls.load(s, section="peer", names=(s.host, advertised))
         self.cache = HashCache(self.data_dir / "hashes.db")
         self.share = Share(
             self.share_root,

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from collections.abc import AsyncIterator, Iterator
-from typing import Protocol
+from typing import TYPE_CHECKING, Protocol
 
 import grpc
 
@@ -19,7 +19,9 @@ from p2pshare.peer.wire import (
     manifest_from_pb,
     translate,
 )
-from p2pshare.tls import Tls
+
+if TYPE_CHECKING:
+    from p2pshare.tls import Tls  # loaded only when TLS is on (X.509 is ~10 MB)
 
 CALL_TIMEOUT = 10.0
 

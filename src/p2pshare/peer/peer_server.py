@@ -15,7 +15,7 @@ import functools
 import logging
 import time
 from collections.abc import AsyncIterator, Awaitable, Callable, Sequence
-from typing import Any, TypeVar
+from typing import TYPE_CHECKING, Any, TypeVar
 
 import grpc
 from google.protobuf.message import DecodeError, Message
@@ -39,7 +39,9 @@ from p2pshare.peer.wire import (
     remote_key,
     status_for,
 )
-from p2pshare.tls import Tls
+
+if TYPE_CHECKING:
+    from p2pshare.tls import Tls  # loaded only when TLS is on (X.509 is ~10 MB)
 
 log = logging.getLogger(__name__)
 

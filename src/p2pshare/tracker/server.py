@@ -37,11 +37,10 @@ import sys
 import time
 from collections.abc import Callable, Coroutine, Generator
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import uvicorn
 
-from p2pshare import tls
 from p2pshare.config import TrackerSettings
 from p2pshare.serving import bind, bound_url, quiet_logs
 from p2pshare.tracker import http_server
@@ -54,6 +53,9 @@ from p2pshare.tracker.registry import (
     checkpoint,
 )
 
+if TYPE_CHECKING:
+    from p2pshare import tls
+
 __all__ = ["READY_LINE", "bind", "run", "serve", "workers_of"]
 
 log = logging.getLogger(__name__)
@@ -64,8 +66,14 @@ READY_LINE = "p2pshare tracker listening on {url}"
 def run(settings: TrackerSettings) -> None:
     """Serve until SIGTERM or SIGINT; raise a ``ConfigError`` for a bad setting."""
     quiet_logs(settings.log_level)
-    # before any fork: bad certificate files stop the process with one clear error
-    security = tls.load(settings, section="tracker", names=(settings.host,))
+    security = None
+    if settings.tls != "off":
+        # imported only here: its X.509 (and gRPC) modules would add ~30 MB to every
+        # worker of a plain tracker. Before any fork: bad certificate files stop the
+        # process with one clear error.
+        from p2pshare import tls
+
+        security = tls.load(settings, section="tracker", names=(settings.host,))
     workers = workers_of(settings)
     if workers <= 1:
         _run_loop(serve(settings, security=security))
