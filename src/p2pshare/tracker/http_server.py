@@ -439,6 +439,10 @@ class HttpServer:
         for conn in list(self.connections):
             if conn.idle():
                 conn._close()
+            else:
+                # a stream that never ends by itself (the /v1/events SSE) ends when its
+                # client goes: tell it so, instead of waiting out ``timeout`` for it
+                conn.disconnected.set()
         deadline = time.monotonic() + timeout
         while self.tasks and time.monotonic() < deadline:
             await asyncio.sleep(0.05)
