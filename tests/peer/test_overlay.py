@@ -106,10 +106,10 @@ async def test_a_busy_peer_answers_from_its_share_without_forwarding(
 
 
 async def test_a_malformed_query_is_refused_and_not_passed_on(line: list[LoopPeer]) -> None:
-    request = pb.SearchRequest(query="   ", query_id="q", ttl=4, sender=line[0].overlay._me())
-    with pytest.raises(errors.UsageError):
-        [h async for h in line[1].overlay.relay(request, 1.0)]
-    assert line[1].overlay.messages_sent == 0
+    hits = await search(line[0], "   ", ttl=4)  # p1 refuses it: answers done, sends nothing
+    assert hits == []
+    assert line[0].overlay.messages_sent == 1
+    assert sum(p.overlay.messages_sent for p in line[1:]) == 0
 
 
 async def test_peers_greet_their_candidates_become_neighbours_and_save_them(
