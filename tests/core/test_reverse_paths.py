@@ -13,7 +13,9 @@ def paths(max_hits: int = 100) -> ReversePaths[str]:
 
 def test_replies_go_back_with_the_upstream_tag_and_the_last_done_ends_the_relay() -> None:
     p = paths()
-    relay = p.open(query_id="q", upstream="up", up_tag=7, downstream=["a", "b"], deadline=5.0)
+    relay = p.open(
+        query_id="q", upstream="up", up_tag=7, ttl=3, downstream=["a", "b"], deadline=5.0
+    )
     assert p.relaying == 1 and p.came_from("up", 7)
     taken = p.reply(relay.tag, "a", hits=2, done=False)
     assert taken is not None and taken.relay is relay and (taken.hits, taken.over) == (2, False)
@@ -27,7 +29,7 @@ def test_replies_go_back_with_the_upstream_tag_and_the_last_done_ends_the_relay(
 
 def test_a_reply_for_an_unknown_tag_or_from_a_link_not_asked_is_dropped() -> None:
     p = paths()
-    relay = p.open(query_id="q", upstream=None, up_tag=0, downstream=["a"], deadline=5.0)
+    relay = p.open(query_id="q", upstream=None, up_tag=0, ttl=3, downstream=["a"], deadline=5.0)
     assert p.reply(relay.tag + 1, "a", hits=1, done=True) is None
     assert p.reply(relay.tag, "intruder", hits=1, done=True) is None
     assert p.reply(relay.tag, "a", hits=0, done=True) is not None
@@ -36,7 +38,9 @@ def test_a_reply_for_an_unknown_tag_or_from_a_link_not_asked_is_dropped() -> Non
 
 def test_a_link_that_sends_too_many_hits_is_cut_off_at_the_limit() -> None:
     p = paths(max_hits=3)
-    relay = p.open(query_id="q", upstream=None, up_tag=0, downstream=["a", "b"], deadline=5.0)
+    relay = p.open(
+        query_id="q", upstream=None, up_tag=0, ttl=3, downstream=["a", "b"], deadline=5.0
+    )
     first = p.reply(relay.tag, "a", hits=2, done=False)
     second = p.reply(relay.tag, "a", hits=5, done=False)
     assert first is not None and second is not None
@@ -47,7 +51,9 @@ def test_a_link_that_sends_too_many_hits_is_cut_off_at_the_limit() -> None:
 
 def test_the_upstream_cancelling_closes_the_relay_and_names_the_links_owed_a_cancel() -> None:
     p = paths()
-    relay = p.open(query_id="q", upstream="up", up_tag=3, downstream=["a", "b"], deadline=5.0)
+    relay = p.open(
+        query_id="q", upstream="up", up_tag=3, ttl=3, downstream=["a", "b"], deadline=5.0
+    )
     p.reply(relay.tag, "a", hits=0, done=True)
     assert p.cancel("other", 3) is None
     assert p.cancel("up", 3) is relay
@@ -57,9 +63,13 @@ def test_the_upstream_cancelling_closes_the_relay_and_names_the_links_owed_a_can
 
 def test_a_lost_link_is_done_downstream_and_cancels_what_came_over_it() -> None:
     p = paths()
-    from_x = p.open(query_id="q1", upstream="x", up_tag=1, downstream=["y", "z"], deadline=5.0)
-    to_x = p.open(query_id="q2", upstream="y", up_tag=1, downstream=["x"], deadline=5.0)
-    both = p.open(query_id="q3", upstream=None, up_tag=0, downstream=["x", "z"], deadline=5.0)
+    from_x = p.open(
+        query_id="q1", upstream="x", up_tag=1, ttl=3, downstream=["y", "z"], deadline=5.0
+    )
+    to_x = p.open(query_id="q2", upstream="y", up_tag=1, ttl=3, downstream=["x"], deadline=5.0)
+    both = p.open(
+        query_id="q3", upstream=None, up_tag=0, ttl=3, downstream=["x", "z"], deadline=5.0
+    )
     over, cancelled = p.lost("x")
     assert over == [to_x] and cancelled == [from_x]
     assert list(both.waiting) == ["z"]
@@ -68,9 +78,9 @@ def test_a_lost_link_is_done_downstream_and_cancels_what_came_over_it() -> None:
 
 def test_relays_expire_at_their_deadline_in_order() -> None:
     p = paths()
-    late = p.open(query_id="q1", upstream=None, up_tag=0, downstream=["a"], deadline=9.0)
-    early = p.open(query_id="q2", upstream="u", up_tag=1, downstream=["a"], deadline=2.0)
-    done = p.open(query_id="q3", upstream=None, up_tag=0, downstream=["b"], deadline=1.0)
+    late = p.open(query_id="q1", upstream=None, up_tag=0, ttl=3, downstream=["a"], deadline=9.0)
+    early = p.open(query_id="q2", upstream="u", up_tag=1, ttl=3, downstream=["a"], deadline=2.0)
+    done = p.open(query_id="q3", upstream=None, up_tag=0, ttl=3, downstream=["b"], deadline=1.0)
     p.reply(done.tag, "b", hits=0, done=True)
     assert p.expired(1.5) == []  # the one due then is over already
     assert p.expired(2.0) == [early]
@@ -82,16 +92,32 @@ def test_tags_are_unique_among_open_relays_and_wrap_around_skipping_those_in_use
     p = paths()
     p._next_tag = MAX_TAG - 1
     relays = [
-        p.open(query_id=f"q{i}", upstream=None, up_tag=0, downstream=["a"], deadline=1.0)
+        p.open(query_id=f"q{i}", upstream=None, up_tag=0, ttl=3, downstream=["a"], deadline=1.0)
         for i in range(3)
     ]
     assert [r.tag for r in relays] == [MAX_TAG - 1, MAX_TAG, 1]
     p._next_tag = MAX_TAG
-    assert p.open(query_id="q", upstream=None, up_tag=0, downstream=[], deadline=1.0).tag == 2
+    assert (
+        p.open(query_id="q", upstream=None, up_tag=0, ttl=3, downstream=[], deadline=1.0).tag == 2
+    )
 
 
 @pytest.mark.parametrize("upstream", ["up", None])
 def test_only_relays_from_a_neighbour_count_as_relaying(upstream: str | None) -> None:
     p = paths()
-    p.open(query_id="q", upstream=upstream, up_tag=1, downstream=["a"], deadline=1.0)
+    p.open(query_id="q", upstream=upstream, up_tag=1, ttl=3, downstream=["a"], deadline=1.0)
     assert p.relaying == (1 if upstream else 0)
+
+
+def test_a_covering_copy_stands_for_the_replies_to_copies_with_ttl_up_to_one_more() -> None:
+    p = paths()
+    low = p.open(query_id="q", upstream="up", up_tag=1, ttl=3, downstream=["b1", "c"], deadline=5)
+    high = p.open(query_id="q", upstream="up", up_tag=2, ttl=4, downstream=["b2"], deadline=5)
+    other = p.open(query_id="r", upstream="up", up_tag=3, ttl=1, downstream=["b1"], deadline=5)
+    taken = p.covered("q", lambda link: link.startswith("b"), 2)  # b knew q with TTL 3
+    assert [(t.relay, t.hits, t.over) for t in taken] == [(low, 0, False)]
+    assert list(low.waiting) == ["c"] and list(high.waiting) == ["b2"]
+    assert list(other.waiting) == ["b1"]
+    taken = p.covered("q", lambda link: link.startswith("b"), 3)
+    assert [(t.relay, t.over) for t in taken] == [(high, True)]
+    assert p.get(high.tag) is None and len(p) == 2

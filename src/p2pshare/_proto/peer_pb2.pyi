@@ -128,7 +128,7 @@ class SearchHit(_message.Message):
     def __init__(self, content_id: _Optional[str] = ..., name: _Optional[str] = ..., size: _Optional[int] = ..., provider: _Optional[_Union[PeerInfo, _Mapping]] = ..., hops: _Optional[int] = ...) -> None: ...
 
 class OverlayQuery(_message.Message):
-    __slots__ = ("tag", "query_id", "ttl", "mode", "walkers", "origin", "query", "content_id", "limit", "timeout_ms")
+    __slots__ = ("tag", "query_id", "ttl", "mode", "walkers", "origin", "query", "content_id", "limit", "timeout_ms", "covers")
     TAG_FIELD_NUMBER: _ClassVar[int]
     QUERY_ID_FIELD_NUMBER: _ClassVar[int]
     TTL_FIELD_NUMBER: _ClassVar[int]
@@ -139,6 +139,7 @@ class OverlayQuery(_message.Message):
     CONTENT_ID_FIELD_NUMBER: _ClassVar[int]
     LIMIT_FIELD_NUMBER: _ClassVar[int]
     TIMEOUT_MS_FIELD_NUMBER: _ClassVar[int]
+    COVERS_FIELD_NUMBER: _ClassVar[int]
     tag: int
     query_id: str
     ttl: int
@@ -149,7 +150,8 @@ class OverlayQuery(_message.Message):
     content_id: str
     limit: int
     timeout_ms: int
-    def __init__(self, tag: _Optional[int] = ..., query_id: _Optional[str] = ..., ttl: _Optional[int] = ..., mode: _Optional[_Union[SearchMode, str]] = ..., walkers: _Optional[int] = ..., origin: _Optional[_Union[PeerInfo, _Mapping]] = ..., query: _Optional[str] = ..., content_id: _Optional[str] = ..., limit: _Optional[int] = ..., timeout_ms: _Optional[int] = ...) -> None: ...
+    covers: bool
+    def __init__(self, tag: _Optional[int] = ..., query_id: _Optional[str] = ..., ttl: _Optional[int] = ..., mode: _Optional[_Union[SearchMode, str]] = ..., walkers: _Optional[int] = ..., origin: _Optional[_Union[PeerInfo, _Mapping]] = ..., query: _Optional[str] = ..., content_id: _Optional[str] = ..., limit: _Optional[int] = ..., timeout_ms: _Optional[int] = ..., covers: _Optional[bool] = ...) -> None: ...
 
 class OverlayReply(_message.Message):
     __slots__ = ("tag", "hits", "done")

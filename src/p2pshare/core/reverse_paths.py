@@ -12,7 +12,8 @@ query id, names what is open here.
 A ``Relay`` is one query open at this peer: where its hits go (the link and the
 tag it came with, or nowhere when it started here: the asker reads it), and the
 links whose replies are still to come. It is over when every one of those said
-``done`` or was lost, or at its deadline; it is cancelled when its upstream
+``done`` or was lost (or a covering flood copy from it stands for its reply:
+``QueryRouter``), or at its deadline; it is cancelled when its upstream
 cancels it or is lost. The table does no I/O and holds links as opaque keys: the
 adapter sends what the answers say.
 """
@@ -20,7 +21,7 @@ adapter sends what the answers say.
 from __future__ import annotations
 
 import heapq
-from collections.abc import Hashable, Iterable
+from collections.abc import Callable, Hashable, Iterable
 from dataclasses import dataclass, field
 from typing import Generic, TypeVar
 
@@ -37,6 +38,7 @@ class Relay(Generic[L]):
     query_id: str
     upstream: L | None  # None: this peer started the query
     up_tag: int  # the upstream's tag, which our replies carry
+    ttl: int  # the TTL the messages we sent for it carried
     deadline: float
     waiting: dict[L, int] = field(default_factory=dict)  # link -> hits taken from it
 
@@ -58,6 +60,7 @@ class ReversePaths(Generic[L]):
         self.max_hits_per_link = max_hits_per_link
         self._by_tag: dict[int, Relay[L]] = {}
         self._by_upstream: dict[tuple[L, int], Relay[L]] = {}
+        self._by_query: dict[str, list[Relay[L]]] = {}
         self._deadlines: list[tuple[float, int]] = []  # a heap; closed tags are skipped
         self._next_tag = 1
         self.relaying = 0  # open relays that came from a neighbour (not started here)
@@ -78,13 +81,16 @@ class ReversePaths(Generic[L]):
         query_id: str,
         upstream: L | None,
         up_tag: int,
+        ttl: int,
         downstream: Iterable[L],
         deadline: float,
     ) -> Relay[L]:
-        """A query sent on to ``downstream``; its replies are awaited until ``deadline``."""
+        """A query sent on to ``downstream`` with ``ttl``; its replies are awaited until
+        ``deadline``."""
         tag = self._new_tag()
-        relay = Relay(tag, query_id, upstream, up_tag, deadline, dict.fromkeys(downstream, 0))
+        relay = Relay(tag, query_id, upstream, up_tag, ttl, deadline, dict.fromkeys(downstream, 0))
         self._by_tag[tag] = relay
+        self._by_query.setdefault(query_id, []).append(relay)
         if upstream is not None:
             self._by_upstream[(upstream, up_tag)] = relay
             self.relaying += 1
@@ -106,6 +112,22 @@ class ReversePaths(Generic[L]):
         if over:
             self._remove(relay)
         return Taken(relay, taken, over)
+
+    def covered(self, query_id: str, link: Callable[[L], bool], ttl: int) -> list[Taken[L]]:
+        """A covering flood copy of ``query_id`` with ``ttl`` came from the peer whose
+        links ``link`` picks: it stands for that peer's (empty) reply to each copy we
+        sent it with a TTL up to ``ttl + 1``. What to tell the upstreams, as ``reply``."""
+        out = []
+        for relay in list(self._by_query.get(query_id, ())):
+            if relay.ttl > ttl + 1:
+                continue
+            for waiting in [w for w in relay.waiting if link(w)]:
+                del relay.waiting[waiting]
+                over = not relay.waiting
+                if over:
+                    self._remove(relay)
+                out.append(Taken(relay, 0, over))
+        return out
 
     def cancel(self, upstream: L, up_tag: int) -> Relay[L] | None:
         """``upstream`` no longer wants the query it sent with ``up_tag``: the relay,
@@ -152,6 +174,10 @@ class ReversePaths(Generic[L]):
 
     def _remove(self, relay: Relay[L]) -> None:
         del self._by_tag[relay.tag]
+        same = self._by_query[relay.query_id]
+        same.remove(relay)
+        if not same:
+            del self._by_query[relay.query_id]
         if relay.upstream is not None:
             del self._by_upstream[(relay.upstream, relay.up_tag)]
             self.relaying -= 1

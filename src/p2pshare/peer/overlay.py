@@ -403,6 +403,9 @@ class Overlay:
         the query sent on where the router says; done at once if it goes nowhere."""
         now = time.monotonic()
         self.queries_relayed += 1
+        if msg.covers:  # it stands for the sender's replies to copies we sent it
+            for taken in self.paths.covered(msg.query_id, link.same_peer, msg.ttl):
+                self._deliver(taken.relay, (), over=taken.over)
         try:
             if not msg.query_id or len(msg.query_id) > MAX_QUERY_ID:
                 raise errors.UsageError(f"query_id must be 1 to {MAX_QUERY_ID} characters")
@@ -414,6 +417,7 @@ class Overlay:
                 _MODES.get(msg.mode, Mode.FLOOD),
                 min(max(msg.walkers, 1), MAX_WALKERS),
                 origin=msg.origin.address,
+                covers=msg.covers,
             )
             route = self.router.receive(
                 query,
@@ -427,6 +431,8 @@ class Overlay:
         except errors.UsageError as exc:
             log.debug("query from %s refused: %s", link.address, exc)
             route, own = Route(answer=False), []
+        if not route.reply:
+            return  # our covering copy to the sender stands for the reply
         if not route.answer:
             own = []
         timeout = min(msg.timeout_ms / 1000 or DEFAULT_DEADLINE, MAX_DEADLINE)
@@ -460,6 +466,7 @@ class Overlay:
             query_id=template.query_id,
             upstream=upstream,
             up_tag=up_tag,
+            ttl=route.forward[0][1].ttl,
             downstream=[link for link, _ in sends],
             deadline=deadline,
         )
@@ -467,7 +474,7 @@ class Overlay:
             msg = link.send().query
             msg.CopyFrom(template)
             msg.tag, msg.ttl, msg.walkers = relay.tag, q.ttl, q.walkers
-            msg.mode, msg.timeout_ms = _PB_MODES[q.mode], timeout_ms
+            msg.mode, msg.timeout_ms, msg.covers = _PB_MODES[q.mode], timeout_ms, q.covers
         self.messages_sent += len(sends)
         asyncio.get_running_loop().call_later(remaining, self._expire)
         return relay
@@ -520,6 +527,9 @@ class Link:
         self._write = write
         self._outbox = pb.OverlayBatch()
         self._ready = asyncio.Event()
+
+    def same_peer(self, other: Link) -> bool:
+        return other.address == self.address
 
     def send(self) -> pb.OverlayMessage:
         """A new message in the outbox, for the caller to fill in."""
