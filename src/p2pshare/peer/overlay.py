@@ -210,6 +210,9 @@ class Overlay:
                 listener(change)
             if isinstance(change, Dropped):
                 self._wake.set()  # look for a replacement now
+                for link in list(self._open):
+                    if link.address == change.address:
+                        link.close()  # the streams we opened to it (it may close its own)
 
     def _load(self) -> list[str]:
         try:
@@ -321,7 +324,7 @@ class Overlay:
         address = first.messages[0].hello.address
         if not _valid_address(address):
             raise errors.UsageError(f"bad address in hello: {address!r}")
-        link = Link(address, write, dialled=False)
+        link = Link(address, write)
         # the newest link to a peer carries our queries to it: an older one may be dead
         self._links[address] = link
         self._read(link, first.messages[1:])
@@ -332,20 +335,15 @@ class Overlay:
         link = self._links.get(address)
         if link is None:
             stream = self._clients.overlay(address)
-            link = Link(address, stream.write, dialled=True)
+            link = Link(address, stream.write, hang_up=stream.cancel)
             link.send().hello.CopyFrom(self._me())
             self._links[address] = link
-            task = asyncio.create_task(self._run_link(link, stream.batches(), stream.cancel))
+            task = asyncio.create_task(self._run_link(link, stream.batches()))
             self._dialled.add(task)
             task.add_done_callback(self._dialled.discard)
         return link
 
-    async def _run_link(
-        self,
-        link: Link,
-        incoming: AsyncIterator[pb.OverlayBatch],
-        cancel: Callable[[], None] | None = None,
-    ) -> None:
+    async def _run_link(self, link: Link, incoming: AsyncIterator[pb.OverlayBatch]) -> None:
         """Write ``link``'s outbox and handle what comes in, until either fails or the
         stream ends; then the link is lost."""
         error: BaseException | None = None
@@ -363,8 +361,8 @@ class Overlay:
             for task in tasks:
                 task.cancel()
             await asyncio.gather(*tasks, return_exceptions=True)
-            if cancel is not None:
-                cancel()
+            if link.hang_up is not None:
+                link.hang_up()
             self._lost(link, error)
         if error is not None and not isinstance(error, errors.P2PShareError):
             raise error
@@ -382,7 +380,7 @@ class Overlay:
             self._cancel_downstream(relay)
         if error is not None:
             log.debug("overlay link %s: %s", link.address, error)
-        if link.dialled and isinstance(error, errors.Unreachable):
+        if link.hang_up is not None and not link.closed and isinstance(error, errors.Unreachable):
             self._note(self.table.failed(link.address, time.monotonic()))
 
     def _read(self, link: Link, messages: Iterable[pb.OverlayMessage]) -> None:
@@ -520,13 +518,25 @@ class Link:
     read what it is sent is cut off once ``MAX_QUEUED`` messages wait."""
 
     def __init__(
-        self, address: str, write: Callable[[pb.OverlayBatch], Awaitable[None]], *, dialled: bool
+        self,
+        address: str,
+        write: Callable[[pb.OverlayBatch], Awaitable[None]],
+        *,
+        hang_up: Callable[[], None] | None = None,
     ) -> None:
         self.address = address
-        self.dialled = dialled  # we opened it (so a failure says the neighbour is unreachable)
+        # set when we opened it: ends the stream (and its failing says the peer is unreachable)
+        self.hang_up = hang_up
+        self.closed = False  # we hung up on purpose
         self._write = write
         self._outbox = pb.OverlayBatch()
         self._ready = asyncio.Event()
+
+    def close(self) -> None:
+        """Hang up a stream we opened (one the peer opened, it closes)."""
+        if self.hang_up is not None:
+            self.closed = True
+            self.hang_up()
 
     def same_peer(self, other: Link) -> bool:
         return other.address == self.address
