@@ -18,6 +18,7 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import gc
 import multiprocessing
 import os
 import platform
@@ -102,6 +103,7 @@ def _worker_main(conn: Connection, root: Path, indexes: list[int], capacity: int
 
 async def _serve(conn: Connection, root: Path, indexes: list[int], capacity: int) -> None:
     peers = {i: await start_peer(root, f"p{i}", capacity=capacity, seed=i) for i in indexes}
+    gc.freeze()  # as a peer process does once started (p2pshare.peer.run)
     conn.send({i: p.address for i, p in peers.items()})
     while True:
         # wait for the next command on a thread: the loop keeps serving the peers meanwhile
