@@ -23,9 +23,12 @@ Why not one gRPC call per query and hop (the first design: server streams along
 the reverse path): a flood with TTL 4 among 100 peers of degree 8 is ~660
 messages, most of them duplicates answered with nothing, and a call costs
 roughly 0.6 ms of CPU between two Python peers (set-up, metadata, status, a
-handler task: bench/OVERLAY.md has the measurement), four times a message on an
-open stream; the whole flood's CPU cost stood between the asker and its first
-hit. What the call-per-hop design gave is kept: replies still go back over the
+handler task); with messages on open streams a flood costs a third of the CPU
+(bench/OVERLAY.md has the measurements), and the whole flood's CPU cost is what
+stands between the asker and its first hit when peers share CPUs. Copies that
+cross on a link need no reply at all (``covers``: ``QueryRouter``).
+
+What the call-per-hop design gave is kept: replies still go back over the
 connection the neighbour opened or accepted, never to an address of the asker,
 so a peer behind NAT is reached over the stream it opened; deadlines and
 cancellation travel as messages: each query carries the time its receiver has, a
@@ -36,7 +39,10 @@ whose asker stops reading. A lost link counts as done for every query waiting on
 it and cancels every query that came over it. A peer relays at most
 ``max_relays`` queries at once and answers any more from its own share only.
 Messages that pile up for one link while a write is in flight go out together
-in the next write (an ``OverlayBatch``).
+in the next write (an ``OverlayBatch``). The price: a stream per neighbour stays
+open (two if both ends dialled at once; the newest carries our queries), about
+0.2 ms of CPU a second per peer while idle, and our own streams to a neighbour
+that is dropped are hung up.
 """
 
 from __future__ import annotations
