@@ -7,7 +7,7 @@ neighbours. Content is held by 1%
 and by 10% of the peers. For each strategy (flooding with TTL 2 to 5, random
 walks with 16 and 32 walkers) it runs ``--queries`` searches from random peers
 that do not hold the file and reports the success rate (at least one hit),
-messages per query (Search calls between peers), and the p50/p95 latency to the
+messages per query (queries sent from peer to peer), and the p50/p95 latency to the
 first hit and until the query is over (every stream closed).
 
     .venv/bin/python bench/overlay.py [--peers 100] [--queries 60] [--processes N]
@@ -18,6 +18,7 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import gc
 import multiprocessing
 import os
 import platform
@@ -46,6 +47,7 @@ class Row:
     first_p95: float
     done_p50: float
     done_p95: float
+    cpu_ms: float
 
 
 def random_graph(n: int, degree: int, rng: random.Random) -> set[tuple[int, int]]:
@@ -101,6 +103,7 @@ def _worker_main(conn: Connection, root: Path, indexes: list[int], capacity: int
 
 async def _serve(conn: Connection, root: Path, indexes: list[int], capacity: int) -> None:
     peers = {i: await start_peer(root, f"p{i}", capacity=capacity, seed=i) for i in indexes}
+    gc.freeze()  # as a peer process does once started (p2pshare.peer.run)
     conn.send({i: p.address for i, p in peers.items()})
     while True:
         # wait for the next command on a thread: the loop keeps serving the peers meanwhile
@@ -121,7 +124,9 @@ async def _serve(conn: Connection, root: Path, indexes: list[int], capacity: int
                 end = time.perf_counter()
                 conn.send((first_at - start if first_at else None, end - start))
             case ("messages",):
-                conn.send(sum(p.overlay.messages_sent for p in peers.values()))
+                conn.send(
+                    (sum(p.overlay.messages_sent for p in peers.values()), time.process_time())
+                )
             case _:
                 for p in peers.values():
                     await p.stop()
@@ -166,7 +171,7 @@ def run(args: argparse.Namespace) -> list[Row]:
         for label in classes:
             names = [n for n in holders if n.startswith(kinds[label])]
             for strategy, ttl, walkers in strategies:
-                before = sum(w.ask("messages") for w in workers)
+                before = [sum(x) for x in zip(*(w.ask("messages") for w in workers), strict=True)]
                 found, first, done = 0, [], []
                 for _ in range(args.queries):
                     name = rng.choice(names)
@@ -176,7 +181,8 @@ def run(args: argparse.Namespace) -> list[Row]:
                     if first_hit is not None:
                         found += 1
                         first.append(first_hit)
-                messages = sum(w.ask("messages") for w in workers) - before
+                after = [sum(x) for x in zip(*(w.ask("messages") for w in workers), strict=True)]
+                messages, cpu = after[0] - before[0], after[1] - before[1]
                 rows.append(
                     Row(
                         strategy,
@@ -187,6 +193,7 @@ def run(args: argparse.Namespace) -> list[Row]:
                         percentile(first, 95) * 1000,
                         percentile(done, 50) * 1000,
                         percentile(done, 95) * 1000,
+                        cpu / args.queries * 1000,
                     )
                 )
     finally:
@@ -222,13 +229,14 @@ def commit() -> str:
 def table(rows: list[Row]) -> str:
     lines = [
         "| strategy | content held by | success | messages/query "
-        "| first hit p50 / p95 (ms) | query over p50 / p95 (ms) |",
-        "|---|---|---:|---:|---:|---:|",
+        "| first hit p50 / p95 (ms) | query over p50 / p95 (ms) | CPU/query (ms) |",
+        "|---|---|---:|---:|---:|---:|---:|",
     ]
     for r in rows:
         lines.append(
             f"| {r.strategy} | {r.held_by} of peers | {r.success:.0%} | {r.messages:.0f} "
-            f"| {r.first_p50:.1f} / {r.first_p95:.1f} | {r.done_p50:.1f} / {r.done_p95:.1f} |"
+            f"| {r.first_p50:.1f} / {r.first_p95:.1f} | {r.done_p50:.1f} / {r.done_p95:.1f} "
+            f"| {r.cpu_ms:.0f} |"
         )
     return "\n".join(lines)
 
@@ -260,8 +268,10 @@ def main() -> None:
             f" {args.degree}-regular graph;"
             f" {ITEMS_PER_CLASS} files held by 1% and {ITEMS_PER_CLASS} by 10% of the peers;"
             f" {args.queries} queries per row from random peers that do not hold the file;"
-            f" deadline {TIMEOUT:.0f} s. Messages: Search calls between peers. A walk row"
-            " `w×t` is w walkers of t hops.",
+            f" deadline {TIMEOUT:.0f} s. Messages: queries sent from one peer to the next."
+            " CPU: the peers' processes' CPU time per query (all threads), which does not"
+            " depend on the machine's load as latency does. A walk row `w×t` is w walkers"
+            " of t hops.",
             "",
             table(rows),
             "",

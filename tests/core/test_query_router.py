@@ -50,16 +50,16 @@ def test_a_query_id_already_seen_gets_nothing() -> None:
     router = QueryRouter()
     rng = random.Random(0)
     router.receive(flood(3), sender="a:1", neighbours=NEIGHBOURS, now=0.0, rng=rng)
-    again = router.receive(flood(3), sender="b:1", neighbours=NEIGHBOURS, now=1.0, rng=rng)
-    assert again == Route(answer=False)
-    lower = router.receive(flood(2), sender="c:1", neighbours=NEIGHBOURS, now=1.0, rng=rng)
+    again = router.receive(flood(3), sender="x:1", neighbours=NEIGHBOURS, now=1.0, rng=rng)
+    assert again == Route(answer=False)  # x is no neighbour: we sent it nothing, it gets done
+    lower = router.receive(flood(2), sender="x:1", neighbours=NEIGHBOURS, now=1.0, rng=rng)
     assert lower == Route(answer=False)
 
 
 def test_a_seen_query_arriving_with_more_ttl_is_only_sent_on() -> None:
     router = QueryRouter()
     rng = random.Random(0)
-    router.receive(flood(1), sender="a:1", neighbours=NEIGHBOURS, now=0.0, rng=rng)
+    router.receive(flood(1), sender="x:1", neighbours=NEIGHBOURS, now=0.0, rng=rng)
     route = router.receive(flood(3), sender="b:1", neighbours=NEIGHBOURS, now=0.1, rng=rng)
     assert not route.answer
     assert targets(route) == ["a:1", "c:1", "d:1"]
@@ -147,3 +147,41 @@ def test_a_walker_at_a_dead_end_stops() -> None:
 def test_out_of_range_ttl_and_walkers_are_refused(ttl: int, walkers: int) -> None:
     with pytest.raises(ValueError):
         check_query(ttl=ttl, walkers=walkers)
+
+
+def test_a_flood_copy_is_covering_to_the_neighbours_that_have_not_sent_us_the_query() -> None:
+    router = QueryRouter()
+    rng = random.Random(0)
+    router.receive(flood(4), sender="a:1", neighbours=NEIGHBOURS, now=0.0, rng=rng)
+    # b sent it too (crossing ours): b knew it with TTL 3, so our TTL-3 copy to b is moot
+    assert router.receive(flood(2), sender="b:1", neighbours=NEIGHBOURS, now=0.1, rng=rng) == Route(
+        answer=False, reply=False
+    )
+    route = router.receive(flood(4), sender="c:1", neighbours=NEIGHBOURS, now=0.2, rng=rng)
+    assert route == Route(answer=False, reply=False)  # c knew it with TTL 4 when we covered it
+
+
+def test_a_duplicate_with_more_ttl_than_we_covered_it_with_gets_a_reply() -> None:
+    router = QueryRouter()
+    rng = random.Random(0)
+    first = router.receive(flood(3), sender="a:1", neighbours=NEIGHBOURS, now=0.0, rng=rng)
+    assert {(a, q.ttl, q.covers) for a, q in first.forward} == {
+        ("b:1", 2, True),
+        ("c:1", 2, True),
+        ("d:1", 2, True),
+    }
+    # b's TTL 4 copy is news (we covered b only up to TTL 3): sent on, and b is owed a
+    # reply; not to a, which knew it with TTL 4, nor back to b
+    route = router.receive(flood(4), sender="b:1", neighbours=NEIGHBOURS, now=0.1, rng=rng)
+    assert route.reply and not route.answer
+    assert {(a, q.ttl, q.covers) for a, q in route.forward} == {("c:1", 3, True), ("d:1", 3, True)}
+
+
+def test_a_neighbour_that_sent_us_at_least_the_ttl_we_would_give_it_is_skipped() -> None:
+    router = QueryRouter()
+    rng = random.Random(0)
+    router.receive(flood(2), sender="a:1", neighbours=NEIGHBOURS, now=0.0, rng=rng)
+    router.receive(flood(2), sender="c:1", neighbours=NEIGHBOURS, now=0.0, rng=rng)
+    route = router.receive(flood(4), sender="b:1", neighbours=NEIGHBOURS, now=0.1, rng=rng)
+    # a and c knew it with TTL 3 already: our copy with TTL 3 would change nothing
+    assert targets(route) == ["d:1"]

@@ -15,7 +15,7 @@ from dataclasses import dataclass, field
 import pytest
 
 from p2pshare.core.neighbours import NeighbourTable
-from p2pshare.core.query_router import Query, QueryRouter
+from p2pshare.core.query_router import Query, QueryRouter, Route
 
 PEERS = 120
 DEGREE = 8
@@ -34,6 +34,8 @@ class Overlay:
     peers: dict[str, SimPeer]
     rng: random.Random
     messages: int = 0
+    # every message delivered: (sender, receiver, query, the receiver's route)
+    delivered: list[tuple[str, str, Query, Route]] = field(default_factory=list)
 
     def links(self, address: str) -> list[str]:
         return self.peers[address].table.addresses()
@@ -55,6 +57,7 @@ class Overlay:
             route = peer.router.receive(
                 q, sender=sender, neighbours=self.links(to), now=1.0, rng=self.rng
             )
+            self.delivered.append((sender, to, q, route))
             if route.answer:
                 peer.answered[q.query_id] += 1
                 answered.add(to)
@@ -148,3 +151,25 @@ def test_flooding_costs_more_messages_than_walks_but_reaches_more() -> None:
     _, walked = overlay.search(origin, ttl=4, walkers=16)
     assert overlay.messages <= 64 < flood_messages
     assert len(walked) < len(flooded)
+
+
+@pytest.mark.parametrize("seed", range(4))
+@pytest.mark.parametrize("ttl", [3, 4, 5])
+def test_a_flood_message_gets_a_reply_unless_a_covering_one_crossed_it(seed: int, ttl: int) -> None:
+    """The sender stops waiting for a reply exactly when the receiver sends none, and
+    a reply left out never carries hits or forwards, whatever order messages cross in."""
+    overlay = build(seed)
+    origin = overlay.rng.choice(list(overlay.peers))
+    overlay.search(origin, ttl=ttl, walkers=0)
+    covering: dict[tuple[str, str], int] = {}  # (sender, receiver) -> largest covering TTL
+    for s, r, q, _ in overlay.delivered:
+        if q.covers:
+            covering[(s, r)] = max(q.ttl, covering.get((s, r), 0))
+    left_out = 0
+    for sender, receiver, q, route in overlay.delivered:
+        crossed = covering.get((receiver, sender), -1) + 1 >= q.ttl
+        assert route.reply is not crossed
+        if not route.reply:
+            assert not route.answer and not route.forward
+            left_out += 1
+    assert left_out > 0  # how many: bench/OVERLAY.md

@@ -8,9 +8,9 @@ import time
 from collections.abc import AsyncIterator, Callable
 from pathlib import Path
 
+import grpc
 import pytest
 
-from p2pshare import errors
 from p2pshare._proto import peer_pb2 as pb
 from p2pshare.core.neighbours import Added, Change
 from p2pshare.peer.loopback import LoopPeer, link, start_peer
@@ -106,10 +106,103 @@ async def test_a_busy_peer_answers_from_its_share_without_forwarding(
 
 
 async def test_a_malformed_query_is_refused_and_not_passed_on(line: list[LoopPeer]) -> None:
-    request = pb.SearchRequest(query="   ", query_id="q", ttl=4, sender=line[0].overlay._me())
-    with pytest.raises(errors.UsageError):
-        [h async for h in line[1].overlay.relay(request, 1.0)]
-    assert line[1].overlay.messages_sent == 0
+    hits = await search(line[0], "   ", ttl=4)  # p1 refuses it: answers done, sends nothing
+    assert hits == []
+    assert line[0].overlay.messages_sent == 1
+    assert sum(p.overlay.messages_sent for p in line[1:]) == 0
+
+
+@pytest.fixture
+async def hole() -> AsyncIterator[tuple[grpc.aio.Server, str, list[pb.OverlayMessage]]]:
+    """A gRPC server that takes Overlay streams, records what comes and answers nothing:
+    a neighbour that hangs on to every query."""
+    received: list[pb.OverlayMessage] = []
+
+    async def overlay(batches: AsyncIterator[pb.OverlayBatch], context: object) -> None:
+        async for batch in batches:
+            received.extend(batch.messages)
+
+    handler = grpc.method_handlers_generic_handler(
+        "p2pshare.v1.Peer",
+        {
+            "Overlay": grpc.stream_stream_rpc_method_handler(
+                overlay,
+                request_deserializer=pb.OverlayBatch.FromString,
+                response_serializer=pb.OverlayBatch.SerializeToString,
+            )
+        },
+    )
+    server = grpc.aio.server()
+    server.add_generic_rpc_handlers((handler,))
+    port = server.add_insecure_port("127.0.0.1:0")
+    await server.start()
+    yield server, f"127.0.0.1:{port}", received
+    await server.stop(None)
+
+
+def queries_and_cancels(
+    received: list[pb.OverlayMessage],
+) -> tuple[list[pb.OverlayQuery], list[int]]:
+    queries = [m.query for m in received if m.HasField("query")]
+    return queries, [m.cancel for m in received if m.WhichOneof("kind") == "cancel"]
+
+
+async def timed_search(
+    peer: LoopPeer, query: str, *, timeout: float, stop_after: int = 0
+) -> tuple[list[tuple[str, float]], float]:
+    """The hits' names with when each came, and when the search ended (seconds)."""
+    start = time.monotonic()
+    hits = []
+    async for hit in peer.overlay.search(query=query, ttl=4, walkers=0, limit=10, timeout=timeout):
+        hits.append((hit.name, time.monotonic() - start))
+        if len(hits) == stop_after:
+            break
+    return hits, time.monotonic() - start
+
+
+async def test_hits_come_as_found_and_a_query_ends_at_its_deadline_when_a_peer_hangs(
+    line: list[LoopPeer], hole: tuple[grpc.aio.Server, str, list[pb.OverlayMessage]]
+) -> None:
+    _, address, received = hole
+    line[2].overlay.table.heard_from(address, time.monotonic())  # p2's third neighbour
+    hits, took = await timed_search(line[0], "txt", timeout=1.5)
+    assert sorted(name for name, _ in hits) == ["far away.txt", "middle.txt"]
+    assert max(at for _, at in hits) < 1.0  # long before the hanging peer's deadline
+    assert 1.2 < took < 3.0  # the deadline ended it: the hanging peer never said done
+    await eventually(lambda: bool(queries_and_cancels(received)[1]), 2, "a cancel")
+    queries, cancels = queries_and_cancels(received)
+    assert [q.ttl for q in queries] == [2]
+    assert 0 < queries[0].timeout_ms < 1500  # each hop passes on less time than it has
+    assert cancels == [queries[0].tag]  # p2 gave up on it at its own deadline
+
+
+async def test_a_neighbour_killed_mid_query_counts_as_done(
+    line: list[LoopPeer], hole: tuple[grpc.aio.Server, str, list[pb.OverlayMessage]]
+) -> None:
+    server, address, received = hole
+    line[2].overlay.table.heard_from(address, time.monotonic())
+    start = time.monotonic()
+    hits = []
+    async for hit in line[0].overlay.search(query="txt", ttl=4, walkers=0, limit=10, timeout=20):
+        hits.append(hit.name)
+        if len(hits) == 2:  # both found; only the hanging peer keeps the query open
+            await eventually(lambda: bool(received), 2, "the query to reach the hanging peer")
+            await server.stop(None)
+    assert sorted(hits) == ["far away.txt", "middle.txt"]
+    assert time.monotonic() - start < 10  # far from the 20 s deadline
+    assert len(line[2].overlay.paths) == 0 and len(line[0].overlay.paths) == 0
+
+
+async def test_an_asker_that_stops_reading_cancels_the_query_down_the_path(
+    line: list[LoopPeer], hole: tuple[grpc.aio.Server, str, list[pb.OverlayMessage]]
+) -> None:
+    _, address, received = hole
+    line[2].overlay.table.heard_from(address, time.monotonic())
+    await timed_search(line[0], "middle", timeout=20, stop_after=1)
+    await eventually(lambda: bool(queries_and_cancels(received)[1]), 5, "the cancel")
+    queries, cancels = queries_and_cancels(received)
+    assert cancels == [queries[0].tag]
+    await eventually(lambda: all(len(p.overlay.paths) == 0 for p in line), 5, "relays closed")
 
 
 async def test_peers_greet_their_candidates_become_neighbours_and_save_them(

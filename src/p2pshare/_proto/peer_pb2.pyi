@@ -104,26 +104,14 @@ class HaveMap(_message.Message):
     def __init__(self, content_id: _Optional[str] = ..., complete: _Optional[bool] = ..., piece_count: _Optional[int] = ..., bitfield: _Optional[bytes] = ...) -> None: ...
 
 class SearchRequest(_message.Message):
-    __slots__ = ("query", "limit", "query_id", "ttl", "mode", "walkers", "origin", "sender", "content_id")
+    __slots__ = ("query", "limit", "content_id")
     QUERY_FIELD_NUMBER: _ClassVar[int]
     LIMIT_FIELD_NUMBER: _ClassVar[int]
-    QUERY_ID_FIELD_NUMBER: _ClassVar[int]
-    TTL_FIELD_NUMBER: _ClassVar[int]
-    MODE_FIELD_NUMBER: _ClassVar[int]
-    WALKERS_FIELD_NUMBER: _ClassVar[int]
-    ORIGIN_FIELD_NUMBER: _ClassVar[int]
-    SENDER_FIELD_NUMBER: _ClassVar[int]
     CONTENT_ID_FIELD_NUMBER: _ClassVar[int]
     query: str
     limit: int
-    query_id: str
-    ttl: int
-    mode: SearchMode
-    walkers: int
-    origin: PeerInfo
-    sender: PeerInfo
     content_id: str
-    def __init__(self, query: _Optional[str] = ..., limit: _Optional[int] = ..., query_id: _Optional[str] = ..., ttl: _Optional[int] = ..., mode: _Optional[_Union[SearchMode, str]] = ..., walkers: _Optional[int] = ..., origin: _Optional[_Union[PeerInfo, _Mapping]] = ..., sender: _Optional[_Union[PeerInfo, _Mapping]] = ..., content_id: _Optional[str] = ...) -> None: ...
+    def __init__(self, query: _Optional[str] = ..., limit: _Optional[int] = ..., content_id: _Optional[str] = ...) -> None: ...
 
 class SearchHit(_message.Message):
     __slots__ = ("content_id", "name", "size", "provider", "hops")
@@ -138,6 +126,60 @@ class SearchHit(_message.Message):
     provider: PeerInfo
     hops: int
     def __init__(self, content_id: _Optional[str] = ..., name: _Optional[str] = ..., size: _Optional[int] = ..., provider: _Optional[_Union[PeerInfo, _Mapping]] = ..., hops: _Optional[int] = ...) -> None: ...
+
+class OverlayQuery(_message.Message):
+    __slots__ = ("tag", "query_id", "ttl", "mode", "walkers", "origin", "query", "content_id", "limit", "timeout_ms", "covers")
+    TAG_FIELD_NUMBER: _ClassVar[int]
+    QUERY_ID_FIELD_NUMBER: _ClassVar[int]
+    TTL_FIELD_NUMBER: _ClassVar[int]
+    MODE_FIELD_NUMBER: _ClassVar[int]
+    WALKERS_FIELD_NUMBER: _ClassVar[int]
+    ORIGIN_FIELD_NUMBER: _ClassVar[int]
+    QUERY_FIELD_NUMBER: _ClassVar[int]
+    CONTENT_ID_FIELD_NUMBER: _ClassVar[int]
+    LIMIT_FIELD_NUMBER: _ClassVar[int]
+    TIMEOUT_MS_FIELD_NUMBER: _ClassVar[int]
+    COVERS_FIELD_NUMBER: _ClassVar[int]
+    tag: int
+    query_id: str
+    ttl: int
+    mode: SearchMode
+    walkers: int
+    origin: PeerInfo
+    query: str
+    content_id: str
+    limit: int
+    timeout_ms: int
+    covers: bool
+    def __init__(self, tag: _Optional[int] = ..., query_id: _Optional[str] = ..., ttl: _Optional[int] = ..., mode: _Optional[_Union[SearchMode, str]] = ..., walkers: _Optional[int] = ..., origin: _Optional[_Union[PeerInfo, _Mapping]] = ..., query: _Optional[str] = ..., content_id: _Optional[str] = ..., limit: _Optional[int] = ..., timeout_ms: _Optional[int] = ..., covers: _Optional[bool] = ...) -> None: ...
+
+class OverlayReply(_message.Message):
+    __slots__ = ("tag", "hits", "done")
+    TAG_FIELD_NUMBER: _ClassVar[int]
+    HITS_FIELD_NUMBER: _ClassVar[int]
+    DONE_FIELD_NUMBER: _ClassVar[int]
+    tag: int
+    hits: _containers.RepeatedCompositeFieldContainer[SearchHit]
+    done: bool
+    def __init__(self, tag: _Optional[int] = ..., hits: _Optional[_Iterable[_Union[SearchHit, _Mapping]]] = ..., done: _Optional[bool] = ...) -> None: ...
+
+class OverlayMessage(_message.Message):
+    __slots__ = ("hello", "query", "reply", "cancel")
+    HELLO_FIELD_NUMBER: _ClassVar[int]
+    QUERY_FIELD_NUMBER: _ClassVar[int]
+    REPLY_FIELD_NUMBER: _ClassVar[int]
+    CANCEL_FIELD_NUMBER: _ClassVar[int]
+    hello: PeerInfo
+    query: OverlayQuery
+    reply: OverlayReply
+    cancel: int
+    def __init__(self, hello: _Optional[_Union[PeerInfo, _Mapping]] = ..., query: _Optional[_Union[OverlayQuery, _Mapping]] = ..., reply: _Optional[_Union[OverlayReply, _Mapping]] = ..., cancel: _Optional[int] = ...) -> None: ...
+
+class OverlayBatch(_message.Message):
+    __slots__ = ("messages",)
+    MESSAGES_FIELD_NUMBER: _ClassVar[int]
+    messages: _containers.RepeatedCompositeFieldContainer[OverlayMessage]
+    def __init__(self, messages: _Optional[_Iterable[_Union[OverlayMessage, _Mapping]]] = ...) -> None: ...
 
 class SubscribeRequest(_message.Message):
     __slots__ = ("query", "sender")

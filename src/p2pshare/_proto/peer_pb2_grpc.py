@@ -64,6 +64,11 @@ class PeerStub:
                 request_serializer=p2pshare_dot_v1_dot_peer__pb2.SubscribeRequest.SerializeToString,
                 response_deserializer=p2pshare_dot_v1_dot_peer__pb2.ShareChange.FromString,
                 _registered_method=True)
+        self.Overlay = channel.stream_stream(
+                '/p2pshare.v1.Peer/Overlay',
+                request_serializer=p2pshare_dot_v1_dot_peer__pb2.OverlayBatch.SerializeToString,
+                response_deserializer=p2pshare_dot_v1_dot_peer__pb2.OverlayBatch.FromString,
+                _registered_method=True)
 
 
 class PeerServicer:
@@ -105,6 +110,14 @@ class PeerServicer:
         context.set_details('Method not implemented!')
         raise NotImplementedError('Method not implemented!')
 
+    def Overlay(self, request_iterator, context):
+        """One long-lived stream per pair of neighbours, opened by either: both send
+        queries on it, and the replies to a query come back on the stream it went out on.
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
 
 def add_PeerServicer_to_server(servicer, server):
     rpc_method_handlers = {
@@ -137,6 +150,11 @@ def add_PeerServicer_to_server(servicer, server):
                     servicer.Subscribe,
                     request_deserializer=p2pshare_dot_v1_dot_peer__pb2.SubscribeRequest.FromString,
                     response_serializer=p2pshare_dot_v1_dot_peer__pb2.ShareChange.SerializeToString,
+            ),
+            'Overlay': grpc.stream_stream_rpc_method_handler(
+                    servicer.Overlay,
+                    request_deserializer=p2pshare_dot_v1_dot_peer__pb2.OverlayBatch.FromString,
+                    response_serializer=p2pshare_dot_v1_dot_peer__pb2.OverlayBatch.SerializeToString,
             ),
     }
     generic_handler = grpc.method_handlers_generic_handler(
@@ -301,6 +319,33 @@ class Peer:
             '/p2pshare.v1.Peer/Subscribe',
             p2pshare_dot_v1_dot_peer__pb2.SubscribeRequest.SerializeToString,
             p2pshare_dot_v1_dot_peer__pb2.ShareChange.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def Overlay(request_iterator,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.stream_stream(
+            request_iterator,
+            target,
+            '/p2pshare.v1.Peer/Overlay',
+            p2pshare_dot_v1_dot_peer__pb2.OverlayBatch.SerializeToString,
+            p2pshare_dot_v1_dot_peer__pb2.OverlayBatch.FromString,
             options,
             channel_credentials,
             insecure,

@@ -20,6 +20,19 @@ longer one): then it is only sent on, so the reach stays exactly ``t`` hops
 whatever order messages arrive in. A walker that comes back to a peer walks on
 without a second answer.
 
+Replies. Every message gets a reply (hits, and done when no more will come: the
+adapter's reverse paths), except a flood copy that crossed one going the other
+way, which most duplicates are: both ends of a link forward the same query to
+each other. A flood message is marked ``covers`` when its sender had not heard
+the query from the receiver: the sender then knew the query with TTL at least
+``ttl + 1``, so a copy the receiver sends it with a TTL up to that is a duplicate
+there, answered with nothing. The sender does not reply to such a copy, and the
+receiver, on getting the covering message, stops waiting for that reply: both
+decide from the same two TTLs, so they agree whatever order the messages cross
+in. And a peer does not send a flood copy to a neighbour that already sent it
+the query with at least the TTL it would give it. Neither changes the reach,
+only the number of messages.
+
 The router does no I/O: it returns a ``Route`` (answer or not, and which
 messages to send), and the adapter (``p2pshare.peer.overlay``) sends them and
 streams the hits back along the reverse path.
@@ -31,7 +44,7 @@ import enum
 import random
 from collections import OrderedDict
 from collections.abc import Sequence
-from dataclasses import dataclass, replace
+from dataclasses import dataclass, field, replace
 
 DEFAULT_TTL = 4
 MAX_TTL = 8
@@ -54,15 +67,30 @@ class Query:
     mode: Mode = Mode.FLOOD
     walkers: int = 1  # walkers carried by this message (walk mode only)
     origin: str = ""  # the address of the peer that started the query
+    covers: bool = False  # flood: the sender had not heard it from the receiver
 
 
 @dataclass(frozen=True, slots=True)
 class Route:
-    """What a peer does with a query: answer it from its own share or not, and the
-    messages to send (neighbour address, query)."""
+    """What a peer does with a query: answer it from its own share or not, the
+    messages to send (neighbour address, query), and whether the sender is owed a
+    reply (not when a covering message from us stands for it)."""
 
     answer: bool
     forward: tuple[tuple[str, Query], ...] = ()
+    reply: bool = True
+
+
+@dataclass(slots=True)
+class _Seen:
+    """What a peer remembers of one query id."""
+
+    expires: float
+    ttl: int  # the largest TTL it arrived with
+    heard: dict[str, int] = field(default_factory=dict)  # flood: neighbour -> largest TTL from it
+    covered: dict[str, int] = field(
+        default_factory=dict
+    )  # flood: neighbour -> largest covering TTL
 
 
 def check_query(*, ttl: int, walkers: int) -> None:
@@ -87,8 +115,7 @@ class QueryRouter:
             raise ValueError("memory must be positive")
         self.memory = memory
         self.remember_for = remember_for
-        # query id -> (expires at, largest TTL it arrived with)
-        self._seen: OrderedDict[str, tuple[float, int]] = OrderedDict()
+        self._seen: OrderedDict[str, _Seen] = OrderedDict()
 
     def __len__(self) -> int:
         return len(self._seen)
@@ -111,11 +138,12 @@ class QueryRouter:
         check_query(ttl=ttl, walkers=walkers)
         mode = Mode.WALK if walkers else Mode.FLOOD
         query = Query(new_query_id(rng), ttl, mode, walkers or 1, origin=me)
-        self._remember(query.query_id, ttl, now)
+        seen = self._remember(query.query_id, ttl, now)
         if ttl == 0 or not neighbours:
             return query, Route(answer=True)
         if mode is Mode.FLOOD:
-            return query, Route(True, tuple((n, query) for n in neighbours))
+            seen.covered.update(dict.fromkeys(neighbours, ttl))
+            return query, Route(True, tuple((n, replace(query, covers=True)) for n in neighbours))
         picks = [rng.choice(neighbours) for _ in range(walkers)]
         return query, Route(True, _group(query, picks))
 
@@ -133,14 +161,25 @@ class QueryRouter:
         known = self._seen.get(query.query_id)
         first = known is None
         if query.mode is Mode.FLOOD:
-            if known is not None and known[1] >= query.ttl:
-                return Route(answer=False)
-            self._remember(query.query_id, query.ttl, now)
+            if known is not None:
+                known.heard[sender] = max(known.heard.get(sender, 0), query.ttl)
+                if known.ttl >= query.ttl:
+                    covered = known.covered.get(sender, -1) + 1 >= query.ttl
+                    return Route(answer=False, reply=not covered)
+            seen = self._remember(query.query_id, query.ttl, now)
+            seen.heard[sender] = max(seen.heard.get(sender, 0), query.ttl)
             if query.ttl <= 1:
                 return Route(answer=first)
-            onward = replace(query, ttl=query.ttl - 1)
-            targets = [n for n in neighbours if n not in (sender, query.origin)]
-            return Route(first, tuple((n, onward) for n in targets))
+            ttl = query.ttl - 1
+            forward = []
+            for n in neighbours:
+                if n in (sender, query.origin) or seen.heard.get(n, -1) + 1 >= ttl:
+                    continue  # it sent us the query with at least as much TTL left
+                covers = n not in seen.heard
+                if covers:
+                    seen.covered[n] = max(seen.covered.get(n, 0), ttl)
+                forward.append((n, replace(query, ttl=ttl, covers=covers)))
+            return Route(first, tuple(forward))
         self._remember(query.query_id, query.ttl, now)
         if query.ttl <= 1:
             return Route(answer=first)
@@ -148,18 +187,23 @@ class QueryRouter:
         if not others:
             return Route(answer=first)  # a dead end: the walkers stop here
         picks = [rng.choice(others) for _ in range(query.walkers)]
-        return Route(first, _group(replace(query, ttl=query.ttl - 1), picks))
+        return Route(first, _group(replace(query, ttl=query.ttl - 1, covers=False), picks))
 
-    def _remember(self, query_id: str, ttl: int, now: float) -> None:
-        old = self._seen.pop(query_id, None)
-        self._seen[query_id] = (now + self.remember_for, max(ttl, old[1] if old else 0))
+    def _remember(self, query_id: str, ttl: int, now: float) -> _Seen:
+        seen = self._seen.pop(query_id, None)
+        if seen is None:
+            seen = _Seen(now + self.remember_for, ttl)
+        else:
+            seen.expires, seen.ttl = now + self.remember_for, max(ttl, seen.ttl)
+        self._seen[query_id] = seen
         while len(self._seen) > self.memory:
             self._seen.popitem(last=False)
+        return seen
 
     def _expire(self, now: float) -> None:
         while self._seen:
-            query_id, (expires, _) = next(iter(self._seen.items()))
-            if expires > now:
+            query_id, seen = next(iter(self._seen.items()))
+            if seen.expires > now:
                 return
             del self._seen[query_id]
 

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 from collections.abc import AsyncIterator, Iterator
 from typing import TYPE_CHECKING, Protocol
 
@@ -32,6 +33,34 @@ class PieceCall(Protocol):
     def __iter__(self) -> Iterator[bytes]: ...
 
     def cancel(self) -> bool: ...
+
+
+class OverlayStream:
+    """An open ``Overlay`` stream to one peer (see ``p2pshare.peer.overlay``): batches
+    written one at a time, the peer's batches iterated; a failure comes out as a
+    p2pshare error."""
+
+    def __init__(self, call: grpc.aio.StreamStreamCall, address: str) -> None:  # type: ignore[type-arg]
+        self._call = call
+        self._address = address
+
+    async def write(self, batch: pb.OverlayBatch) -> None:
+        try:
+            await self._call.write(batch)
+        except grpc.aio.AioRpcError as exc:
+            raise translate(exc, self._address) from exc
+        except asyncio.InvalidStateError as exc:  # the peer ended the stream
+            raise errors.Unreachable(f"peer {self._address} closed the overlay stream") from exc
+
+    async def batches(self) -> AsyncIterator[pb.OverlayBatch]:
+        try:
+            async for batch in self._call:
+                yield batch
+        except grpc.aio.AioRpcError as exc:
+            raise translate(exc, self._address) from exc
+
+    def cancel(self) -> None:
+        self._call.cancel()
 
 
 class PeerClients:
@@ -180,6 +209,11 @@ class PeerClients:
             raise translate(exc, address) from exc
         finally:
             call.cancel()
+
+    def overlay(self, address: str) -> OverlayStream:
+        """Open an ``Overlay`` stream to ``address``; it fails on first use if the peer
+        cannot be reached."""
+        return OverlayStream(self._stub(address).Overlay(), address)
 
     async def subscribe(self, address: str, query: str = "") -> AsyncIterator[pb.ShareChange]:
         """The changes ``address`` publishes (its own and those it relays), until the

@@ -213,13 +213,17 @@ class PeerService(pb_grpc.PeerServicer):
 
     @_stream
     async def Search(self, request: pb.SearchRequest, context: Ctx) -> AsyncIterator[pb.SearchHit]:
-        """Our own hits; with a query id, also the overlay's beyond us, streamed back."""
-        if not request.query_id:
-            for hit in self._overlay.local_hits(request):
-                yield hit
-            return
-        async for hit in self._overlay.relay(request, context.time_remaining()):
+        """Our own hits (overlay searches come on ``Overlay`` streams)."""
+        for hit in self._overlay.local_hits(request):
             yield hit
+
+    async def Overlay(self, request_iterator: AsyncIterator[pb.OverlayBatch], context: Ctx) -> None:
+        """A neighbour's overlay stream: queries both ways, their replies back (see
+        ``p2pshare.peer.overlay``)."""
+        try:
+            await self._overlay.accept(request_iterator, context.write)
+        except errors.P2PShareError as exc:
+            await context.abort(status_for(exc), str(exc))
 
     @_stream
     async def Subscribe(
@@ -280,6 +284,11 @@ def _handlers(service: PeerService) -> grpc.GenericRpcHandler:  # type: ignore[t
             service.Subscribe,
             request_deserializer=_parser(pb.SubscribeRequest),
             response_serializer=pb.ShareChange.SerializeToString,
+        ),
+        "Overlay": grpc.stream_stream_rpc_method_handler(
+            service.Overlay,
+            request_deserializer=pb.OverlayBatch.FromString,
+            response_serializer=pb.OverlayBatch.SerializeToString,
         ),
     }
     return grpc.method_handlers_generic_handler("p2pshare.v1.Peer", methods)

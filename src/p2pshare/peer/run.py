@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import ctypes
+import gc
 import signal
 
 from p2pshare.config import PeerSettings
@@ -44,6 +45,10 @@ async def serve(settings: PeerSettings) -> None:
         await http.start()
         if note:
             print(f"p2pshare peer: {note}", flush=True)
+        # what start-up built (modules, servers, the share index) lives as long as the
+        # process: out of the collector's way, a full collection no longer walks it and
+        # stops the event loop for ~0.1 s (bench/OVERLAY.md), only what came after
+        gc.freeze()
         print(
             f"p2pshare peer listening on grpc {node.address}, control API {bound_url(sock)}",
             flush=True,
