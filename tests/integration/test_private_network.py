@@ -101,6 +101,15 @@ def test_a_private_network_works_and_keeps_a_wrong_key_out(tmp_path: Path) -> No
         assert [(h["name"], [p["address"] for p in h["providers"]]) for h in hits] == [
             ("plans.bin", [alice.address])
         ]
+        # the overlay too: its stream between keyed neighbours carries the proof
+        wait_for(
+            lambda: alice.address in api(bob, "/v1/status")["neighbours"],
+            10,
+            "bob to take alice as a neighbour",
+        )
+        by_overlay = cli("search", "plans", "--source", "overlay", "--json", "--api", bob.api)
+        assert by_overlay.returncode == 0, by_overlay.stderr
+        assert [h["name"] for h in json.loads(by_overlay.stdout)] == ["plans.bin"]
         out = tmp_path / "got"
         got = cli("get", hits[0]["content_id"], "-o", str(out), "--api", bob.api)
         assert got.returncode == 0, got.stderr

@@ -32,10 +32,12 @@ Metadata = tuple[tuple[str, str], ...]
 if TYPE_CHECKING:  # generic only in the stubs
     _UnaryUnaryBase = grpc.aio.UnaryUnaryClientInterceptor[Any, Any]
     _UnaryStreamBase = grpc.aio.UnaryStreamClientInterceptor[Any, Any]
+    _StreamStreamBase = grpc.aio.StreamStreamClientInterceptor[Any, Any]
     _ServerBase = grpc.aio.ServerInterceptor[Any, Any]
 else:
     _UnaryUnaryBase = grpc.aio.UnaryUnaryClientInterceptor
     _UnaryStreamBase = grpc.aio.UnaryStreamClientInterceptor
+    _StreamStreamBase = grpc.aio.StreamStreamClientInterceptor
     _ServerBase = grpc.aio.ServerInterceptor
 
 
@@ -53,7 +55,8 @@ class GrpcAuth:
     def interceptors(self) -> list[grpc.aio.ClientInterceptor]:
         # the stubs type ClientInterceptor as a placeholder that every use must cast
         return [
-            cast(grpc.aio.ClientInterceptor, i) for i in (_UnaryUnary(self), _UnaryStream(self))
+            cast(grpc.aio.ClientInterceptor, i)
+            for i in (_UnaryUnary(self), _UnaryStream(self), _StreamStream(self))
         ]
 
     def details(self, details: grpc.aio.ClientCallDetails) -> grpc.aio.ClientCallDetails:
@@ -88,6 +91,21 @@ class _UnaryStream(_UnaryStreamBase):
         self, continuation: Any, client_call_details: grpc.aio.ClientCallDetails, request: Any
     ) -> Any:
         return await continuation(self._auth.details(client_call_details), request)
+
+
+class _StreamStream(_StreamStreamBase):
+    """The ``Overlay`` stream: signed once, when it opens."""
+
+    def __init__(self, auth: GrpcAuth) -> None:
+        self._auth = auth
+
+    async def intercept_stream_stream(
+        self,
+        continuation: Any,
+        client_call_details: grpc.aio.ClientCallDetails,
+        request_iterator: Any,
+    ) -> Any:
+        return await continuation(self._auth.details(client_call_details), request_iterator)
 
 
 class ServerAuth(_ServerBase):
