@@ -4,6 +4,8 @@ the message size limit is refused and the peer keeps serving (real processes).""
 
 from __future__ import annotations
 
+import threading
+from collections.abc import Iterator
 from pathlib import Path
 
 import grpc
@@ -12,6 +14,7 @@ import pytest
 from p2pshare._proto import peer_pb2 as pb
 from p2pshare._proto import peer_pb2_grpc as pb_grpc
 from p2pshare.localnet import LocalNetwork, PeerProc, wait_for
+from p2pshare.peer.peer_server import MAX_OVERLAY_STREAMS_PER_PEER
 from p2pshare.peer.wire import MAX_REQUEST, decode_piece
 from tests.integration.helpers import api, write_random
 
@@ -86,6 +89,36 @@ def test_one_remote_over_its_subscriptions_is_refused_while_another_subscribes(n
         assert change.name == "late.bin" and change.kind == pb.CHANGE_KIND_ADDED
         for call in (first, second, watching):
             call.cancel()
+    assert "Traceback" not in seed.output()
+
+
+def test_one_remote_over_its_overlay_streams_is_refused_while_the_overlay_works(net, tmp_path):
+    seed, _, _ = start_seed(net, tmp_path, "")
+    hold = threading.Event()
+
+    def hello_then_hold() -> Iterator[pb.OverlayBatch]:
+        hello = pb.OverlayBatch()
+        hello.messages.add().hello.address = "127.0.0.1:9"
+        yield hello
+        hold.wait(30)  # keeps the stream open until the test is done with it
+
+    with remote(seed) as channel:  # one connection: one remote
+        stub = pb_grpc.PeerStub(channel)
+        streams = [
+            stub.Overlay(hello_then_hold(), timeout=30)
+            for _ in range(MAX_OVERLAY_STREAMS_PER_PEER + 1)
+        ]
+        refused = _first_to_end(streams)
+        assert refused.code() == grpc.StatusCode.RESOURCE_EXHAUSTED
+        assert "overlay streams" in refused.details()
+        hold.set()
+        for call in streams:
+            call.cancel()
+    # a real neighbour still gets its stream: a search across it finds the seed's file
+    other = net.start_peer("other", "--seed", seed.address)
+    wait_for(lambda: seed.address in api(other, "/v1/status")["neighbours"], 10, "the neighbours")
+    hits = api(other, "/v1/search", q="big", source="overlay")["hits"]
+    assert [h["name"] for h in hits] == ["big.bin"]
     assert "Traceback" not in seed.output()
 
 

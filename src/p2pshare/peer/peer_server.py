@@ -2,7 +2,8 @@
 
 Limits keep one remote peer from taking what others need: piece streams
 (``max_uploads`` in all, ``max_uploads_per_peer`` per remote) and ``Subscribe``
-streams (``max_subscribers``, ``max_subscribers_per_peer``); a call over a limit gets
+streams (``max_subscribers``, ``max_subscribers_per_peer``), ``Overlay`` streams
+(``MAX_OVERLAY_STREAMS``, ``MAX_OVERLAY_STREAMS_PER_PEER``); a call over a limit gets
 RESOURCE_EXHAUSTED at once and others are served as before. A remote peer is its IP
 address (``wire.remote_key``). Message sizes are capped by the channel options
 (``wire.SERVER_OPTIONS``).
@@ -46,6 +47,10 @@ if TYPE_CHECKING:
 log = logging.getLogger(__name__)
 
 MAX_PIECES_PER_REQUEST = 1024
+MAX_OVERLAY_STREAMS = 256
+"""Overlay streams served at once: far more than the peers that take us as neighbour."""
+MAX_OVERLAY_STREAMS_PER_PEER = 8
+"""Per remote address: one per neighbour pair, a few peers behind one NAT address."""
 
 Ctx = grpc.aio.ServicerContext[Any, Any]
 T = TypeVar("T")
@@ -122,6 +127,8 @@ class PeerService(pb_grpc.PeerServicer):
         max_uploads_per_peer: int | None = None,
         max_subscribers: int = 256,
         max_subscribers_per_peer: int = 8,
+        max_overlay_streams: int = MAX_OVERLAY_STREAMS,
+        max_overlay_streams_per_peer: int = MAX_OVERLAY_STREAMS_PER_PEER,
         max_upload_rate: int = 0,
     ) -> None:
         self._share = share
@@ -134,6 +141,9 @@ class PeerService(pb_grpc.PeerServicer):
         )
         self._subscribers: Slots[str] = Slots(
             total=max_subscribers, per_key=max_subscribers_per_peer
+        )
+        self._overlay_streams: Slots[str] = Slots(
+            total=max_overlay_streams, per_key=max_overlay_streams_per_peer
         )
         # a quarter second of burst: smooth enough, and a piece larger than that just waits
         self._rate = TokenBucket(max_upload_rate, max(max_upload_rate / 4, 1), time.monotonic())
@@ -219,11 +229,20 @@ class PeerService(pb_grpc.PeerServicer):
 
     async def Overlay(self, request_iterator: AsyncIterator[pb.OverlayBatch], context: Ctx) -> None:
         """A neighbour's overlay stream: queries both ways, their replies back (see
-        ``p2pshare.peer.overlay``)."""
+        ``p2pshare.peer.overlay``). A neighbour needs one; a remote that opens more than
+        its share, or too many remotes at once, are refused."""
+        remote = remote_key(context.peer())
+        full = self._overlay_streams.acquire(remote)
+        if full is not None:
+            await context.abort(
+                grpc.StatusCode.RESOURCE_EXHAUSTED, f"too many overlay streams ({full})"
+            )
         try:
             await self._overlay.accept(request_iterator, context.write)
         except errors.P2PShareError as exc:
             await context.abort(status_for(exc), str(exc))
+        finally:
+            self._overlay_streams.release(remote)
 
     @_stream
     async def Subscribe(
