@@ -238,7 +238,7 @@ class PeerService(pb_grpc.PeerServicer):
                 grpc.StatusCode.RESOURCE_EXHAUSTED, f"too many overlay streams ({full})"
             )
         try:
-            await self._overlay.accept(request_iterator, context.write)
+            await self._overlay.accept(_well_formed(request_iterator), context.write)
         except errors.P2PShareError as exc:
             await context.abort(status_for(exc), str(exc))
         finally:
@@ -268,6 +268,14 @@ class PeerService(pb_grpc.PeerServicer):
             self._subscribers.release(remote)
         if sub.ended:
             raise errors.Busy("this subscriber fell behind; subscribe again")
+
+
+async def _well_formed(batches: AsyncIterator[M | _Malformed]) -> AsyncIterator[M]:
+    """The messages of a client stream, until one does not parse (INVALID_ARGUMENT)."""
+    async for batch in batches:
+        if isinstance(batch, _Malformed):
+            raise errors.UsageError(batch.why)
+        yield batch
 
 
 def _handlers(service: PeerService) -> grpc.GenericRpcHandler:  # type: ignore[type-arg]
@@ -306,7 +314,7 @@ def _handlers(service: PeerService) -> grpc.GenericRpcHandler:  # type: ignore[t
         ),
         "Overlay": grpc.stream_stream_rpc_method_handler(
             service.Overlay,
-            request_deserializer=pb.OverlayBatch.FromString,
+            request_deserializer=_parser(pb.OverlayBatch),
             response_serializer=pb.OverlayBatch.SerializeToString,
         ),
     }
