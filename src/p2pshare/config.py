@@ -199,6 +199,13 @@ class PeerSettings(_NetworkSettings):
     max_subscribers_per_peer: int = Field(
         8, ge=1, le=65536, description="Of those, how many one remote peer may hold at once."
     )
+    max_calls_per_peer: float = Field(
+        100,
+        ge=0,
+        description="Hello, GetManifest, GetHave and Search calls one remote peer may make"
+        " per second, bursts of twice that (0: no limit); piece and subscription streams"
+        " are limited by the counts above instead.",
+    )
     seeds: Annotated[list[str], NoDecode] = Field(
         default_factory=list,
         description="HOST:PORT of peers to join the overlay through (a list; comma-separated"

@@ -122,6 +122,36 @@ def test_one_remote_over_its_overlay_streams_is_refused_while_the_overlay_works(
     assert "Traceback" not in seed.output()
 
 
+def test_one_remote_over_its_call_rate_is_refused_while_another_is_answered(net, tmp_path):
+    seed, content_id, _ = start_seed(net, tmp_path, "max_calls_per_peer = 5\n")
+    request = pb.ManifestRequest(content_id=content_id)
+    with remote(seed) as greedy_channel, remote(seed) as other_channel:
+        greedy, other = pb_grpc.PeerStub(greedy_channel), pb_grpc.PeerStub(other_channel)
+        codes = []
+        for _ in range(40):  # a burst of 10 is allowed, then 5 per second
+            try:
+                greedy.GetManifest(request, timeout=5)
+                codes.append(grpc.StatusCode.OK)
+            except grpc.RpcError as exc:
+                codes.append(exc.code())  # type: ignore[attr-defined]
+                assert "too many calls" in exc.details()  # type: ignore[attr-defined]
+        assert codes.count(grpc.StatusCode.OK) >= 10
+        assert codes.count(grpc.StatusCode.RESOURCE_EXHAUSTED) >= 20
+        assert set(codes) == {grpc.StatusCode.OK, grpc.StatusCode.RESOURCE_EXHAUSTED}
+        # another remote is answered meanwhile, and so is the greedy one once it slows
+        assert other.GetManifest(request, timeout=5).content_id == content_id
+        wait_for(lambda: _answers(greedy, request), 5, "the greedy remote to be answered again")
+    assert "Traceback" not in seed.output()
+
+
+def _answers(stub: pb_grpc.PeerStub, request: pb.ManifestRequest) -> bool:
+    try:
+        stub.GetManifest(request, timeout=5)
+    except grpc.RpcError:
+        return False
+    return True
+
+
 def _first_to_end(calls: list[grpc.Future]) -> grpc.RpcError:  # type: ignore[type-arg]
     """The one call of ``calls`` that ended (a finished streaming call is its error)."""
     wait_for(lambda: any(c.done() for c in calls), 10, "one call to be refused")

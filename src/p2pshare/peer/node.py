@@ -125,6 +125,7 @@ class PeerNode:
             max_uploads_per_peer=s.max_uploads_per_peer,
             max_subscribers=s.max_subscribers,
             max_subscribers_per_peer=s.max_subscribers_per_peer,
+            max_calls_per_peer=s.max_calls_per_peer,
             max_upload_rate=s.max_upload_rate,
         )
         self.grpc_server, port = await start_server(

@@ -3,8 +3,10 @@
 Limits keep one remote peer from taking what others need: piece streams
 (``max_uploads`` in all, ``max_uploads_per_peer`` per remote) and ``Subscribe``
 streams (``max_subscribers``, ``max_subscribers_per_peer``), ``Overlay`` streams
-(``MAX_OVERLAY_STREAMS``, ``MAX_OVERLAY_STREAMS_PER_PEER``); a call over a limit gets
-RESOURCE_EXHAUSTED at once and others are served as before. A remote peer is its IP
+(``MAX_OVERLAY_STREAMS``, ``MAX_OVERLAY_STREAMS_PER_PEER``), and the cheap calls
+(Hello, GetManifest, GetHave, Search) by their rate per remote
+(``max_calls_per_peer``); a call over a limit gets RESOURCE_EXHAUSTED at once and
+others are served as before. A remote peer is its IP
 address (``wire.remote_key``). Message sizes are capped by the channel options
 (``wire.SERVER_OPTIONS``).
 """
@@ -26,7 +28,7 @@ from p2pshare._proto import peer_pb2 as pb
 from p2pshare._proto import peer_pb2_grpc as pb_grpc
 from p2pshare.core.manifest import Manifest, check_content_id
 from p2pshare.core.names import parse_query
-from p2pshare.core.rate import TokenBucket
+from p2pshare.core.rate import ClientBuckets, TokenBucket
 from p2pshare.core.slots import Slots
 from p2pshare.peer.overlay import Overlay
 from p2pshare.peer.partial import PartialDownload
@@ -83,10 +85,11 @@ def _unary(
     """Map our errors to a gRPC status; anything else is logged as INTERNAL."""
 
     @functools.wraps(fn)
-    async def wrapper(self: Any, request: T, context: Ctx) -> R:
+    async def wrapper(self: PeerService, request: T, context: Ctx) -> R:
         if isinstance(request, _Malformed):
             await context.abort(grpc.StatusCode.INVALID_ARGUMENT, request.why)
         try:
+            self.count_call(context)
             return await fn(self, request, context)
         except errors.P2PShareError as exc:
             await context.abort(status_for(exc), str(exc))
@@ -129,6 +132,7 @@ class PeerService(pb_grpc.PeerServicer):
         max_subscribers_per_peer: int = 8,
         max_overlay_streams: int = MAX_OVERLAY_STREAMS,
         max_overlay_streams_per_peer: int = MAX_OVERLAY_STREAMS_PER_PEER,
+        max_calls_per_peer: float = 0,
         max_upload_rate: int = 0,
     ) -> None:
         self._share = share
@@ -145,10 +149,26 @@ class PeerService(pb_grpc.PeerServicer):
         self._overlay_streams: Slots[str] = Slots(
             total=max_overlay_streams, per_key=max_overlay_streams_per_peer
         )
+        self._calls: ClientBuckets[str] | None = None
+        if max_calls_per_peer > 0:
+            self._calls = ClientBuckets(
+                rate=max_calls_per_peer, burst=max(2 * max_calls_per_peer, 1)
+            )
         # a quarter second of burst: smooth enough, and a piece larger than that just waits
         self._rate = TokenBucket(max_upload_rate, max(max_upload_rate / 4, 1), time.monotonic())
         self.pieces_served = 0
         self.bytes_served = 0
+
+    def count_call(self, context: Ctx) -> None:
+        """Count a cheap call against its remote's rate; ``Busy`` over it."""
+        if self._calls is None:
+            return
+        wait = self._calls.check(remote_key(context.peer()), time.monotonic())
+        if wait:
+            raise errors.Busy(
+                f"too many calls from this peer: the limit is {self._calls.rate:g} per"
+                f" second; retry in {wait:.1f} s"
+            )
 
     @_unary
     async def Hello(self, request: pb.HelloRequest, context: Ctx) -> pb.HelloResponse:
@@ -224,6 +244,7 @@ class PeerService(pb_grpc.PeerServicer):
     @_stream
     async def Search(self, request: pb.SearchRequest, context: Ctx) -> AsyncIterator[pb.SearchHit]:
         """Our own hits (overlay searches come on ``Overlay`` streams)."""
+        self.count_call(context)
         for hit in self._overlay.local_hits(request):
             yield hit
 
