@@ -8,6 +8,7 @@ from pathlib import Path
 import pytest
 
 from p2pshare.config import PeerSettings
+from p2pshare.errors import ConfigError
 from p2pshare.peer.control_api import api_token_for, is_loopback
 
 
@@ -40,3 +41,9 @@ def test_a_configured_token_wins(tmp_path: Path) -> None:
     token, note = api_token_for(settings, tmp_path, "10.0.0.1")
     assert token == "s" * 20 and "api_token" in note
     assert not (tmp_path / "api-token").exists()
+
+
+def test_an_unreadable_token_file_is_one_clear_error(tmp_path: Path) -> None:
+    (tmp_path / "api-token").mkdir()  # unreadable as a file, even for root
+    with pytest.raises(ConfigError, match=r"peer\.api_token: cannot read"):
+        api_token_for(PeerSettings(), tmp_path, "0.0.0.0")

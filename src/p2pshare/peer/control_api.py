@@ -65,8 +65,11 @@ def api_token_for(
     try:
         fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
     except FileExistsError:
-        token = path.read_text().strip()
-        path.chmod(0o600)
+        try:
+            token = path.read_text().strip()
+            path.chmod(0o600)
+        except (OSError, UnicodeDecodeError) as exc:
+            raise errors.ConfigError(f"peer.api_token: cannot read {path}: {exc}") from exc
     except OSError as exc:
         raise errors.ConfigError(f"peer.api_token: cannot write {path}: {exc}") from exc
     else:
