@@ -7,6 +7,8 @@ import random
 import sqlite3
 
 import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
 
 from p2pshare.core.names import parse_query
 from p2pshare.errors import NotFound, PermissionDenied
@@ -332,3 +334,95 @@ def test_checkpoint_from_another_connection_keeps_everything(tmp_path):
         assert len(names_of(again, "file")) == 50 and names_of(again, "late") == {"late.iso"}
     finally:
         again.close()
+
+
+# -- files.shared: the second providers query is skipped only for a content's only copy
+
+_OPS = st.lists(
+    st.tuples(
+        st.sampled_from(["register", "replace", "patch", "remove", "expire"]),
+        st.integers(0, 3),  # which address (peer)
+        st.lists(st.integers(0, 5), max_size=4),  # content ids added
+        st.lists(st.integers(0, 5), max_size=2),  # content ids removed (patch)
+    ),
+    max_size=25,
+)
+
+
+def _shared_is_exact(db_path) -> None:
+    db = sqlite3.connect(db_path)
+    try:
+        wrong = db.execute(
+            "SELECT content_id, shared, (SELECT count(*) FROM files g"
+            " WHERE g.content_id = f.content_id) FROM files f"
+            " WHERE shared != ((SELECT count(*) FROM files g"
+            " WHERE g.content_id = f.content_id) > 1)"
+        ).fetchall()
+    finally:
+        db.close()
+    assert wrong == []
+
+
+@settings(max_examples=60)
+@given(ops=_OPS)
+def test_search_lists_every_live_provider_whatever_the_history(tmp_path_factory, ops):
+    path = tmp_path_factory.mktemp("reg") / "tracker.db"
+    reg = SqliteRegistry(path, lease_seconds=LEASE, rng=random.Random(1))
+    now = T0
+    peers: dict[int, tuple[str, str]] = {}
+    try:
+        for op, who, add, drop in ops:
+            now += 1
+            files = [entry(n, f"item {n} of peer {who}.bin") for n in add]
+            if op == "register" or who not in peers:
+                r = reg.register(f"10.0.0.{who}:1", files, now)
+                peers[who] = (r.peer_id, r.token)
+            elif op == "replace":
+                reg.replace_files(*peers[who], files, now)
+            elif op == "patch":
+                reg.patch_files(*peers[who], files, [cid(n) for n in drop], now)
+            elif op == "remove":
+                reg.remove(*peers[who], now)
+                del peers[who]
+            else:  # the peer's lease runs out (the others renew theirs), the purge deletes it
+                for other, creds in peers.items():
+                    if other != who:
+                        reg.heartbeat(*creds, now)
+                        reg.heartbeat(*creds, now + LEASE / 2)
+                now += LEASE + 1
+                reg.purge(now)
+                del peers[who]
+            reg.flush(now)
+            _shared_is_exact(path)
+        for hit in reg.search(parse_query("item"), 100, now):
+            expected = reg.providers(hit.content_id, now).providers
+            assert sorted(hit.providers, key=str) == sorted(expected, key=str)
+    finally:
+        reg.close()
+
+
+def test_a_file_of_an_older_tracker_gets_its_shared_marks(tmp_path):
+    path = tmp_path / "tracker.db"
+    reg = SqliteRegistry(path, lease_seconds=LEASE)
+    a = reg.register("10.0.0.1:1", [entry(1, "common.iso"), entry(2, "rare.iso")], T0)
+    b = reg.register("10.0.0.2:1", [entry(1, "common copy.iso")], T0)
+    reg.close()
+    # the file as the tracker before files.shared left it
+    db = sqlite3.connect(path)
+    db.executescript(
+        "DROP TRIGGER files_shared_in; DROP TRIGGER files_shared_out;"
+        " DROP INDEX files_by_content; DROP INDEX files_by_name;"
+        " ALTER TABLE files DROP COLUMN shared;"
+        " CREATE INDEX files_content ON files(content_id, peer);"
+        " CREATE INDEX files_name_size ON files(name_id, size);"
+    )
+    db.close()
+    reg = SqliteRegistry(path, lease_seconds=LEASE)
+    try:
+        _shared_is_exact(path)
+        [hit] = reg.search(parse_query("common"), 10, T0)
+        assert {p.peer_id for p in hit.providers} == {a.peer_id, b.peer_id}
+        reg.remove(b.peer_id, b.token, T0)
+        _shared_is_exact(path)
+    finally:
+        reg.close()

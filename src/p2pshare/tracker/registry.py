@@ -11,10 +11,16 @@ before ``purge`` deletes it.
     names(id, name, words)                  each distinct share name once
     names_fts(words)                        FTS5 over names.words (external content),
                                             prefix indexes for terms of 1 to 3 letters
-    files(peer, content_id, name_id, size)  primary key (peer, content_id);
-                                            indexes on (content_id, peer) and
-                                            (name_id, size): a search reads no row of
-                                            files itself
+    files(peer, content_id, name_id, size, shared)
+                                            primary key (peer, content_id); indexes on
+                                            (content_id, shared) and (name_id, size,
+                                            shared): a search reads no row of files
+                                            itself
+
+``files.shared`` is 1 when another file row has the same content id (triggers keep it
+so on every insert and delete, whichever path makes them). Most content in a file
+sharing network has one copy: a search hit whose row says 0 already holds its only
+provider, and only the shared ones cost a second query for their providers.
 
 ``names.words`` holds the name's words as ``p2pshare.core.names.words`` folds them,
 so the FTS5 prefix query for a term is exactly "some word starts with it"; every
@@ -159,12 +165,45 @@ CREATE TABLE IF NOT EXISTS files (
     content_id TEXT NOT NULL,
     name_id INTEGER NOT NULL REFERENCES names(id),
     size INTEGER NOT NULL,
+    shared INTEGER NOT NULL DEFAULT 0,
     PRIMARY KEY (peer, content_id)
 ) WITHOUT ROWID;
-CREATE INDEX IF NOT EXISTS files_content ON files(content_id, peer);
-DROP INDEX IF EXISTS files_name;
-CREATE INDEX IF NOT EXISTS files_name_size ON files(name_id, size);
 """
+
+_FILE_INDEXES = """
+DROP INDEX IF EXISTS files_name;
+DROP INDEX IF EXISTS files_content;
+DROP INDEX IF EXISTS files_name_size;
+CREATE INDEX IF NOT EXISTS files_by_content ON files(content_id, shared);
+CREATE INDEX IF NOT EXISTS files_by_name ON files(name_id, size, shared);
+CREATE TRIGGER IF NOT EXISTS files_shared_in AFTER INSERT ON files
+WHEN EXISTS (SELECT 1 FROM files WHERE content_id = new.content_id AND peer != new.peer)
+BEGIN
+    UPDATE files SET shared = 1 WHERE content_id = new.content_id AND shared = 0;
+END;
+CREATE TRIGGER IF NOT EXISTS files_shared_out AFTER DELETE ON files
+WHEN old.shared = 1 AND (
+    SELECT count(*) FROM (SELECT 1 FROM files WHERE content_id = old.content_id LIMIT 2)
+) = 1
+BEGIN
+    UPDATE files SET shared = 0 WHERE content_id = old.content_id;
+END;
+"""
+_MARK_SHARED = """
+UPDATE files SET shared = 1 WHERE content_id IN (
+    SELECT content_id FROM files GROUP BY content_id HAVING count(*) > 1
+)
+"""
+
+
+def _statements(script: str) -> Iterator[str]:
+    """The statements of ``script`` one by one (a trigger's body holds semicolons too)."""
+    current = ""
+    for line in script.splitlines(keepends=True):
+        current += line
+        if sqlite3.complete_statement(current):
+            yield current
+            current = ""
 
 
 def _token_hash(token: str) -> bytes:
@@ -253,7 +292,8 @@ class SqliteRegistry:
             if not auto_checkpoint:
                 self._db.execute("PRAGMA wal_autocheckpoint=0")
             self._db.execute("PRAGMA foreign_keys=ON")
-            self._db.executescript("BEGIN IMMEDIATE;" + _SCHEMA + "COMMIT;")
+            with self._transaction() as db:
+                self._create_schema(db)
             self._db.execute(
                 "CREATE TEMP TABLE IF NOT EXISTS staging ("
                 " content_id TEXT NOT NULL, name TEXT NOT NULL, words TEXT NOT NULL,"
@@ -262,6 +302,19 @@ class SqliteRegistry:
         except BaseException:
             self._db.close()
             raise
+
+    @staticmethod
+    def _create_schema(db: sqlite3.Connection) -> None:
+        """Create the tables, or bring a file of an older tracker up to date (once: every
+        worker process runs this, one at a time, and all but the first find it done)."""
+        columns = {row[1] for row in db.execute("PRAGMA table_info(files)")}
+        for statement in _statements(_SCHEMA):
+            db.execute(statement)
+        if columns and "shared" not in columns:
+            db.execute("ALTER TABLE files ADD COLUMN shared INTEGER NOT NULL DEFAULT 0")
+            db.execute(_MARK_SHARED)
+        for statement in _statements(_FILE_INDEXES):
+            db.execute(statement)
 
     @property
     def lease_seconds(self) -> float:
@@ -491,9 +544,10 @@ class SqliteRegistry:
         if limit <= 0:
             return []
         terms = fts_terms(query)
+        columns = "f.content_id, n.name, f.size, n.words, f.shared, p.peer_id, p.address"
         if terms:
             rows = self._db.execute(
-                "SELECT f.content_id, n.name, f.size, n.words FROM names_fts"
+                f"SELECT {columns} FROM names_fts"
                 " JOIN names n ON n.id = names_fts.rowid"
                 " JOIN files f ON f.name_id = n.id"
                 " JOIN peers p ON p.id = f.peer"
@@ -502,18 +556,18 @@ class SqliteRegistry:
             )
         else:
             rows = self._db.execute(
-                "SELECT f.content_id, n.name, f.size, n.words FROM files f"
+                f"SELECT {columns} FROM files f"
                 " JOIN names n ON n.id = f.name_id"
                 " JOIN peers p ON p.id = f.peer"
                 " WHERE p.expires > ?",
                 (now,),
             )
-        found: dict[str, tuple[str, int]] = {}
+        found: dict[str, tuple[str, int, list[tuple[str, str]] | None]] = {}
         checked: dict[str, bool] = {}
         scanned = 0
         glob = query.glob is not None
         spaced_terms = [" " + t for t in query.terms]
-        for content_id, name, size, name_words in rows:
+        for content_id, name, size, name_words, shared, peer_id, address in rows:
             scanned += 1
             if glob and scanned > GLOB_SCAN_LIMIT:
                 break
@@ -530,12 +584,17 @@ class SqliteRegistry:
                     ok = all(t in padded for t in spaced_terms)
                 checked[name] = ok
             if ok:
-                found[content_id] = (name, size)
+                # the only copy of its content: this live peer is its only provider
+                found[content_id] = (name, size, None if shared else [(peer_id, address)])
                 if len(found) >= limit:
                     break
         rows.close()
-        providers = self._providers_of(list(found), now)
-        return [(cid, name, size, providers.get(cid, [])) for cid, (name, size) in found.items()]
+        shared_ids = [cid for cid, (_, _, refs) in found.items() if refs is None]
+        providers = self._providers_of(shared_ids, now) if shared_ids else {}
+        return [
+            (cid, name, size, providers.get(cid, []) if refs is None else refs)
+            for cid, (name, size, refs) in found.items()
+        ]
 
     def providers(self, content_id: str, now: float) -> SearchHit:
         """The content id's name, size and live providers; ``NotFound`` if none is live."""
