@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import hashlib
+import json
 import random
 import sqlite3
 
@@ -426,3 +427,36 @@ def test_a_file_of_an_older_tracker_gets_its_shared_marks(tmp_path):
         _shared_is_exact(path)
     finally:
         reg.close()
+
+
+def test_the_hot_paths_json_is_the_models_json_for_awkward_names(reg):
+    awkward = [
+        *NAMES,
+        'say "hi".txt',
+        "back\\slash\\name.txt",
+        "emoji 🎵 song.mp3",
+        "ctrl\x01char.txt",
+        "tab\tname.txt",
+        "line\u2028sep.txt",
+        "quote'd & <tagged>.html",
+        "漢字 かな.txt",
+    ]
+
+    def valid(n: int, name: str) -> FileEntry | None:
+        try:
+            return entry(n, name)
+        except ValueError:
+            return None
+
+    files = [f for n, name in enumerate(awkward) if (f := valid(n, name)) is not None]
+    assert {'say "hi".txt', "emoji 🎵 song.mp3", "漢字 かな.txt"} <= {f.name for f in files}
+    reg.register("10.0.0.1:1", files, T0)
+    # every other one has a second copy: those hits take their providers from a query
+    reg.register('10.0.0.2:1"\\', files[::2], T0)
+    query = parse_query("*")
+    hits = reg.search(query, 500, T0)
+    assert len(hits) == len(files)
+    assert [json.loads(h) for h in reg.search_json(query, 500, T0)] == [
+        h.model_dump(mode="json") for h in hits
+    ]
+    assert {len(h.providers) for h in hits} == {1, 2}

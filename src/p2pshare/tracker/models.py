@@ -7,6 +7,7 @@ lowercase hex characters, names pass ``check_share_name``, addresses are
 
 from __future__ import annotations
 
+import json
 from typing import Annotated
 
 from pydantic import AfterValidator, BaseModel, ConfigDict, Field
@@ -182,3 +183,15 @@ class ErrorResponse(_Model):
     """The body of every 4xx/5xx answer."""
 
     error: str
+
+
+compact_json = json.JSONEncoder(
+    ensure_ascii=False, separators=(",", ":"), check_circular=False
+).encode
+"""JSON as the tracker's hot routes write it: compact, UTF-8 kept."""
+
+
+def hit_json(content_id: str, name: str, size: int, providers: list[tuple[str, str]]) -> str:
+    """A search hit as ``SearchHit`` encodes it, from plain data (no model built)."""
+    refs = [{"peer_id": peer_id, "address": address} for peer_id, address in providers]
+    return compact_json({"content_id": content_id, "name": name, "size": size, "providers": refs})

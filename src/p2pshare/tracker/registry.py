@@ -44,10 +44,9 @@ from typing import Protocol
 
 from p2pshare.core.names import Query, words
 from p2pshare.errors import ConfigError, NotFound, PermissionDenied
-from p2pshare.tracker.models import FileEntry, PeerRef, SearchHit
+from p2pshare.tracker.models import FileEntry, PeerRef, SearchHit, hit_json
 
 __all__ = [
-    "HitRow",
     "Registration",
     "Registry",
     "RegistryStats",
@@ -66,9 +65,6 @@ MMAP_BYTES = 1 << 30
 CACHE_KIB = 32 << 10
 HEARTBEAT_FLUSH_SECONDS = 0.5
 """Renewed leases are written to the file in one transaction at most this often."""
-
-HitRow = tuple[str, str, int, list[tuple[str, str]]]
-"""A search hit as plain data: content id, name, size, [(peer id, address)] of providers."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -117,7 +113,7 @@ class Registry(Protocol):
 
     def search(self, query: Query, limit: int, now: float) -> list[SearchHit]: ...
 
-    def search_rows(self, query: Query, limit: int, now: float) -> list[HitRow]: ...
+    def search_json(self, query: Query, limit: int, now: float) -> list[str]: ...
 
     def providers(self, content_id: str, now: float) -> SearchHit: ...
 
@@ -535,16 +531,31 @@ class SqliteRegistry:
                 size=size,
                 providers=[PeerRef(peer_id=p, address=a) for p, a in refs],
             )
-            for cid, name, size, refs in self.search_rows(query, limit, now)
+            for cid, name, size, refs, _ in self._hits(query, limit, now)
         ]
 
-    def search_rows(self, query: Query, limit: int, now: float) -> list[HitRow]:
-        """``search`` as plain tuples, for the tracker's hot path (no model per row)."""
+    def search_json(self, query: Query, limit: int, now: float) -> list[str]:
+        """``search``'s hits, each already a JSON object as ``SearchHit`` encodes it: the
+        tracker's hot path, where building and encoding a model per hit cost more than
+        the query. SQLite writes the object of a hit with one provider as it reads it."""
+        return [
+            hit if hit is not None else hit_json(cid, name, size, refs)
+            for cid, name, size, refs, hit in self._hits(query, limit, now)
+        ]
+
+    def _hits(
+        self, query: Query, limit: int, now: float
+    ) -> list[tuple[str, str, int, list[tuple[str, str]], str | None]]:
+        """(content id, name, size, providers, its JSON if SQLite wrote it) of each hit."""
         self._fresh(now)
         if limit <= 0:
             return []
         terms = fts_terms(query)
-        columns = "f.content_id, n.name, f.size, n.words, f.shared, p.peer_id, p.address"
+        columns = (
+            "f.content_id, n.name, f.size, n.words, f.shared, p.peer_id, p.address,"
+            " json_object('content_id', f.content_id, 'name', n.name, 'size', f.size,"
+            " 'providers', json_array(json_object('peer_id', p.peer_id, 'address', p.address)))"
+        )
         if terms:
             rows = self._db.execute(
                 f"SELECT {columns} FROM names_fts"
@@ -562,12 +573,12 @@ class SqliteRegistry:
                 " WHERE p.expires > ?",
                 (now,),
             )
-        found: dict[str, tuple[str, int, list[tuple[str, str]] | None]] = {}
+        found: dict[str, tuple[str, int, list[tuple[str, str]] | None, str | None]] = {}
         checked: dict[str, bool] = {}
         scanned = 0
         glob = query.glob is not None
         spaced_terms = [" " + t for t in query.terms]
-        for content_id, name, size, name_words, shared, peer_id, address in rows:
+        for content_id, name, size, name_words, shared, peer_id, address, hit in rows:
             scanned += 1
             if glob and scanned > GLOB_SCAN_LIMIT:
                 break
@@ -585,15 +596,17 @@ class SqliteRegistry:
                 checked[name] = ok
             if ok:
                 # the only copy of its content: this live peer is its only provider
-                found[content_id] = (name, size, None if shared else [(peer_id, address)])
+                found[content_id] = (
+                    (name, size, None, None) if shared else (name, size, [(peer_id, address)], hit)
+                )
                 if len(found) >= limit:
                     break
         rows.close()
-        shared_ids = [cid for cid, (_, _, refs) in found.items() if refs is None]
+        shared_ids = [cid for cid, (_, _, refs, _) in found.items() if refs is None]
         providers = self._providers_of(shared_ids, now) if shared_ids else {}
         return [
-            (cid, name, size, providers.get(cid, []) if refs is None else refs)
-            for cid, (name, size, refs) in found.items()
+            (cid, name, size, providers.get(cid, []) if refs is None else refs, hit)
+            for cid, (name, size, refs, hit) in found.items()
         ]
 
     def providers(self, content_id: str, now: float) -> SearchHit:
