@@ -32,6 +32,7 @@ from __future__ import annotations
 
 import hashlib
 import hmac
+import json
 import math
 import random
 import secrets
@@ -524,35 +525,19 @@ class SqliteRegistry:
 
     def search(self, query: Query, limit: int, now: float) -> list[SearchHit]:
         """Up to ``limit`` content ids whose name matches ``query``, with live providers."""
-        return [
-            SearchHit(
-                content_id=cid,
-                name=name,
-                size=size,
-                providers=[PeerRef(peer_id=p, address=a) for p, a in refs],
-            )
-            for cid, name, size, refs, _ in self._hits(query, limit, now)
-        ]
+        return [SearchHit.model_validate_json(hit) for hit in self.search_json(query, limit, now)]
 
     def search_json(self, query: Query, limit: int, now: float) -> list[str]:
         """``search``'s hits, each already a JSON object as ``SearchHit`` encodes it: the
         tracker's hot path, where building and encoding a model per hit cost more than
-        the query. SQLite writes the object of a hit with one provider as it reads it."""
-        return [
-            hit if hit is not None else hit_json(cid, name, size, refs)
-            for cid, name, size, refs, hit in self._hits(query, limit, now)
-        ]
-
-    def _hits(
-        self, query: Query, limit: int, now: float
-    ) -> list[tuple[str, str, int, list[tuple[str, str]], str | None]]:
-        """(content id, name, size, providers, its JSON if SQLite wrote it) of each hit."""
+        the query. SQLite writes the object of each hit as it reads its row."""
         self._fresh(now)
         if limit <= 0:
             return []
         terms = fts_terms(query)
+        # the row's peer is the provider; for shared content, one of several
         columns = (
-            "f.content_id, n.name, f.size, n.words, f.shared, p.peer_id, p.address,"
+            "f.content_id, n.name, n.words, f.shared,"
             " json_object('content_id', f.content_id, 'name', n.name, 'size', f.size,"
             " 'providers', json_array(json_object('peer_id', p.peer_id, 'address', p.address)))"
         )
@@ -573,12 +558,13 @@ class SqliteRegistry:
                 " WHERE p.expires > ?",
                 (now,),
             )
-        found: dict[str, tuple[str, int, list[tuple[str, str]] | None, str | None]] = {}
+        found: dict[str, str] = {}
+        shared_ids: list[str] = []
         checked: dict[str, bool] = {}
         scanned = 0
         glob = query.glob is not None
         spaced_terms = [" " + t for t in query.terms]
-        for content_id, name, size, name_words, shared, peer_id, address, hit in rows:
+        for content_id, name, name_words, shared, hit in rows:
             scanned += 1
             if glob and scanned > GLOB_SCAN_LIMIT:
                 break
@@ -595,19 +581,18 @@ class SqliteRegistry:
                     ok = all(t in padded for t in spaced_terms)
                 checked[name] = ok
             if ok:
-                # the only copy of its content: this live peer is its only provider
-                found[content_id] = (
-                    (name, size, None, None) if shared else (name, size, [(peer_id, address)], hit)
-                )
+                found[content_id] = hit
+                if shared:
+                    shared_ids.append(content_id)
                 if len(found) >= limit:
                     break
         rows.close()
-        shared_ids = [cid for cid, (_, _, refs, _) in found.items() if refs is None]
-        providers = self._providers_of(shared_ids, now) if shared_ids else {}
-        return [
-            (cid, name, size, providers.get(cid, []) if refs is None else refs, hit)
-            for cid, (name, size, refs, hit) in found.items()
-        ]
+        if shared_ids:
+            providers = self._providers_of(shared_ids, now)
+            for cid in shared_ids:
+                hit = json.loads(found[cid])
+                found[cid] = hit_json(cid, hit["name"], hit["size"], providers.get(cid, []))
+        return list(found.values())
 
     def providers(self, content_id: str, now: float) -> SearchHit:
         """The content id's name, size and live providers; ``NotFound`` if none is live."""
