@@ -44,3 +44,23 @@ def test_the_core_imports_no_io() -> None:
 
 def test_public_surface() -> None:
     assert sorted(p2pshare.__all__) == ["P2PShareError", "__version__"]
+
+
+def test_a_command_to_a_running_peer_loads_no_heavy_library() -> None:
+    """Every CLI command is a process of its own: ``p2pshare get`` pays its imports each
+    time (a typer that parsed options with pydantic, or httpx, cost 0.2 s a command)."""
+    probe = (
+        "import sys\n"
+        "from p2pshare.cli.main import main\n"
+        "sys.argv = ['p2pshare', 'status', '--api', 'http://127.0.0.1:9']\n"
+        "try:\n"
+        "    main()\n"
+        "except SystemExit as exc:\n"
+        "    assert exc.code == 3, exc.code  # no peer answers there\n"
+        "heavy = {'pydantic', 'httpx', 'rich.progress', 'grpc', 'fastapi'}\n"
+        "print(sorted(heavy & set(sys.modules)))\n"
+    )
+    done = subprocess.run(
+        [sys.executable, "-c", probe], capture_output=True, text=True, timeout=60, check=True
+    )
+    assert done.stdout.strip() == "[]", done.stdout + done.stderr

@@ -12,22 +12,16 @@ import os
 import sys
 import time
 from pathlib import Path
-from typing import Annotated, Any
+from typing import TYPE_CHECKING, Annotated, Any
 
 import typer
 from rich.console import Console
-from rich.progress import (
-    BarColumn,
-    DownloadColumn,
-    Progress,
-    TextColumn,
-    TimeRemainingColumn,
-    TransferSpeedColumn,
-)
-from rich.table import Table
 
 from p2pshare import errors
 from p2pshare.cli.control_client import ControlClient
+
+if TYPE_CHECKING:
+    from rich.table import Table
 
 # the config module (pydantic-settings) costs a tenth of a second to import:
 # commands that talk to a running peer load it only when no --api is given
@@ -64,6 +58,12 @@ class Source(enum.StrEnum):
     tracker = "tracker"
     overlay = "overlay"
     both = "both"
+
+
+def _table(*columns: str) -> Table:
+    from rich.table import Table  # only for the commands that print one
+
+    return Table(*columns, box=None)
 
 
 def _api_url(api: str | None, config: Path | None) -> str:
@@ -277,7 +277,7 @@ def search(
     if not hits:
         out.print(f"no file matches {query!r}")
         return
-    table = Table("content id", "name", "size", "providers", box=None)
+    table = _table("content id", "name", "size", "providers")
     for hit in hits:
         table.add_row(
             hit["content_id"][:16], hit["name"], _size(hit["size"]), str(len(hit["providers"]))
@@ -303,6 +303,15 @@ def get(
         view = client.post("/v1/downloads", body)
         path = f"/v1/downloads/{view['content_id']}"
         show = not as_json and err.is_terminal
+        from rich.progress import (  # only here: each command is a process of its own
+            BarColumn,
+            DownloadColumn,
+            Progress,
+            TextColumn,
+            TimeRemainingColumn,
+            TransferSpeedColumn,
+        )
+
         with Progress(
             TextColumn("{task.description}"),
             BarColumn(),
@@ -339,7 +348,7 @@ def ls(api: ApiOpt = None, config: ConfigOpt = None, as_json: JsonOpt = False) -
     if as_json:
         _print_json(files)
         return
-    table = Table("content id", "name", "size", box=None)
+    table = _table("content id", "name", "size")
     for f in files:
         table.add_row(f["content_id"][:16], f["name"], _size(f["size"]))
     out.print(table if files else "no shared files")
@@ -360,7 +369,7 @@ def status(api: ApiOpt = None, config: ConfigOpt = None, as_json: JsonOpt = Fals
     out.print(f"neighbours {len(doc['neighbours'])}: {' '.join(doc['neighbours']) or '-'}")
     out.print(f"served {_size(doc['bytes_served'])} in {doc['pieces_served']} pieces")
     if doc["downloads"]:
-        table = Table("download", "state", "progress", "rate", "providers", "note", box=None)
+        table = _table("download", "state", "progress", "rate", "providers", "note")
         for d in doc["downloads"]:
             pct = 100 * d["bytes_done"] / d["size"] if d["size"] else 0
             table.add_row(
@@ -428,7 +437,7 @@ def subscriptions(api: ApiOpt = None, config: ConfigOpt = None, as_json: JsonOpt
     if as_json:
         _print_json(subs)
         return
-    table = Table("id", "query", "into", box=None)
+    table = _table("id", "query", "into")
     for sub in subs:
         table.add_row(sub["id"], sub["query"], sub["into"])
     out.print(table if subs else "no subscriptions")
