@@ -14,6 +14,7 @@ from typing import Any
 
 import httpx
 import pytest
+from prometheus_client.parser import text_string_to_metric_families
 
 from p2pshare.errors import NotFound, PermissionDenied, Unreachable, UsageError
 from p2pshare.localnet import LocalNetwork, TrackerProc, p2pshare_argv, wait_for
@@ -190,6 +191,79 @@ def test_workers_share_one_registry(net):
             conn.close()
     assert served_by == set(workers)
     assert t.stop(signal.SIGTERM) == 0
+    assert "Traceback" not in t.output()
+
+
+def _scrape(host: str, port: int, workers: list[int]) -> tuple[int | None, str]:
+    """``/metrics`` on a new connection: the worker that answered, and the text."""
+    conn = http.client.HTTPConnection(host, port, timeout=10)
+    try:
+        conn.request("GET", "/metrics")
+        r = conn.getresponse()
+        assert r.status == 200
+        assert conn.sock is not None
+        return _server_pid_of_connection(conn.sock.getsockname()[1], workers), r.read().decode()
+    finally:
+        conn.close()
+
+
+def _requests_by_route(text: str) -> tuple[dict[str, float], dict[str, float], float]:
+    """Requests per route from the counter and from the latency histogram's counts,
+    and the live peers gauge, of a ``/metrics`` text."""
+    counted: dict[str, float] = {}
+    timed: dict[str, float] = {}
+    peers = -1.0
+    for family in text_string_to_metric_families(text):
+        for sample in family.samples:
+            route = sample.labels.get("route", "")
+            if sample.name == "p2pshare_tracker_requests_total":
+                counted[route] = counted.get(route, 0) + sample.value
+            elif sample.name == "p2pshare_tracker_request_seconds_count":
+                timed[route] = timed.get(route, 0) + sample.value
+            elif sample.name == "p2pshare_tracker_live_peers":
+                peers = sample.value
+    return counted, timed, peers
+
+
+def test_metrics_of_workers_count_the_whole_tracker(net, tmp_path):
+    """With 2 workers, every scrape counts each request once, whichever worker answers."""
+    run_dir = tmp_path / "tmp"  # where the supervisor makes its metrics directory
+    run_dir.mkdir()
+    t = net.start_tracker(env={"P2PSHARE_TRACKER_WORKERS": "2", "TMPDIR": str(run_dir)})
+    workers = _children(t.pid)
+    assert len(workers) == 2
+    reg = httpx.post(t.url + "/v1/peers", json={"address": "127.0.0.1:1", "files": []}).json()
+    beat = f"/v1/peers/{reg['peer_id']}/heartbeat"
+    host, port = t.url.removeprefix("http://").rsplit(":", 1)
+    served_by: set[int | None] = set()
+    rounds = 40
+    for _ in range(rounds):  # each on a new connection: the kernel spreads them over the workers
+        conn = http.client.HTTPConnection(host, int(port), timeout=10)
+        try:
+            assert _call(conn, "POST", beat, reg["token"])[0] == 200
+            assert _call(conn, "GET", "/v1/search?q=nothing")[0] == 200
+            assert conn.sock is not None
+            served_by.add(_server_pid_of_connection(conn.sock.getsockname()[1], workers))
+        finally:
+            conn.close()
+    assert served_by == set(workers)
+    want = {"/v1/peers": 1, "/v1/peers/{peer_id}/heartbeat": rounds, "/v1/search": rounds}
+    scrapes_by = dict.fromkeys(workers, 0)
+    scrapes = 0
+    # until each worker has answered 3 scrapes (the kernel picks one per connection)
+    while min(scrapes_by.values()) < 3 and scrapes < 40:
+        worker, text = _scrape(host, int(port), workers)
+        assert worker in scrapes_by
+        scrapes_by[worker] += 1
+        counted, timed, peers = _requests_by_route(text)
+        # a scrape is counted once answered: this one is not in its own text
+        assert counted == {**want, **({"/metrics": scrapes} if scrapes else {})}, worker
+        assert timed == counted
+        assert peers == 1
+        scrapes += 1
+    assert min(scrapes_by.values()) >= 3, scrapes_by
+    assert t.stop(signal.SIGTERM) == 0
+    assert list(run_dir.iterdir()) == []  # the metrics directory goes with the tracker
     assert "Traceback" not in t.output()
 
 

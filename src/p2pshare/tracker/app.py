@@ -12,12 +12,13 @@ from __future__ import annotations
 import logging
 import time
 from collections.abc import Awaitable, Callable, Iterable, MutableMapping
+from pathlib import Path
 from typing import Annotated, Any
 from urllib.parse import parse_qsl
 
 from fastapi import FastAPI, Header, Query
 from fastapi.responses import Response
-from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram, generate_latest
+from prometheus_client import Counter, Histogram
 from prometheus_client.exposition import CONTENT_TYPE_LATEST
 from pydantic import BaseModel
 from starlette.exceptions import HTTPException as StarletteHTTPException
@@ -42,6 +43,7 @@ from p2pshare.tracker.limits import (
     Refusal,
     RequestLimits,
 )
+from p2pshare.tracker.metrics import TrackerMetrics
 from p2pshare.tracker.models import (
     ErrorResponse,
     FilesResponse,
@@ -419,34 +421,21 @@ def create_app(
     max_body: int = MAX_BODY_BYTES,
     limits: RequestLimits | None = None,
     network_key: str | None = None,
+    shared_metrics: Path | None = None,
 ) -> FastAPI:
     """The tracker's REST API around ``registry``; ``clock`` gives ``now`` to every call;
     ``limits``: the request rate limit (default: none). With ``network_key`` (a private
-    network) every route but ``/healthz`` needs proof of the key (``tracker.auth``)."""
+    network) every route but ``/healthz`` needs proof of the key (``tracker.auth``).
+    ``shared_metrics``: the directory where every worker of the tracker keeps its
+    metrics (see ``tracker.metrics``); None: this process alone serves the tracker."""
     limits = limits or RequestLimits(rate=0, burst=1)
     app = FastAPI(
         title="p2pshare tracker",
         version="1",
         description="Bootstrap server of p2pshare: live peers, their files, name search.",
     )
-    metrics = CollectorRegistry(auto_describe=True)
-    requests = Counter(
-        "p2pshare_tracker_requests",
-        "HTTP requests answered, by route, method and status.",
-        ["route", "method", "status"],
-        registry=metrics,
-    )
-    latency = Histogram(
-        "p2pshare_tracker_request_seconds",
-        "Time to answer an HTTP request, by route and method.",
-        ["route", "method"],
-        buckets=(0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5),
-        registry=metrics,
-    )
-    live_peers = Gauge("p2pshare_tracker_live_peers", "Peers whose lease runs.", registry=metrics)
-    live_files = Gauge(
-        "p2pshare_tracker_files", "Files shared by live peers (per peer).", registry=metrics
-    )
+    metrics = TrackerMetrics(shared=shared_metrics)
+    requests, latency = metrics.requests, metrics.latency
     auth = RequestAuth(network_key) if network_key else None
     if auth is not None:
         # inside _Edge: refusals are counted, the rate and body limits come first
@@ -461,7 +450,6 @@ def create_app(
         "auth": auth,
     }
     app.state.registry = registry
-    app.state.metrics = metrics
 
     http_errors.install(app, name="tracker")
 
@@ -558,11 +546,9 @@ def create_app(
 
     @app.get("/metrics", response_class=Response)
     async def prometheus() -> Response:
-        """Prometheus text format."""
-        stats = registry.stats(clock())
-        live_peers.set(stats.peers)
-        live_files.set(stats.files)
-        return Response(generate_latest(metrics), media_type=CONTENT_TYPE_LATEST)
+        """Prometheus text format: the whole tracker's, whichever worker answers."""
+        exposition = metrics.exposition(registry.stats(clock()))
+        return Response(exposition, media_type=CONTENT_TYPE_LATEST)
 
     events.install(app, registry)
     return app

@@ -13,7 +13,9 @@ that many worker processes, each with its own socket on the same port
 the one SQLite file; the registry's state is all in that file, so any worker answers
 any request. The first process supervises: it prints the line once every worker
 serves, passes SIGTERM/SIGINT on, and stops them all if one dies. Workers die with it
-(``PR_SET_PDEATHSIG``), even when it is killed with SIGKILL.
+(``PR_SET_PDEATHSIG``), even when it is killed with SIGKILL. It also makes a temporary
+directory for the run, removed when it stops, where each worker keeps its request
+metrics: ``/metrics`` sums them, whichever worker answers (see ``tracker.metrics``).
 
 With a network key, each worker checks proofs of the key with its own replay
 memory (see ``p2pshare.tracker.auth``).
@@ -30,22 +32,26 @@ import ctypes
 import importlib
 import logging
 import os
+import shutil
 import signal
 import socket
 import ssl
 import sys
+import tempfile
 import time
 from collections.abc import Callable, Coroutine, Generator
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 import uvicorn
+from prometheus_client.multiprocess import mark_process_dead
 
 from p2pshare.config import TrackerSettings
 from p2pshare.serving import bind, bound_url, quiet_logs
 from p2pshare.tracker import http_server
 from p2pshare.tracker.app import HotRoutes, create_app, with_hot_routes
 from p2pshare.tracker.limits import RequestLimits
+from p2pshare.tracker.metrics import share_across_workers
 from p2pshare.tracker.registry import (
     HEARTBEAT_FLUSH_SECONDS,
     Registry,
@@ -182,13 +188,15 @@ async def serve(
     sock: socket.socket | None = None,
     ready: Callable[[], None] | None = None,
     purge: bool = True,
+    shared_metrics: Path | None = None,
 ) -> None:
     """Serve the tracker described by ``settings`` until a signal stops it.
 
     ``security``: serve HTTPS with it (else plain HTTP); ``sock``: a bound socket to
     serve on (else one is bound here); ``ready``: called once serving (else the ready
     line is printed); ``purge``: whether this process deletes expired peers (one
-    worker of several does).
+    worker of several does); ``shared_metrics``: the directory of the workers' metrics
+    (a worker of several, after ``metrics.share_across_workers``).
     """
     ssl_context = security.server_context() if security else None
     if sock is None:
@@ -215,6 +223,7 @@ async def serve(
                 neighbour_sample=settings.neighbour_sample,
                 limits=limits,
                 network_key=settings.network_key,
+                shared_metrics=shared_metrics,
             )
         )
         if purge:  # and checkpoint: one process of several does
@@ -278,13 +287,24 @@ def _worker(
     sock: socket.socket,
     ready_fd: int,
     purge: bool,
+    metrics: Path,
 ) -> int:
     def ready() -> None:
         os.write(ready_fd, b"r")
         os.close(ready_fd)
 
     try:
-        _run_loop(serve(settings, security=security, sock=sock, ready=ready, purge=purge))
+        share_across_workers(metrics)
+        _run_loop(
+            serve(
+                settings,
+                security=security,
+                sock=sock,
+                ready=ready,
+                purge=purge,
+                shared_metrics=metrics,
+            )
+        )
     except BaseException:
         log.exception("tracker worker %d failed", os.getpid())
         return 1
@@ -293,6 +313,18 @@ def _worker(
 
 def _supervise(settings: TrackerSettings, workers: int, security: tls.Tls | None) -> int:
     """Fork ``workers`` processes that serve one port; return the exit status."""
+    # the workers' metrics files, of this run alone: an earlier run's counts must not
+    # add up with this one's
+    metrics = Path(tempfile.mkdtemp(prefix="p2pshare-tracker-metrics-"))
+    try:
+        return _fork_workers(settings, workers, security, metrics)
+    finally:
+        shutil.rmtree(metrics, ignore_errors=True)
+
+
+def _fork_workers(
+    settings: TrackerSettings, workers: int, security: tls.Tls | None, metrics: Path
+) -> int:
     # a plain bind first: it fails if anything, even another tracker's workers, holds
     # the port, where a SO_REUSEPORT bind could silently share it
     probe = bind(settings.host, settings.port, key="tracker.port")
@@ -323,7 +355,7 @@ def _supervise(settings: TrackerSettings, workers: int, security: tls.Tls | None
                     if other is not sock:
                         other.close()
                 _die_with_parent(parent)
-                code = _worker(settings, security, sock, write_fd, purge=i == 0)
+                code = _worker(settings, security, sock, write_fd, purge=i == 0, metrics=metrics)
             finally:
                 sys.stdout.flush()
                 sys.stderr.flush()
@@ -367,6 +399,8 @@ def _supervise(settings: TrackerSettings, workers: int, security: tls.Tls | None
         except InterruptedError:
             continue
         alive.discard(pid)
+        # as prometheus_client documents: the live gauges of a dead worker no longer hold
+        mark_process_dead(pid, str(metrics))  # type: ignore[no-untyped-call]
         if code != 0 and not stopping:
             log.error("tracker worker %d exited (status %d): stopping the others", pid, code)
             status = 1
