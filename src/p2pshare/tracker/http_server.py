@@ -137,7 +137,7 @@ class _Connection(asyncio.Protocol):
     # -- asyncio.Protocol ------------------------------------------------------------
 
     def connection_made(self, transport: asyncio.BaseTransport) -> None:
-        self.transport = transport  # type: ignore[assignment]  # uvloop's is no subclass
+        self.transport = transport  # type: ignore[assignment]  # a TCP server's is one
         sock = transport.get_extra_info("socket")
         if sock is not None:
             with contextlib.suppress(OSError):
