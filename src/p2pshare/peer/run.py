@@ -3,30 +3,14 @@
 from __future__ import annotations
 
 import asyncio
-import ctypes
 import gc
 import signal
 
 from p2pshare.config import PeerSettings
+from p2pshare.peer import heap
 from p2pshare.peer.control_api import api_token_for, create_app
 from p2pshare.peer.node import PeerNode
 from p2pshare.serving import HttpServer, bind, bound_url, quiet_logs
-
-M_ARENA_MAX = -8  # glibc's mallopt parameter number
-
-
-def _few_malloc_arenas() -> None:
-    """Let the piece threads share two malloc arenas instead of one each.
-
-    Each stream thread otherwise keeps its own arena of freed 1 MiB buffers; with
-    a dozen threads that is tens of megabytes of peak memory for nothing (the bench
-    saw the downloading peak fall from ~185 to ~155 MB). glibc only; elsewhere a no-op.
-    """
-    try:
-        libc = ctypes.CDLL(None)
-        libc.mallopt(M_ARENA_MAX, 2)
-    except (OSError, AttributeError):
-        pass
 
 
 async def serve(settings: PeerSettings) -> None:
@@ -64,5 +48,5 @@ async def serve(settings: PeerSettings) -> None:
 
 
 def run(settings: PeerSettings) -> None:
-    _few_malloc_arenas()
+    heap.few_arenas()
     asyncio.run(serve(settings))

@@ -16,13 +16,14 @@ import threading
 import time
 from collections.abc import Awaitable, Callable
 from concurrent.futures import ThreadPoolExecutor
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 import grpc
 
 from p2pshare import errors
 from p2pshare.core.piece_picker import PiecePicker
 from p2pshare.core.rate import TokenBucket
+from p2pshare.peer.heap import HeapTrimmer
 from p2pshare.peer.partial import PartialDownload
 from p2pshare.peer.peer_client import PeerClients, PieceCall
 from p2pshare.peer.progress import Download
@@ -55,6 +56,7 @@ class SwarmTools:
     limit: DownloadLimit
     streams_per_provider: int
     pieces_per_request: int
+    heap: HeapTrimmer = field(default_factory=HeapTrimmer)
 
 
 class DownloadLimit:
@@ -149,6 +151,7 @@ class _BatchStream:
                 got.add(index)
                 swarm.tools.limit.wait(len(data))
                 swarm.partial.write_verified(index, data)
+                swarm.tools.heap.received(len(data))
                 self.last_piece = time.monotonic()
                 self.pending.discard(index)
                 self._report(index)
