@@ -18,13 +18,17 @@ METHODS = [f"/{SERVICE.full_name}/{m.name}" for m in SERVICE.methods]
 async def status_of(
     channel: grpc.aio.Channel, method: str, metadata: Metadata, *, timeout: float = 2.0
 ) -> grpc.StatusCode:
-    """How a call of ``method`` with an empty request and ``metadata`` ends (OK if it
-    answers, or streams at least one message before the deadline)."""
+    """How a call of ``method`` with an empty request (none for a client stream) and
+    ``metadata`` ends (OK if it answers, or streams at least one message before the
+    deadline)."""
     desc = SERVICE.methods_by_name[method.rsplit("/", 1)[1]]
     try:
         if desc.client_streaming:
-            # one empty message, then the first answer (or how the call ended)
-            call = channel.stream_stream(method)(iter([b""]), metadata=metadata, timeout=timeout)
+            # opened, and nothing sent: a refusal comes at once (the key is checked as
+            # the call starts); a call let in waits for a message until the deadline. A
+            # message written by the probe would race a refusal, and grpc.aio reports a
+            # write to a call the server just ended as INTERNAL, not the server's status
+            call = channel.stream_stream(method)(metadata=metadata, timeout=timeout)
             async for _ in call:
                 break
             call.cancel()
