@@ -315,8 +315,8 @@ def test_close_writes_pending_heartbeats(tmp_path):
         second.close()
 
 
-def test_checkpoint_from_another_connection_keeps_everything(tmp_path):
-    from p2pshare.tracker.registry import checkpoint
+def test_tidy_from_another_connection_keeps_everything(tmp_path):
+    from p2pshare.tracker.registry import tidy
 
     path = tmp_path / "t.db"
     reg = SqliteRegistry(path, lease_seconds=LEASE, auto_checkpoint=False)
@@ -325,7 +325,7 @@ def test_checkpoint_from_another_connection_keeps_everything(tmp_path):
             reg.register(f"10.0.0.{i}:1", [entry(i, f"file-{i}.iso")], T0)
         wal = path.with_name("t.db-wal")
         assert wal.stat().st_size > 0
-        checkpoint(path)  # while the registry is open and in use
+        tidy(path)  # while the registry is open and in use
         reg.register("10.0.1.1:1", [entry(99, "late.iso")], T0)
         assert len(names_of(reg, "file")) == 50
     finally:
@@ -460,3 +460,26 @@ def test_the_hot_paths_json_is_the_models_json_for_awkward_names(reg):
         h.model_dump(mode="json") for h in hits
     ]
     assert {len(h.providers) for h in hits} == {1, 2}
+
+
+def test_tidy_merges_the_name_index_and_searches_answer_the_same(tmp_path):
+    from p2pshare.tracker.registry import tidy
+
+    path = tmp_path / "t.db"
+    reg = SqliteRegistry(path, lease_seconds=LEASE, auto_checkpoint=False)
+    try:
+        # one registration, one small segment of the name index each
+        for i in range(90):  # names_of answers up to 100
+            reg.register(f"10.0.{i}.1:1", [entry(i, f"show {i % 7} part-{i}.mkv")], T0)
+        before = {q: names_of(reg, q) for q in ("show", "part", "show 3", "pa*")}
+        db = sqlite3.connect(path)
+        pages = db.execute("SELECT count(*) FROM names_fts_data").fetchone()[0]
+        for _ in range(20):
+            tidy(path)
+        assert db.execute("SELECT count(*) FROM names_fts_data").fetchone()[0] < pages
+        db.execute("INSERT INTO names_fts(names_fts) VALUES('integrity-check')")
+        db.close()
+        assert {q: names_of(reg, q) for q in before} == before
+        assert len(before["show"]) == 90 and before["show 3"] < before["show"]
+    finally:
+        reg.close()

@@ -52,7 +52,7 @@ __all__ = [
     "Registry",
     "RegistryStats",
     "SqliteRegistry",
-    "checkpoint",
+    "tidy",
     "fts_terms",
 ]
 
@@ -65,6 +65,7 @@ _SQL_VARS = 500
 MMAP_BYTES = 1 << 30
 CACHE_KIB = 32 << 10
 HEARTBEAT_FLUSH_SECONDS = 0.5
+MERGE_PAGES = 200
 """Renewed leases are written to the file in one transaction at most this often."""
 
 
@@ -207,13 +208,21 @@ def _token_hash(token: str) -> bytes:
     return hashlib.sha256(token.encode("utf-8", "surrogatepass")).digest()
 
 
-def checkpoint(path: Path | str) -> None:
-    """Copy the WAL of the registry at ``path`` into the database, without blocking its
-    readers or writers (a passive checkpoint, on a connection of its own: it may fsync,
-    so the tracker runs it on a thread, never on its event loop)."""
+def tidy(path: Path | str) -> None:
+    """Tidy the registry at ``path`` on a connection of its own (it may fsync: the
+    tracker runs it on a thread, never on its event loop):
+
+    - merge a little of the name index: every registration adds a small FTS5 segment,
+      and a search looks its terms up in every segment. Merged into one, a search over
+      100k names spent 34-40 us in FTS5 instead of 52-55. A step writes at most
+      ``MERGE_PAGES`` pages (~25 ms with the write lock held), nothing once merged;
+    - copy the WAL into the database, without blocking readers or writers (passive).
+    """
     db = sqlite3.connect(str(path), isolation_level=None)
     try:
         db.execute("PRAGMA busy_timeout=5000")
+        # negative: merge segments of any level, towards one, like 'optimize' in steps
+        db.execute("INSERT INTO names_fts(names_fts, rank) VALUES('merge', ?)", (-MERGE_PAGES,))
         db.execute("PRAGMA wal_checkpoint(PASSIVE)").fetchall()
     finally:
         db.close()
@@ -266,7 +275,7 @@ class SqliteRegistry:
         auto_checkpoint: bool = True,
     ) -> None:
         """``auto_checkpoint=False``: commits never copy the WAL into the database (and
-        never fsync it); the owner calls ``checkpoint(path)`` from another thread."""
+        never fsync it); the owner calls ``tidy(path)`` from another thread."""
         self._lease = float(lease_seconds)
         self._rng = rng or random.SystemRandom()
         # renewed leases not yet written: peer pk -> new expiry (see ``heartbeat``)

@@ -59,7 +59,7 @@ from p2pshare.tracker.registry import (
     HEARTBEAT_FLUSH_SECONDS,
     Registry,
     SqliteRegistry,
-    checkpoint,
+    tidy,
 )
 
 if TYPE_CHECKING:
@@ -150,18 +150,19 @@ async def _serve_own(
             loop.remove_signal_handler(sig)
 
 
-CHECKPOINT_SECONDS = 2.0
+TIDY_SECONDS = 2.0
 
 
-async def checkpoint_forever(db: Path, interval: float) -> None:
-    """Copy the WAL into the database every ``interval`` seconds, on a thread: the fsync
-    it may take never stalls the event loop."""
+async def tidy_forever(db: Path, interval: float) -> None:
+    """Tidy the registry every ``interval`` seconds (``registry.tidy``: a step of the
+    name index's merge, a WAL checkpoint), on a thread: the write lock and the fsync it
+    may take never stall the event loop."""
     while True:
         await asyncio.sleep(interval)
         try:
-            await asyncio.to_thread(checkpoint, db)
+            await asyncio.to_thread(tidy, db)
         except Exception:
-            log.exception("checkpointing the registry failed")
+            log.exception("tidying the registry failed")
 
 
 async def flush_forever(registry: Registry, interval: float) -> None:
@@ -219,14 +220,10 @@ async def serve(
                 shared_metrics=shared_metrics,
             )
         )
-        if purge:  # and checkpoint: one process of several does
+        if purge:  # and tidy: one process of several does
             interval = min(settings.lease_seconds / 2, 30.0)
             tasks.append(asyncio.create_task(purge_forever(registry, interval), name="purge"))
-            tasks.append(
-                asyncio.create_task(
-                    checkpoint_forever(settings.db, CHECKPOINT_SECONDS), name="checkpoint"
-                )
-            )
+            tasks.append(asyncio.create_task(tidy_forever(settings.db, TIDY_SECONDS), name="tidy"))
         tasks.append(
             asyncio.create_task(
                 flush_forever(registry, HEARTBEAT_FLUSH_SECONDS), name="flush leases"
