@@ -19,6 +19,45 @@ def test_a_seeder_gets_pieces_in_order_and_each_only_once() -> None:
     assert picker.pick("a", 10) == [6, 7, 8, 9]
 
 
+def test_a_download_begins_at_its_start_and_wraps_around() -> None:
+    held = PieceSet(10)
+    held.add(8)
+    picker: PiecePicker[str] = PiecePicker(10, held, start=7)
+    picker.add_provider("seeder")
+    assert picker.pick("seeder", 5) == [7, 9, 0, 1, 2]
+    assert picker.pick("seeder", 10) == [3, 4, 5, 6]
+
+
+def test_downloaders_that_start_apart_fetch_different_pieces_then_trade() -> None:
+    """Two downloaders of one seeder: each first asks it for pieces from its own start;
+    once each knows the other holds some, rarest first sends each to the other for the
+    pieces only the other has, and to the seeder for those nobody else has."""
+    a: PiecePicker[str] = PiecePicker(8, start=0)
+    b: PiecePicker[str] = PiecePicker(8, start=4)
+    for picker in (a, b):
+        picker.add_provider("seeder")
+    from_seeder_a, from_seeder_b = a.pick("seeder", 2), b.pick("seeder", 2)
+    assert (from_seeder_a, from_seeder_b) == ([0, 1], [4, 5])
+    for picker, got in ((a, from_seeder_a), (b, from_seeder_b)):
+        for index in got:
+            picker.received("seeder", index)
+    has_a, has_b = PieceSet(8), PieceSet(8)
+    for index in from_seeder_a:
+        has_a.add(index)
+    for index in from_seeder_b:
+        has_b.add(index)
+    a.add_provider("b", has_b)
+    b.add_provider("a", has_a)
+    assert a.pick("b", 8) == [4, 5] and b.pick("a", 8) == [0, 1]
+    # the seeder is asked for what neither holds, each from its own start
+    assert a.pick("seeder", 2) == [2, 3] and b.pick("seeder", 2) == [6, 7]
+
+
+def test_a_start_outside_the_file_is_refused() -> None:
+    with pytest.raises(ValueError):
+        PiecePicker(4, start=4)
+
+
 def test_held_pieces_are_never_asked_for() -> None:
     picker: PiecePicker[str] = PiecePicker(6, PieceSet(6, [0, 2, 4]))
     picker.add_provider("a")

@@ -12,6 +12,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
+import random
 import threading
 import time
 from collections.abc import Awaitable, Callable
@@ -174,8 +175,13 @@ class Swarm:
         self.tools = tools
         self.download = download
         self.partial = partial
+        count = partial.manifest.piece_count
         self.picker: PiecePicker[str] = PiecePicker(
-            partial.manifest.piece_count, partial.have, piece_size=partial.manifest.piece_size
+            count,
+            partial.have,
+            piece_size=partial.manifest.piece_size,
+            # each downloader of a file begins somewhere else: see the picker's policy
+            start=random.randrange(count) if count else 0,
         )
         self.initial = providers
         self.workers: dict[str, list[asyncio.Task[None]]] = {}
