@@ -140,13 +140,23 @@ def test_port_in_use_is_one_line_error(tmp_path):
     assert "Traceback" not in done.stderr
 
 
-def _server_pid_of_connection(client_port: int, server_pids: list[int]) -> int | None:
-    """The pid among ``server_pids`` holding the server end of the loopback TCP
-    connection whose client end is ``client_port``."""
+def _server_pid_of_connection(
+    conn: http.client.HTTPConnection, server_pids: list[int]
+) -> int | None:
+    """The pid among ``server_pids`` holding the server end of ``conn``, an established
+    loopback TCP connection (an earlier connection from the same client port may linger
+    in TIME_WAIT, with no process's socket: it is not the one)."""
+    assert conn.sock is not None
+    client_port, server_port = conn.sock.getsockname()[1], conn.sock.getpeername()[1]
     inode = None
     for line in Path("/proc/net/tcp").read_text().splitlines()[1:]:
         fields = line.split()
-        if int(fields[2].split(":")[1], 16) == client_port:
+        local, remote, state = fields[1], fields[2], fields[3]
+        if (
+            int(local.split(":")[1], 16) == server_port
+            and int(remote.split(":")[1], 16) == client_port
+            and state == "01"  # ESTABLISHED
+        ):
             inode = fields[9]
     for pid in server_pids:
         for fd in os.listdir(f"/proc/{pid}/fd"):
@@ -186,7 +196,7 @@ def test_workers_share_one_registry(net):
             assert [h["name"] for h in body["hits"]] == ["w.iso"]
             assert _call(conn, "POST", beat, "forged")[0] == 403
             assert conn.sock is not None
-            served_by.add(_server_pid_of_connection(conn.sock.getsockname()[1], workers))
+            served_by.add(_server_pid_of_connection(conn, workers))
         finally:
             conn.close()
     assert served_by == set(workers)
@@ -202,7 +212,7 @@ def _scrape(host: str, port: int, workers: list[int]) -> tuple[int | None, str]:
         r = conn.getresponse()
         assert r.status == 200
         assert conn.sock is not None
-        return _server_pid_of_connection(conn.sock.getsockname()[1], workers), r.read().decode()
+        return _server_pid_of_connection(conn, workers), r.read().decode()
     finally:
         conn.close()
 
@@ -243,7 +253,7 @@ def test_metrics_of_workers_count_the_whole_tracker(net, tmp_path):
             assert _call(conn, "POST", beat, reg["token"])[0] == 200
             assert _call(conn, "GET", "/v1/search?q=nothing")[0] == 200
             assert conn.sock is not None
-            served_by.add(_server_pid_of_connection(conn.sock.getsockname()[1], workers))
+            served_by.add(_server_pid_of_connection(conn, workers))
         finally:
             conn.close()
     assert served_by == set(workers)
