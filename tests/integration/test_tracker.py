@@ -277,16 +277,27 @@ def test_metrics_of_workers_count_the_whole_tracker(net, tmp_path):
     assert "Traceback" not in t.output()
 
 
-def test_workers_die_with_a_killed_tracker(net):
-    t = net.start_tracker(env={"P2PSHARE_TRACKER_WORKERS": "2"})
+def test_workers_die_with_a_killed_tracker(net, tmp_path):
+    run_dir = tmp_path / "tmp"  # where the supervisor makes its metrics folder
+    run_dir.mkdir()
+    env = {"P2PSHARE_TRACKER_WORKERS": "2", "TMPDIR": str(run_dir)}
+    t = net.start_tracker(env=env)
     workers = _children(t.pid)
     assert len(workers) == 2
+    [left] = list(run_dir.iterdir())
     t.stop(signal.SIGKILL)
     wait_for(
         lambda: not any(os.path.exists(f"/proc/{w}") and _alive(w) for w in workers),
         10,
         "the workers to exit",
     )
+    # a killed supervisor cannot remove its metrics folder: the next tracker does
+    assert left.exists()
+    again = net.start_tracker(env=env)
+    assert not left.exists()
+    assert len(list(run_dir.iterdir())) == 1  # its own
+    assert again.stop(signal.SIGTERM) == 0
+    assert list(run_dir.iterdir()) == []
 
 
 def _alive(pid: int) -> bool:

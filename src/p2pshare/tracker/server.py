@@ -301,11 +301,31 @@ def _worker(
     return 0
 
 
+METRICS_PREFIX = "p2pshare-tracker-metrics-"
+
+
+def _remove_dead_runs_metrics() -> None:
+    """Remove the metrics folders of trackers whose supervisor died without removing
+    its own (SIGKILL): the folder's name holds that supervisor's pid."""
+    root = Path(tempfile.gettempdir())
+    for folder in root.glob(f"{METRICS_PREFIX}*-*"):
+        pid = folder.name.removeprefix(METRICS_PREFIX).split("-", 1)[0]
+        if not pid.isdigit() or folder.stat().st_uid != os.getuid():
+            continue
+        try:
+            os.kill(int(pid), 0)
+        except ProcessLookupError:
+            shutil.rmtree(folder, ignore_errors=True)
+        except PermissionError:
+            pass  # alive, someone else's
+
+
 def _supervise(settings: TrackerSettings, workers: int, security: tls.Tls | None) -> int:
     """Fork ``workers`` processes that serve one port; return the exit status."""
     # the workers' metrics files, of this run alone: an earlier run's counts must not
     # add up with this one's
-    metrics = Path(tempfile.mkdtemp(prefix="p2pshare-tracker-metrics-"))
+    _remove_dead_runs_metrics()
+    metrics = Path(tempfile.mkdtemp(prefix=f"{METRICS_PREFIX}{os.getpid()}-"))
     try:
         return _fork_workers(settings, workers, security, metrics)
     finally:
