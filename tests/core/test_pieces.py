@@ -76,3 +76,11 @@ def test_from_bytes_refuses_bits_past_the_last_piece():
     with pytest.raises(ValueError):
         PieceSet.from_bytes(10, b"\xff\xff")
     assert len(PieceSet.from_bytes(10, b"\xff\xc0")) == 10
+
+
+def test_missing_pieces_come_from_a_start_wrapping_around() -> None:
+    ps = PieceSet(6)
+    ps.add(1)
+    ps.add(4)
+    assert list(ps.missing(3)) == [3, 5, 0, 2]
+    assert list(ps.missing()) == [0, 2, 3, 5]

@@ -57,14 +57,9 @@ class ControlClient:
 
     def _connect(self) -> http.client.HTTPConnection:
         if self._conn is None:
-            if self._scheme == "https":
-                self._conn = http.client.HTTPSConnection(
-                    self._host, self._port, timeout=self._timeout
-                )
-            else:
-                self._conn = http.client.HTTPConnection(
-                    self._host, self._port, timeout=self._timeout
-                )
+            https = self._scheme == "https"
+            kind = http.client.HTTPSConnection if https else http.client.HTTPConnection
+            self._conn = kind(self._host, self._port, timeout=self._timeout)
         return self._conn
 
     def _send(

@@ -168,10 +168,8 @@ class PiecePicker(Generic[P]):
         state = self._providers.get(provider)
         if state is None or limit <= 0:
             return []
-        order = itertools.chain(range(self._start, self._count), range(self._start))
-        held = self._held
         candidates = (
-            i for i in order if i not in held and i not in self._requested and state.has(i)
+            i for i in self._held.missing(self._start) if i not in self._requested and state.has(i)
         )
         if self._seeders == len(self._providers):
             # every provider has every piece: rarity is equal, take the first ones in order

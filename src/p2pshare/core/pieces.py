@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import itertools
 from collections.abc import Iterable, Iterator
 
 
@@ -50,8 +51,10 @@ class PieceSet:
     def __iter__(self) -> Iterator[int]:
         return (i for i in range(self._count) if i in self)
 
-    def missing(self) -> Iterator[int]:
-        return (i for i in range(self._count) if i not in self)
+    def missing(self, start: int = 0) -> Iterator[int]:
+        """The pieces not held, in index order from ``start``, wrapping around."""
+        order = itertools.chain(range(start, self._count), range(min(start, self._count)))
+        return (i for i in order if i not in self)
 
     @property
     def complete(self) -> bool:
