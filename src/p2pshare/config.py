@@ -127,6 +127,13 @@ class TrackerSettings(_NetworkSettings):
     rate_burst: int = Field(
         200, ge=1, le=1_000_000, description="Requests one client address may make at once."
     )
+    search_cache_mb: int = Field(
+        24,
+        ge=0,
+        le=65_536,
+        description="Memory (MiB) each worker process may keep search answers in until a"
+        " change could alter them (0: none kept).",
+    )
     log_level: LogLevel = Field("warning", description="debug, info, warning or error.")
 
 

@@ -242,7 +242,8 @@ def test_metrics_of_workers_count_the_whole_tracker(net, tmp_path):
     t = net.start_tracker(env={"P2PSHARE_TRACKER_WORKERS": "2", "TMPDIR": str(run_dir)})
     workers = _children(t.pid)
     assert len(workers) == 2
-    reg = httpx.post(t.url + "/v1/peers", json={"address": "127.0.0.1:1", "files": []}).json()
+    files = [{"content_id": f"{n:064x}", "name": f"nothing {n}", "size": 1} for n in range(8)]
+    reg = httpx.post(t.url + "/v1/peers", json={"address": "127.0.0.1:1", "files": files}).json()
     beat = f"/v1/peers/{reg['peer_id']}/heartbeat"
     host, port = t.url.removeprefix("http://").rsplit(":", 1)
     served_by: set[int | None] = set()
@@ -272,6 +273,20 @@ def test_metrics_of_workers_count_the_whole_tracker(net, tmp_path):
         assert peers == 1
         scrapes += 1
     assert min(scrapes_by.values()) >= 3, scrapes_by
+    # each worker searched its index once and kept the answer for the others (a worker
+    # adds its search counts every half second)
+    searches: dict[str, float] = {}
+
+    def all_searches_counted() -> bool:
+        searches.clear()
+        for family in text_string_to_metric_families(_scrape(host, int(port), workers)[1]):
+            for sample in family.samples:
+                if sample.name == "p2pshare_tracker_searches_total":
+                    searches[sample.labels["answer"]] = sample.value
+        return sum(searches.values()) == rounds
+
+    wait_for(all_searches_counted, 10, "both workers' search counts")
+    assert searches == {"run": 2, "kept": rounds - 2}
     assert t.stop(signal.SIGTERM) == 0
     assert list(run_dir.iterdir()) == []  # the metrics directory goes with the tracker
     assert "Traceback" not in t.output()

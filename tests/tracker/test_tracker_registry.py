@@ -6,6 +6,7 @@ import hashlib
 import json
 import random
 import sqlite3
+from unittest import mock
 
 import pytest
 from hypothesis import given, settings
@@ -13,8 +14,9 @@ from hypothesis import strategies as st
 
 from p2pshare.core.names import parse_query
 from p2pshare.errors import NotFound, PermissionDenied
+from p2pshare.tracker import registry as registry_module
 from p2pshare.tracker.models import FileEntry
-from p2pshare.tracker.registry import SqliteRegistry, fts_terms
+from p2pshare.tracker.registry import SqliteRegistry, fts_terms, tidy
 
 LEASE = 60.0
 T0 = 1_000_000.0
@@ -316,8 +318,6 @@ def test_close_writes_pending_heartbeats(tmp_path):
 
 
 def test_tidy_from_another_connection_keeps_everything(tmp_path):
-    from p2pshare.tracker.registry import tidy
-
     path = tmp_path / "t.db"
     reg = SqliteRegistry(path, lease_seconds=LEASE, auto_checkpoint=False)
     try:
@@ -463,8 +463,6 @@ def test_the_hot_paths_json_is_the_models_json_for_awkward_names(reg):
 
 
 def test_tidy_merges_the_name_index_and_searches_answer_the_same(tmp_path):
-    from p2pshare.tracker.registry import tidy
-
     path = tmp_path / "t.db"
     reg = SqliteRegistry(path, lease_seconds=LEASE, auto_checkpoint=False)
     try:
@@ -483,3 +481,155 @@ def test_tidy_merges_the_name_index_and_searches_answer_the_same(tmp_path):
         assert len(before["show"]) == 90 and before["show 3"] < before["show"]
     finally:
         reg.close()
+
+
+# -- kept search answers: a caching registry answers as a fresh search would
+
+
+def _answers(reg, queries, now):
+    out = {}
+    for text, limit in queries:
+        hits = reg.search(parse_query(text), limit, now)
+        out[text, limit] = [
+            (h.content_id, h.name, h.size, sorted((p.peer_id, p.address) for p in h.providers))
+            for h in hits
+        ]
+    return out
+
+
+_VOCAB = ["alpha", "alpine", "beta", "bet", "gamma"]
+_QUERIES = [
+    (q, limit)
+    for q in ("a", "al", "alp", "alpha", "be", "beta", "g", "alpha beta", "al ga", "alp*.bin")
+    for limit in (2, 100)
+]
+_CACHE_OPS = st.lists(
+    st.tuples(
+        st.sampled_from(["register", "replace", "patch", "remove", "heartbeat", "tick"]),
+        st.integers(0, 3),  # which address (peer)
+        # files added: (content id, name of 1 to 3 vocabulary words); the same content
+        # id under different names by different peers makes shared content
+        st.lists(
+            st.tuples(st.integers(0, 6), st.lists(st.sampled_from(_VOCAB), min_size=1, max_size=3)),
+            max_size=4,
+        ),
+        st.integers(0, 1),  # through which of the two caching registries
+        st.sampled_from([0.4, 1, 20, 40, 59.5, 61]),  # seconds a tick moves the clock
+    ),
+    max_size=30,
+)
+
+
+@settings(max_examples=60, deadline=None)
+@given(ops=_CACHE_OPS)
+def test_kept_answers_are_what_a_fresh_search_answers(tmp_path_factory, ops):
+    """Two caching registries on one file (two tracker workers) and one that keeps
+    nothing: after any history of registrations, file changes, log-outs, heartbeats and
+    leases running out, made through either, all three answer every query the same."""
+    path = tmp_path_factory.mktemp("reg") / "tracker.db"
+    with mock.patch.object(registry_module, "CACHED_FROM_ROWS", 0):  # keep every answer
+        _check_kept_answers(path, ops)
+
+
+def _check_kept_answers(path, ops) -> None:
+    cached = [
+        SqliteRegistry(path, lease_seconds=LEASE, search_cache_bytes=1 << 20) for _ in range(2)
+    ]
+    fresh = SqliteRegistry(path, lease_seconds=LEASE)
+    now = T0
+    peers: dict[int, tuple[str, str]] = {}
+    try:
+        for op, who, add, via, seconds in ops:
+            reg = cached[via]
+            files = [entry(n, " ".join(ws) + ".bin") for n, ws in add]
+            creds = peers.get(who)
+            try:
+                if op == "tick":
+                    now += seconds
+                elif op == "heartbeat" and creds:
+                    reg.heartbeat(*creds, now)
+                elif op == "replace" and creds:
+                    reg.replace_files(*creds, files, now)
+                elif op == "patch" and creds:
+                    reg.patch_files(*creds, files[1:], [cid(n) for n, _ in add[:1]], now)
+                elif op == "remove" and creds:
+                    reg.remove(*creds, now)
+                    del peers[who]
+                elif op != "remove":
+                    r = reg.register(f"10.0.0.{who}:1", files, now)
+                    peers[who] = (r.peer_id, r.token)
+            except NotFound:  # its lease ran out: gone for good
+                del peers[who]
+            # the tracker's flush task writes renewed leases within half a second
+            for r in cached:
+                r.flush(now)
+            expected = _answers(fresh, _QUERIES, now)
+            for r in cached:
+                assert _answers(r, _QUERIES, now) == expected
+    finally:
+        for r in (*cached, fresh):
+            r.close()
+
+
+def test_a_peer_renewed_on_the_edge_of_its_lease_is_not_left_out_of_kept_answers(tmp_path):
+    """Worker A renews P just before its lease ends but writes it later; meanwhile worker
+    B answers without P (its lease looks over in the file) and keeps that answer. When
+    A's write lands, B must answer with P again."""
+    path = tmp_path / "tracker.db"
+    a = SqliteRegistry(path, lease_seconds=LEASE, search_cache_bytes=1 << 20)
+    b = SqliteRegistry(path, lease_seconds=LEASE, search_cache_bytes=1 << 20)
+    try:
+        p = a.register("10.0.0.1:1", [entry(1, "tux edge.iso")], T0)
+        later = T0 + LEASE / 2
+        q = a.register("10.0.0.2:1", [entry(n, f"tux {n}.iso") for n in range(2, 7)], later)
+        a.flush(T0 + LEASE - 0.3)
+        a.heartbeat(p.peer_id, p.token, T0 + LEASE - 0.2)  # pending in A: flushed 0.1 s ago
+        now = T0 + LEASE + 0.1
+        assert cid(1) not in {h.content_id for h in b.search(parse_query("tux"), 50, now)}
+        a.flush(now + 0.1)
+        found = {h.content_id for h in b.search(parse_query("tux"), 50, now + 0.2)}
+        assert cid(1) in found
+        assert q.peer_id  # Q's five files made B's first answer worth keeping
+    finally:
+        a.close()
+        b.close()
+
+
+def test_a_kept_answer_is_served_again_and_dropped_by_a_matching_change(tmp_path):
+    path = tmp_path / "tracker.db"
+    reg = SqliteRegistry(path, lease_seconds=LEASE, search_cache_bytes=1 << 20)
+    other = SqliteRegistry(path, lease_seconds=LEASE)
+    try:
+        reg.register("10.0.0.1:1", [entry(n, f"tux {n}.iso") for n in range(8)], T0)
+        first = reg.search_json(parse_query("tux"), 50, T0)
+        assert reg.search_json(parse_query("tux"), 50, T0 + 1) == first
+        assert reg.search_cache_counts() == (1, 1)  # one kept answer served, one search run
+        other.register("10.0.0.2:1", [entry(99, "zebra.iso")], T0 + 2)  # matches no "tux"
+        reg.search_json(parse_query("tux"), 50, T0 + 3)
+        assert reg.search_cache_counts() == (2, 1)
+        other.register("10.0.0.3:1", [entry(100, "tuxedo.iso")], T0 + 4)
+        hits = reg.search(parse_query("tux"), 50, T0 + 5)
+        assert cid(100) in {h.content_id for h in hits}
+        assert reg.search_cache_counts() == (2, 2)
+    finally:
+        reg.close()
+        other.close()
+
+
+def test_tidy_trims_the_change_log_and_a_process_behind_it_starts_over(tmp_path, monkeypatch):
+    path = tmp_path / "tracker.db"
+    monkeypatch.setattr(registry_module, "CHANGES_KEPT", 5)
+    reg = SqliteRegistry(path, lease_seconds=LEASE, search_cache_bytes=1 << 20)
+    other = SqliteRegistry(path, lease_seconds=LEASE)
+    try:
+        reg.register("10.0.0.1:1", [entry(n, f"tux {n}.iso") for n in range(8)], T0)
+        assert len(reg.search(parse_query("tux"), 50, T0)) == 8
+        other.register("10.0.0.2:1", [entry(n, f"tuxedo {n}.iso") for n in range(8, 20)], T0)
+        tidy(path)
+        db = sqlite3.connect(path)
+        assert db.execute("SELECT count(*) FROM changes").fetchone()[0] == 5
+        db.close()
+        assert len(reg.search(parse_query("tux"), 50, T0 + 1)) == 20
+    finally:
+        reg.close()
+        other.close()

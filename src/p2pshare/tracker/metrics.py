@@ -3,7 +3,9 @@ several worker processes serve it.
 
 Requests are counted by route, method and status, their latency by route and method;
 live peers and their files are gauges read from the registry when ``/metrics`` is
-scraped.
+scraped. Searches are counted by whether a kept answer served them (``SearchCache``):
+each process adds its registry's counts every half second, and before it answers
+``/metrics``.
 
 One process keeps its counts in memory. With several workers (``tracker.server``) the
 counts of each worker go to its own file in a directory the supervisor makes for the
@@ -81,6 +83,14 @@ class TrackerMetrics:
             buckets=(0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5),
             registry=own,
         )
+        self._searches = Counter(
+            "p2pshare_tracker_searches",
+            "Searches answered, by whether an answer kept from an earlier search served"
+            " them (kept) or the index was searched (run).",
+            ["answer"],
+            registry=own,
+        )
+        self._searches_counted = (0, 0)
         # livemostrecent: across workers, the value the scraping worker just set; the
         # files of a dead worker's live gauges are removed (``mark_process_dead``)
         self._peers = Gauge(
@@ -101,6 +111,15 @@ class TrackerMetrics:
             # the workers' files alone: ``own`` too would show this worker's counts twice
             self._exposed = CollectorRegistry(auto_describe=True)
             MultiProcessCollector(self._exposed, path=str(shared))  # type: ignore[no-untyped-call]
+
+    def count_searches(self, kept: int, run: int) -> None:
+        """Add what the registry's running counts of searches grew by since the last call."""
+        last_kept, last_run = self._searches_counted
+        if kept > last_kept:
+            self._searches.labels("kept").inc(kept - last_kept)
+        if run > last_run:
+            self._searches.labels("run").inc(run - last_run)
+        self._searches_counted = (kept, run)
 
     def exposition(self, stats: RegistryStats) -> bytes:
         """The Prometheus text of every metric, the gauges set from ``stats``."""

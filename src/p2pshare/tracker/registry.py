@@ -22,6 +22,11 @@ so on every insert and delete, whichever path makes them). Most content in a fil
 sharing network has one copy: a search hit whose row says 0 already holds its only
 provider, and only the shared ones cost a second query for their providers.
 
+``changes(seq, content_id, words)`` logs every file row added or removed (triggers,
+whichever path makes them), with its name's words; a row with no content id says
+anything may have changed. Each tracker process reads the log before a search and
+drops the kept answers (``SearchCache``) the changes could alter; ``tidy`` trims it.
+
 ``names.words`` holds the name's words as ``p2pshare.core.names.words`` folds them,
 so the FTS5 prefix query for a term is exactly "some word starts with it"; every
 candidate is still checked with ``Query.matches``, so the tracker never answers a
@@ -44,6 +49,7 @@ from pathlib import Path
 from typing import Protocol
 
 from p2pshare.core.names import Query, words
+from p2pshare.core.search_cache import SearchCache
 from p2pshare.errors import ConfigError, NotFound, PermissionDenied
 from p2pshare.tracker.models import FileEntry, PeerRef, SearchHit, hit_json
 
@@ -67,6 +73,17 @@ CACHE_KIB = 32 << 10
 HEARTBEAT_FLUSH_SECONDS = 0.5
 MERGE_PAGES = 200
 """Renewed leases are written to the file in one transaction at most this often."""
+CHANGES_KEPT = 10_000
+"""``tidy`` trims the change log to about this many rows; a process that has not read
+the rows trimmed drops all its kept answers."""
+_CHANGES_READ = 256
+"""More changes than this since a process last looked: it drops all its kept answers
+instead of reading them."""
+CACHED_FROM_ROWS = 4
+"""A search that visited fewer index rows than this is cheaper to run again than to keep."""
+_COPIES_READ = 1_000
+"""A changed content with more copies than this drops all kept answers (its names are
+not read)."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -117,6 +134,8 @@ class Registry(Protocol):
 
     def search_json(self, query: Query, limit: int, now: float) -> list[str]: ...
 
+    def search_cache_counts(self) -> tuple[int, int]: ...
+
     def providers(self, content_id: str, now: float) -> SearchHit: ...
 
     def live_peers(self, limit: int, now: float) -> list[PeerRef]: ...
@@ -158,6 +177,11 @@ END;
 CREATE TRIGGER IF NOT EXISTS names_ad AFTER DELETE ON names BEGIN
     INSERT INTO names_fts(names_fts, rowid, words) VALUES ('delete', old.id, old.words);
 END;
+CREATE TABLE IF NOT EXISTS changes (
+    seq INTEGER PRIMARY KEY AUTOINCREMENT,
+    content_id TEXT,
+    words TEXT
+);
 CREATE TABLE IF NOT EXISTS files (
     peer INTEGER NOT NULL REFERENCES peers(id) ON DELETE CASCADE,
     content_id TEXT NOT NULL,
@@ -186,6 +210,14 @@ WHEN old.shared = 1 AND (
 BEGIN
     UPDATE files SET shared = 0 WHERE content_id = old.content_id;
 END;
+CREATE TRIGGER IF NOT EXISTS files_changed_in AFTER INSERT ON files BEGIN
+    INSERT INTO changes(content_id, words)
+    VALUES (new.content_id, (SELECT words FROM names WHERE id = new.name_id));
+END;
+CREATE TRIGGER IF NOT EXISTS files_changed_out AFTER DELETE ON files BEGIN
+    INSERT INTO changes(content_id, words)
+    VALUES (old.content_id, (SELECT words FROM names WHERE id = old.name_id));
+END;
 """
 _MARK_SHARED = """
 UPDATE files SET shared = 1 WHERE content_id IN (
@@ -212,6 +244,7 @@ def tidy(path: Path | str) -> None:
     """Tidy the registry at ``path`` on a connection of its own (it may fsync: the
     tracker runs it on a thread, never on its event loop):
 
+    - trim the change log to its last ``CHANGES_KEPT`` rows;
     - merge a little of the name index: every registration adds a small FTS5 segment,
       and a search looks its terms up in every segment. Merged into one, a search over
       100k names spent 34-40 us in FTS5 instead of 52-55. A step writes at most
@@ -223,6 +256,9 @@ def tidy(path: Path | str) -> None:
         db.execute("PRAGMA busy_timeout=5000")
         # negative: merge segments of any level, towards one, like 'optimize' in steps
         db.execute("INSERT INTO names_fts(names_fts, rank) VALUES('merge', ?)", (-MERGE_PAGES,))
+        db.execute(
+            "DELETE FROM changes WHERE seq <= (SELECT max(seq) FROM changes) - ?", (CHANGES_KEPT,)
+        )
         db.execute("PRAGMA wal_checkpoint(PASSIVE)").fetchall()
     finally:
         db.close()
@@ -273,9 +309,12 @@ class SqliteRegistry:
         lease_seconds: float,
         rng: random.Random | None = None,
         auto_checkpoint: bool = True,
+        search_cache_bytes: int = 0,
     ) -> None:
         """``auto_checkpoint=False``: commits never copy the WAL into the database (and
-        never fsync it); the owner calls ``tidy(path)`` from another thread."""
+        never fsync it); the owner calls ``tidy(path)`` from another thread.
+        ``search_cache_bytes``: memory for search answers kept until a change could
+        alter them (0: none kept)."""
         self._lease = float(lease_seconds)
         self._rng = rng or random.SystemRandom()
         # renewed leases not yet written: peer pk -> new expiry (see ``heartbeat``)
@@ -300,6 +339,10 @@ class SqliteRegistry:
             self._db.execute("PRAGMA foreign_keys=ON")
             with self._transaction() as db:
                 self._create_schema(db)
+            self._cache = SearchCache(search_cache_bytes) if search_cache_bytes > 0 else None
+            self._seen = int(
+                self._db.execute("SELECT coalesce(max(seq), 0) FROM changes").fetchone()[0]
+            )
             self._db.execute(
                 "CREATE TEMP TABLE IF NOT EXISTS staging ("
                 " content_id TEXT NOT NULL, name TEXT NOT NULL, words TEXT NOT NULL,"
@@ -393,6 +436,10 @@ class SqliteRegistry:
                 "UPDATE peers SET expires = max(expires, ?) WHERE id = ?",
                 [(expires, pk) for pk, expires in pending.items()],
             )
+            if self._hidden_from <= now:
+                # a peer renewed here may have looked expired to another process, which
+                # then answered searches without it: its kept answers must go
+                db.execute("INSERT INTO changes(content_id, words) VALUES (NULL, NULL)")
         n = len(pending)
         self._pending = {}
         self._hidden_from = math.inf
@@ -544,9 +591,16 @@ class SqliteRegistry:
         if limit <= 0:
             return []
         terms = fts_terms(query)
+        cache = self._cache if terms else None
+        key = (query.terms, query.glob, limit)
+        if cache is not None:
+            self._catch_up(cache)
+            kept = cache.get(key, now)
+            if kept is not None:
+                return list(kept)
         # the row's peer is the provider; for shared content, one of several
         columns = (
-            "f.content_id, n.name, n.words, f.shared,"
+            "f.content_id, n.name, n.words, f.shared, p.expires,"
             " json_object('content_id', f.content_id, 'name', n.name, 'size', f.size,"
             " 'providers', json_array(json_object('peer_id', p.peer_id, 'address', p.address)))"
         )
@@ -571,9 +625,10 @@ class SqliteRegistry:
         shared_ids: list[str] = []
         checked: dict[str, bool] = {}
         scanned = 0
+        valid_until = math.inf  # the answer holds until one of its providers expires
         glob = query.glob is not None
         spaced_terms = [" " + t for t in query.terms]
-        for content_id, name, name_words, shared, hit in rows:
+        for content_id, name, name_words, shared, expires, hit in rows:
             scanned += 1
             if glob and scanned > GLOB_SCAN_LIMIT:
                 break
@@ -593,15 +648,66 @@ class SqliteRegistry:
                 found[content_id] = hit
                 if shared:
                     shared_ids.append(content_id)
+                elif expires < valid_until:
+                    valid_until = expires
                 if len(found) >= limit:
                     break
         rows.close()
         if shared_ids:
-            providers = self._providers_of(shared_ids, now)
+            providers, earliest = self._providers_of(shared_ids, now)
+            valid_until = min(valid_until, earliest)
             for cid in shared_ids:
                 hit = json.loads(found[cid])
                 found[cid] = hit_json(cid, hit["name"], hit["size"], providers.get(cid, []))
-        return list(found.values())
+        hits = list(found.values())
+        if cache is not None and scanned >= CACHED_FROM_ROWS:
+            cache.put(key, terms, hits, valid_until)
+        return hits
+
+    def search_cache_counts(self) -> tuple[int, int]:
+        """Searches answered from kept answers, and searches run, since the start."""
+        cache = self._cache
+        return (cache.hits, cache.misses) if cache is not None else (0, 0)
+
+    def _catch_up(self, cache: SearchCache) -> None:
+        """Drop the kept answers that the changes logged since the last look could alter."""
+        rows = self._db.execute(
+            "SELECT seq, content_id, words FROM changes WHERE seq > ? ORDER BY seq LIMIT ?",
+            (self._seen, _CHANGES_READ + 1),
+        ).fetchall()
+        if not rows:
+            return
+        if len(rows) > _CHANGES_READ or rows[0][0] != self._seen + 1:
+            # too many to be worth reading, or trimmed before this process saw them
+            self._seen = int(self._db.execute("SELECT max(seq) FROM changes").fetchone()[0])
+            cache.clear()
+            return
+        self._seen = rows[-1][0]
+        contents: set[str] = set()
+        for _, content_id, name_words in rows:
+            if content_id is None:
+                cache.clear()
+                return
+            cache.forget_words(name_words.split())
+            contents.add(content_id)
+        # an answer lists a content's providers whatever name matched: the answers of
+        # every other name of a changed content may have changed too
+        for content_id in contents:
+            name_ids = {
+                r[0]
+                for r in self._db.execute(
+                    "SELECT name_id FROM files WHERE content_id = ? LIMIT ?",
+                    (content_id, _COPIES_READ + 1),
+                )
+            }
+            if len(name_ids) > _COPIES_READ:
+                cache.clear()
+                return
+            for (name_words,) in self._db.execute(
+                f"SELECT words FROM names WHERE id IN ({','.join('?' * len(name_ids))})",
+                tuple(name_ids),
+            ):
+                cache.forget_words(name_words.split())
 
     def providers(self, content_id: str, now: float) -> SearchHit:
         """The content id's name, size and live providers; ``NotFound`` if none is live."""
@@ -614,7 +720,7 @@ class SqliteRegistry:
         ).fetchone()
         if row is None:
             raise NotFound(f"no live peer provides {content_id}")
-        refs = self._providers_of([content_id], now).get(content_id, [])
+        refs = self._providers_of([content_id], now)[0].get(content_id, [])
         return SearchHit(
             content_id=content_id,
             name=row[0],
@@ -622,9 +728,11 @@ class SqliteRegistry:
             providers=[PeerRef(peer_id=p, address=a) for p, a in refs],
         )
 
-    def _providers_of(self, content_ids: list[str], now: float) -> dict[str, list[tuple[str, str]]]:
+    def _providers_of(
+        self, content_ids: list[str], now: float
+    ) -> tuple[dict[str, list[tuple[str, str]]], float]:
         """(peer id, address) of up to ``MAX_PROVIDERS`` live providers per content id, the
-        freshest first."""
+        freshest first; and the earliest lease among those listed."""
         found: dict[str, list[tuple[float, str, str]]] = {}
         for start in range(0, len(content_ids), _SQL_VARS):
             chunk = content_ids[start : start + _SQL_VARS]
@@ -637,11 +745,14 @@ class SqliteRegistry:
             ):
                 found.setdefault(cid, []).append((expires, peer_id, address))
         out: dict[str, list[tuple[str, str]]] = {}
+        earliest = math.inf
         for cid, refs in found.items():
             if len(refs) > 1:
                 refs.sort(reverse=True)
-            out[cid] = [(peer_id, address) for _, peer_id, address in refs[:MAX_PROVIDERS]]
-        return out
+            listed = refs[:MAX_PROVIDERS]
+            earliest = min(earliest, listed[-1][0])
+            out[cid] = [(peer_id, address) for _, peer_id, address in listed]
+        return out, earliest
 
     def live_peers(self, limit: int, now: float) -> list[PeerRef]:
         """Up to ``limit`` live peers, the most recently heard of first."""

@@ -54,7 +54,7 @@ from p2pshare.serving import bind, bound_url, quiet_logs
 from p2pshare.tracker import http_server
 from p2pshare.tracker.app import HotRoutes, create_app, with_hot_routes
 from p2pshare.tracker.limits import RequestLimits
-from p2pshare.tracker.metrics import share_across_workers
+from p2pshare.tracker.metrics import TrackerMetrics, share_across_workers
 from p2pshare.tracker.registry import (
     HEARTBEAT_FLUSH_SECONDS,
     Registry,
@@ -165,14 +165,15 @@ async def tidy_forever(db: Path, interval: float) -> None:
             log.exception("tidying the registry failed")
 
 
-async def flush_forever(registry: Registry, interval: float) -> None:
-    """Write renewed leases to the file every ``interval`` seconds."""
+async def flush_forever(registry: Registry, metrics: TrackerMetrics, interval: float) -> None:
+    """Write renewed leases to the file every ``interval`` seconds, and count searches."""
     while True:
         await asyncio.sleep(interval)
         try:
             registry.flush(time.time())
         except Exception:
             log.exception("writing renewed leases failed")
+        metrics.count_searches(*registry.search_cache_counts())
 
 
 async def serve(
@@ -203,7 +204,10 @@ async def serve(
 
     try:
         registry = SqliteRegistry(
-            settings.db, lease_seconds=settings.lease_seconds, auto_checkpoint=False
+            settings.db,
+            lease_seconds=settings.lease_seconds,
+            auto_checkpoint=False,
+            search_cache_bytes=settings.search_cache_mb << 20,
         )
     except Exception:
         sock.close()
@@ -211,22 +215,22 @@ async def serve(
     tasks: list[asyncio.Task[None]] = []
     try:
         limits = RequestLimits(rate=settings.rate_limit, burst=settings.rate_burst)
-        app = with_hot_routes(
-            create_app(
-                registry,
-                neighbour_sample=settings.neighbour_sample,
-                limits=limits,
-                network_key=settings.network_key,
-                shared_metrics=shared_metrics,
-            )
+        api = create_app(
+            registry,
+            neighbour_sample=settings.neighbour_sample,
+            limits=limits,
+            network_key=settings.network_key,
+            shared_metrics=shared_metrics,
         )
+        app = with_hot_routes(api)
         if purge:  # and tidy: one process of several does
             interval = min(settings.lease_seconds / 2, 30.0)
             tasks.append(asyncio.create_task(purge_forever(registry, interval), name="purge"))
             tasks.append(asyncio.create_task(tidy_forever(settings.db, TIDY_SECONDS), name="tidy"))
         tasks.append(
             asyncio.create_task(
-                flush_forever(registry, HEARTBEAT_FLUSH_SECONDS), name="flush leases"
+                flush_forever(registry, api.state.metrics, HEARTBEAT_FLUSH_SECONDS),
+                name="flush leases",
             )
         )
         if http_server.AVAILABLE and os.environ.get("P2PSHARE_TRACKER_HTTP") != "uvicorn":
