@@ -82,9 +82,9 @@ class HttpServer:
             await self._task
 
 
+LOG_FORMAT = "%(asctime)s level=%(levelname)s logger=%(name)s %(message)s"
+
+
 def quiet_logs(level: str) -> None:
     """Structured, quiet-by-default logging for a long-running process."""
-    logging.basicConfig(
-        level=level.upper(),
-        format="%(asctime)s level=%(levelname)s logger=%(name)s %(message)s",
-    )
+    logging.basicConfig(level=level.upper(), format=LOG_FORMAT)

@@ -315,6 +315,34 @@ def test_workers_die_with_a_killed_tracker(net, tmp_path):
     assert list(run_dir.iterdir()) == []
 
 
+def _vm_hwm_kb(pid: int) -> int:
+    for line in Path(f"/proc/{pid}/status").read_text().splitlines():
+        if line.startswith("VmHWM:"):
+            return int(line.split()[1])
+    raise AssertionError(f"no VmHWM for {pid}")
+
+
+def test_the_supervisor_of_workers_is_small_and_stops_them(net, tmp_path):
+    """Once its workers are forked the supervisor runs a small program (the same pid):
+    none of the app's modules, a fraction of a worker's memory, and SIGTERM still
+    goes to the workers."""
+    run_dir = tmp_path / "tmp"  # where the supervisor makes its metrics folder
+    run_dir.mkdir()
+    t = net.start_tracker(env={"P2PSHARE_TRACKER_WORKERS": "2", "TMPDIR": str(run_dir)})
+    workers = _children(t.pid)
+    assert len(workers) == 2
+    mapped = Path(f"/proc/{t.pid}/maps").read_text()
+    assert "pydantic_core" not in mapped
+    assert "site-packages" not in mapped  # no extension module of any dependency
+    own = _vm_hwm_kb(t.pid)  # ~10 MB, against ~50 MB for an idle worker
+    assert own < 30_000
+    assert own < min(_vm_hwm_kb(w) for w in workers) / 2
+    assert t.stop(signal.SIGTERM) == 0
+    assert not any(_alive(w) for w in workers)
+    assert list(run_dir.iterdir()) == []
+    assert "Traceback" not in t.output()
+
+
 def _alive(pid: int) -> bool:
     with contextlib.suppress(OSError):
         return Path(f"/proc/{pid}/stat").read_text().split(")")[-1].split()[0] != "Z"

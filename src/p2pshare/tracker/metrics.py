@@ -108,8 +108,11 @@ class TrackerMetrics:
         if shared is None:
             self._exposed = own
         else:
-            # the workers' files alone: ``own`` too would show this worker's counts twice
-            self._exposed = CollectorRegistry(auto_describe=True)
+            # the workers' files alone: ``own`` too would show this worker's counts twice.
+            # Not auto_describe: registering would then read every worker's files, and
+            # a worker starting beside this one may have just created its own, still
+            # empty (a struct.error that stopped this worker, so the whole tracker)
+            self._exposed = CollectorRegistry()
             MultiProcessCollector(self._exposed, path=str(shared))  # type: ignore[no-untyped-call]
 
     def count_searches(self, kept: int, run: int) -> None:

@@ -11,9 +11,11 @@ With ``workers`` > 1 (``P2PSHARE_TRACKER_WORKERS``; 0: one per CPU) the process 
 that many worker processes, each with its own socket on the same port
 (``SO_REUSEPORT``: the kernel spreads connections evenly) and its own connection to
 the one SQLite file; the registry's state is all in that file, so any worker answers
-any request. The first process supervises: it prints the line once every worker
-serves, passes SIGTERM/SIGINT on, and stops them all if one dies. Workers die with it
-(``PR_SET_PDEATHSIG``), even when it is killed with SIGKILL. It also makes a temporary
+any request. The first process then becomes their supervisor, a small program of its
+own (``tracker.supervisor``, exec'd: the same pid, a sixth of a worker's memory): it
+prints the line once every worker serves, passes SIGTERM/SIGINT on, and stops them
+all if one dies. Workers die with it (``PR_SET_PDEATHSIG``), even when it is killed
+with SIGKILL. It also makes a temporary
 directory for the run, removed when it stops, where each worker keeps its request
 metrics: ``/metrics`` sums them, whichever worker answers (see ``tracker.metrics``).
 
@@ -44,14 +46,13 @@ import tempfile
 import time
 from collections.abc import Callable, Generator
 from pathlib import Path
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, NoReturn
 
 import uvicorn
-from prometheus_client.multiprocess import mark_process_dead
 
 from p2pshare.config import TrackerSettings
-from p2pshare.serving import bind, bound_url, quiet_logs
-from p2pshare.tracker import http_server
+from p2pshare.serving import LOG_FORMAT, bind, bound_url, quiet_logs
+from p2pshare.tracker import http_server, supervisor
 from p2pshare.tracker.app import HotRoutes, create_app, with_hot_routes
 from p2pshare.tracker.limits import RequestLimits
 from p2pshare.tracker.metrics import TrackerMetrics, share_across_workers
@@ -87,7 +88,7 @@ def run(settings: TrackerSettings) -> None:
     if workers <= 1:
         asyncio.run(serve(settings, security=security))
     else:
-        sys.exit(_supervise(settings, workers, security))
+        _supervise(settings, workers, security)
 
 
 def workers_of(settings: TrackerSettings) -> int:
@@ -324,21 +325,23 @@ def _remove_dead_runs_metrics() -> None:
             pass  # alive, someone else's
 
 
-def _supervise(settings: TrackerSettings, workers: int, security: tls.Tls | None) -> int:
-    """Fork ``workers`` processes that serve one port; return the exit status."""
+def _supervise(settings: TrackerSettings, workers: int, security: tls.Tls | None) -> NoReturn:
+    """Fork ``workers`` processes that serve one port, then become their supervisor
+    (``tracker.supervisor``, which exits with the tracker's status)."""
     # the workers' metrics files, of this run alone: an earlier run's counts must not
     # add up with this one's
     _remove_dead_runs_metrics()
     metrics = Path(tempfile.mkdtemp(prefix=f"{METRICS_PREFIX}{os.getpid()}-"))
     try:
-        return _fork_workers(settings, workers, security, metrics)
-    finally:
+        _fork_workers(settings, workers, security, metrics)
+    except BaseException:  # the supervisor program removes it once it runs
         shutil.rmtree(metrics, ignore_errors=True)
+        raise
 
 
 def _fork_workers(
     settings: TrackerSettings, workers: int, security: tls.Tls | None, metrics: Path
-) -> int:
+) -> NoReturn:
     # a plain bind first: it fails if anything, even another tracker's workers, holds
     # the port, where a SO_REUSEPORT bind could silently share it
     probe = bind(settings.host, settings.port, key="tracker.port")
@@ -358,12 +361,16 @@ def _fork_workers(
     read_fd, write_fd = os.pipe()
     sys.stdout.flush()
     sys.stderr.flush()
+    # held from here until the supervisor program has its handlers (it unblocks them):
+    # a SIGTERM meanwhile still stops the workers cleanly, not by PR_SET_PDEATHSIG
+    signal.pthread_sigmask(signal.SIG_BLOCK, supervisor.STOP_SIGNALS)
     children: list[int] = []
     for i, sock in enumerate(socks):
         pid = os.fork()
         if pid == 0:  # the worker
             code = 1
             try:
+                signal.pthread_sigmask(signal.SIG_UNBLOCK, supervisor.STOP_SIGNALS)
                 os.close(read_fd)
                 for other in socks:
                     if other is not sock:
@@ -378,45 +385,11 @@ def _fork_workers(
     os.close(write_fd)
     for sock in socks:
         sock.close()
-
-    stopping = False
-
-    def stop(signum: int, frame: object) -> None:
-        nonlocal stopping
-        stopping = True
-        for pid in children:
-            with contextlib.suppress(ProcessLookupError):
-                os.kill(pid, signal.SIGTERM)
-
-    signal.signal(signal.SIGTERM, stop)
-    signal.signal(signal.SIGINT, stop)
-    with os.fdopen(read_fd, "rb") as ready:
-        # each worker writes one byte once it serves; EOF early means one failed
-        got = 0
-        while got < workers:
-            chunk = ready.read1(workers - got)
-            if not chunk:
-                break
-            got += len(chunk)
-    if got == workers and not stopping:
-        print(READY_LINE.format(url=url), flush=True)
-    elif not stopping:
-        log.error("a tracker worker did not start: stopping the others")
-        stop(signal.SIGTERM, None)
-    status = 0
-    alive = set(children)
-    while alive:
-        try:
-            pid, code = os.wait()
-        except ChildProcessError:
-            break
-        except InterruptedError:
-            continue
-        alive.discard(pid)
-        # as prometheus_client documents: the live gauges of a dead worker no longer hold
-        mark_process_dead(pid, str(metrics))  # type: ignore[no-untyped-call]
-        if code != 0 and not stopping:
-            log.error("tracker worker %d exited (status %d): stopping the others", pid, code)
-            status = 1
-            stop(signal.SIGTERM, None)
-    return status if got == workers else 1
+    os.set_inheritable(read_fd, True)
+    argv = [sys.executable, "-I", "-S", supervisor.__file__, str(read_fd), str(metrics)]
+    argv += [settings.log_level, LOG_FORMAT]
+    argv += [READY_LINE.format(url=url), *map(str, children)]
+    # the same pid in a small program (see ``tracker.supervisor``): the workers stay its
+    # children and keep their PR_SET_PDEATHSIG. Should exec fail, the error stops this
+    # process and the workers with it.
+    os.execv(sys.executable, argv)
