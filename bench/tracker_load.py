@@ -37,6 +37,7 @@ import statistics
 import subprocess
 import sys
 import time
+import urllib.request
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -247,7 +248,9 @@ def free_port() -> int:
         return int(s.getsockname()[1])
 
 
-def start_tracker(db: Path, log: Path, workers: int | None, rate_limit: float) -> Server:
+def start_tracker(
+    db: Path, log: Path, workers: int | None, rate_limit: float, search_cache_mb: int | None
+) -> Server:
     exe = Path(sys.executable).parent / "p2pshare"
     argv = [str(exe), "tracker", "--host", LOOPBACK, "--port", "0", "--db", str(db)]
     env = {
@@ -259,6 +262,8 @@ def start_tracker(db: Path, log: Path, workers: int | None, rate_limit: float) -
     }
     if workers is not None:
         env["P2PSHARE_TRACKER_WORKERS"] = str(workers)
+    if search_cache_mb is not None:
+        env["P2PSHARE_TRACKER_SEARCH_CACHE_MB"] = str(search_cache_mb)
     sink = log.open("wb")
     popen = subprocess.Popen(argv, stdout=subprocess.PIPE, stderr=sink, env=env)
     assert popen.stdout is not None
@@ -307,6 +312,18 @@ def vm_hwm_mb(pids: list[int]) -> float:
                 if line.startswith("VmHWM:"):
                     total += int(line.split()[1])
     return round(total / 1024, 1)
+
+
+def search_counts(url: str) -> tuple[int, int]:
+    """The tracker's searches answered from kept answers, and run, from ``/metrics`` (each
+    worker adds its counts every half second: wait that long first)."""
+    time.sleep(0.6)
+    with urllib.request.urlopen(url + "/metrics", timeout=10) as r:
+        text = r.read().decode()
+    counts = dict.fromkeys(("kept", "run"), 0)
+    for m in re.finditer(r'^p2pshare_tracker_searches_total\{answer="(\w+)"\} (\S+)$', text, re.M):
+        counts[m[1]] = int(float(m[2]))
+    return counts["kept"], counts["run"]
 
 
 # -- wrk ----------------------------------------------------------------------------------
@@ -446,7 +463,9 @@ def run_load(args: argparse.Namespace, report: dict[str, Any]) -> None:
     ot_args = [str(OUT / "hashes.txt"), str(peers)]
     ot_script = BENCH / "tracker_announce.lua"
     load["opentracker"] = []
-    tracker = start_tracker(db, OUT / "tracker-load.log", args.workers, args.rate_limit)
+    tracker = start_tracker(
+        db, OUT / "tracker-load.log", args.workers, args.rate_limit, args.search_cache_mb
+    )
     ot = start_opentracker(OUT / "opentracker", hashes)
     try:
         url = f"http://{LOOPBACK}:{tracker.port}"
@@ -458,13 +477,18 @@ def run_load(args: argparse.Namespace, report: dict[str, Any]) -> None:
         # VM the speed of the CPUs moves by a third from one minute to the next
         for rnd in range(args.rounds):
             for c in (64, 256):
+                before = search_counts(url)
                 r = wrk(url, mix, wargs, connections=c, seconds=seconds)
                 r["round"] = rnd
+                r["searches_kept"], r["searches_run"] = (
+                    now - then for now, then in zip(search_counts(url), before, strict=True)
+                )
                 load["runs"].append(r)
                 print(
                     f"load: p2pshare tracker c={c}: {r['rps']:.0f} req/s, p50 {r['p50_ms']} ms,"
                     f" p99 {r['p99_ms']} ms, non-2xx {r['non_2xx']}, socket errors"
-                    f" {r['socket_errors']}",
+                    f" {r['socket_errors']}; searches answered from kept answers"
+                    f" {r['searches_kept']}, run {r['searches_run']}",
                     flush=True,
                 )
                 r = wrk(ot_url, ot_script, ot_args, connections=c, seconds=seconds)
@@ -527,7 +551,9 @@ def run_search(args: argparse.Namespace, report: dict[str, Any]) -> None:
     print(f"search: indexed {peers * per_peer} files ({peers} peers) in {built:.1f}s", flush=True)
     search: dict[str, Any] = {"files": peers * per_peer, "peers": peers, "runs": []}
     report["search"] = search
-    tracker = start_tracker(db, OUT / "tracker-search.log", args.workers, args.rate_limit)
+    tracker = start_tracker(
+        db, OUT / "tracker-search.log", args.workers, args.rate_limit, args.search_cache_mb
+    )
     try:
         search_latency(tracker.port, search_queries(vocab, 200, rng), 1)  # warm up
         for conc in (1, 8, 32):
@@ -592,6 +618,13 @@ def main(argv: list[str] | None = None) -> int:
         default=0,
         help="P2PSHARE_TRACKER_RATE_LIMIT for the tracker (default 0: off, since all the"
         " load comes from 127.0.0.1)",
+    )
+    parser.add_argument(
+        "--search-cache-mb",
+        type=int,
+        default=None,
+        help="P2PSHARE_TRACKER_SEARCH_CACHE_MB for the tracker (default: the tracker's; 0:"
+        " every search searches the index)",
     )
     args = parser.parse_args(argv)
     ensure_tools()

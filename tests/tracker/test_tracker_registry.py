@@ -456,9 +456,7 @@ def test_the_hot_paths_json_is_the_models_json_for_awkward_names(reg):
     query = parse_query("*")
     hits = reg.search(query, 500, T0)
     assert len(hits) == len(files)
-    assert [json.loads(h) for h in reg.search_json(query, 500, T0)] == [
-        h.model_dump(mode="json") for h in hits
-    ]
+    assert json.loads(reg.search_json(query, 500, T0)) == [h.model_dump(mode="json") for h in hits]
     assert {len(h.providers) for h in hits} == {1, 2}
 
 

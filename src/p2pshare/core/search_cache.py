@@ -15,11 +15,10 @@ A query's terms are the words every matching name has a word starting with, so a
 name word ``w`` can only touch answers filed under a prefix of ``w``: invalidation
 looks up ``len(w)`` keys, however many answers are kept.
 
-Memory is bounded by ``max_bytes``, the least recently used answers going first. The
-same hit (a content id with its name and providers) is in the answers of every word
-of its name, so each distinct hit string is kept once and shared by the answers that
-hold it: over the load benchmark's 5,000 one-word queries that is 21 MB of hits
-instead of 58.
+Memory is bounded by ``max_bytes``, the least recently used answers going first. An
+answer is kept as one opaque value (the tracker keeps the JSON it sends, compressed):
+keeping each hit once and sharing it between answers took less memory only when the
+cache held nearly every answer, and its bookkeeping cost 60-100 us per answer kept.
 """
 
 from __future__ import annotations
@@ -31,27 +30,15 @@ from dataclasses import dataclass
 __all__ = ["SearchCache"]
 
 _ENTRY_BYTES = 240
-"""What an answer costs beside its hits: the key, the list, the entry, the dict slots."""
-_SLOT_BYTES = 8
-_SHARED_BYTES = 120
-"""What a distinct hit string costs beside itself: its holder and the dict slot."""
+"""What an answer costs beside its value: the key, the entry, the dict slots, its terms."""
 
 
 @dataclass(slots=True)
 class _Answer:
-    hits: list[str]
+    value: bytes
     terms: tuple[str, ...]
     valid_until: float
-
-
-@dataclass(slots=True)
-class _Shared:
-    text: str
-    refs: int
-
-
-def _answer_bytes(hits: int) -> int:
-    return _ENTRY_BYTES + _SLOT_BYTES * hits
+    size: int
 
 
 class SearchCache:
@@ -64,12 +51,11 @@ class SearchCache:
         self.misses = 0
         self._answers: dict[Hashable, _Answer] = {}  # least recently used first
         self._by_term: dict[str, set[Hashable]] = {}
-        self._strings: dict[str, _Shared] = {}
 
     def __len__(self) -> int:
         return len(self._answers)
 
-    def get(self, key: Hashable, now: float) -> list[str] | None:
+    def get(self, key: Hashable, now: float) -> bytes | None:
         """The answer kept for ``key`` if it still holds at ``now``."""
         answer = self._answers.pop(key, None)
         if answer is not None and now >= answer.valid_until:
@@ -80,12 +66,10 @@ class SearchCache:
             return None
         self.hits += 1
         self._answers[key] = answer  # now the most recently used
-        return answer.hits
+        return answer.value
 
-    def put(
-        self, key: Hashable, terms: Sequence[str], hits: Sequence[str], valid_until: float
-    ) -> None:
-        """Keep ``hits`` for ``key`` until a name with a word starting with one of
+    def put(self, key: Hashable, terms: Sequence[str], value: bytes, valid_until: float) -> None:
+        """Keep ``value`` for ``key`` until a name with a word starting with one of
         ``terms`` changes (``forget_words``), or until ``valid_until``. ``terms`` must
         not be empty: an answer no term bounds could change with any name."""
         if not terms:
@@ -93,20 +77,14 @@ class SearchCache:
         old = self._answers.pop(key, None)
         if old is not None:
             self._release(key, old)
-        kept: list[str] = []
-        for hit in hits:
-            shared = self._strings.get(hit)
-            if shared is None:
-                shared = self._strings[hit] = _Shared(hit, 0)
-                self.bytes += sys.getsizeof(hit) + _SHARED_BYTES
-            shared.refs += 1
-            kept.append(shared.text)
-        answer = _Answer(kept, tuple(dict.fromkeys(terms)), valid_until)
+        answer = _Answer(
+            value, tuple(dict.fromkeys(terms)), valid_until, sys.getsizeof(value) + _ENTRY_BYTES
+        )
         self._answers[key] = answer
         for term in answer.terms:
             self._by_term.setdefault(term, set()).add(key)
-        self.bytes += _answer_bytes(len(kept))
-        while self.bytes > self.max_bytes and self._answers:
+        self.bytes += answer.size
+        while self.bytes > self.max_bytes:
             oldest = next(iter(self._answers))
             self._release(oldest, self._answers.pop(oldest))
 
@@ -125,7 +103,6 @@ class SearchCache:
     def clear(self) -> None:
         self._answers.clear()
         self._by_term.clear()
-        self._strings.clear()
         self.bytes = 0
 
     def _release(self, key: Hashable, answer: _Answer) -> None:
@@ -135,10 +112,4 @@ class SearchCache:
             keys.discard(key)
             if not keys:
                 del self._by_term[term]
-        for hit in answer.hits:
-            shared = self._strings[hit]
-            shared.refs -= 1
-            if not shared.refs:
-                del self._strings[hit]
-                self.bytes -= sys.getsizeof(hit) + _SHARED_BYTES
-        self.bytes -= _answer_bytes(len(answer.hits))
+        self.bytes -= answer.size

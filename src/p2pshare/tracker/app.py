@@ -334,7 +334,7 @@ class HotRoutes:
             status, body = _failure(exc, "GET", _SEARCH_ROUTE)
         else:
             status = 200
-            body = ('{"hits":[' + ",".join(hits) + "]}").encode()
+            body = b'{"hits":' + hits + b"}"
         self._count(_SEARCH_ROUTE, "GET", status, start)
         return status, body, ()
 

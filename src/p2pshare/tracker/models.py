@@ -10,7 +10,7 @@ from __future__ import annotations
 import json
 from typing import Annotated
 
-from pydantic import AfterValidator, BaseModel, ConfigDict, Field
+from pydantic import AfterValidator, BaseModel, ConfigDict, Field, TypeAdapter
 
 from p2pshare.core.manifest import check_content_id
 from p2pshare.core.paths import check_share_name
@@ -29,6 +29,7 @@ __all__ = [
     "PeerRef",
     "PeersResponse",
     "ProvidersResponse",
+    "SEARCH_HITS",
     "RegisterRequest",
     "RegisterResponse",
     "ReplaceFilesRequest",
@@ -189,6 +190,10 @@ compact_json = json.JSONEncoder(
     ensure_ascii=False, separators=(",", ":"), check_circular=False
 ).encode
 """JSON as the tracker's hot routes write it: compact, UTF-8 kept."""
+
+
+SEARCH_HITS = TypeAdapter(list[SearchHit])
+"""Reads a JSON array of search hits (``Registry.search_json``) into models."""
 
 
 def hit_json(content_id: str, name: str, size: int, providers: list[tuple[str, str]]) -> str:
