@@ -158,6 +158,37 @@ def test_neighbours_are_other_live_peers(reg):
     assert len(reg.register("10.0.1.2:1", [], T0, neighbours=100).neighbours) == 6
 
 
+def test_a_sample_is_uniform_over_live_peers_whatever_the_gaps_in_ids(tmp_path):
+    """Rejection sampling on row ids: peers after a run of deleted ids are no likelier
+    than others, expired and excluded peers never come, and with few live peers the
+    sample falls back to all of them."""
+    reg = SqliteRegistry(tmp_path / "t.db", lease_seconds=LEASE, rng=random.Random(3))
+    try:
+        regs = [reg.register(f"10.0.0.{i}:1", [], T0, neighbours=0) for i in range(40)]
+        for r in regs[10:30]:  # a gap of 20 ids before regs[30]
+            reg.remove(r.peer_id, r.token, T0)
+        live = [r.peer_id for r in regs[:10] + regs[30:]]
+        counts = dict.fromkeys(live, 0)
+        for _ in range(2_000):
+            picked = [p.peer_id for p in reg.sample(4, (live[0],), T0)]
+            assert len(set(picked)) == 4
+            for peer_id in picked:
+                counts[peer_id] += 1
+        assert counts.pop(live[0]) == 0
+        # 8,000 picks over 19 peers: 421 each on average; a peer after the gap, if
+        # favoured, would get about 20 times that
+        assert max(counts.values()) < 1.3 * min(counts.values()), counts
+        later = T0 + LEASE + 1
+        reg.heartbeat(regs[0].peer_id, regs[0].token, T0 + LEASE / 2)
+        reg.heartbeat(regs[35].peer_id, regs[35].token, T0 + LEASE / 2)
+        assert {p.peer_id for p in reg.sample(8, (), later)} == {
+            regs[0].peer_id,
+            regs[35].peer_id,
+        }
+    finally:
+        reg.close()
+
+
 def test_live_peers_lists_the_most_recent_first(reg):
     a = reg.register("10.0.0.1:1", [], T0)
     b = reg.register("10.0.0.2:1", [], T0 + 1)

@@ -81,6 +81,8 @@ the rows trimmed drops all its kept answers."""
 _CHANGES_READ = 256
 """More changes than this since a process last looked: it drops all its kept answers
 instead of reading them."""
+SAMPLE_TRIES_PER_PEER = 8
+"""``sample`` tries this many random row ids per peer wanted before reading them all."""
 CACHED_FROM_ROWS = 4
 """A search that visited fewer index rows than this is cheaper to run again than to keep."""
 _COPIES_READ = 1_000
@@ -776,11 +778,34 @@ class SqliteRegistry:
         ]
 
     def sample(self, n: int, exclude: Iterable[str], now: float) -> list[PeerRef]:
-        """Up to ``n`` live peers chosen at random, none of whose ids is in ``exclude``."""
+        """Up to ``n`` live peers chosen at random, none of whose ids is in ``exclude``.
+
+        Rejection sampling: a random row id between the smallest and the largest, kept
+        if its peer is live and not excluded, so each such peer is as likely as any
+        other; one indexed read per try. Reading every live peer to pick 8 took a
+        registration 14 ms with 10,000 peers, and a tenth of a tracker's time at 10
+        registrations per second. When ids are sparse or live peers few, the tries
+        run out and it picks among all of them.
+        """
         self._fresh(now)
         if n <= 0:
             return []
         skip = set(exclude)
+        lo, hi = self._db.execute("SELECT min(id), max(id) FROM peers").fetchone()
+        if lo is None:
+            return []
+        found: dict[int, PeerRef] = {}
+        for _ in range(SAMPLE_TRIES_PER_PEER * n):
+            pk = self._rng.randint(lo, hi)
+            if pk in found:
+                continue
+            row = self._db.execute(
+                "SELECT peer_id, address FROM peers WHERE id = ? AND expires > ?", (pk, now)
+            ).fetchone()
+            if row is not None and row[0] not in skip:
+                found[pk] = PeerRef(peer_id=row[0], address=row[1])
+                if len(found) == n:
+                    return list(found.values())
         ids = [
             pk
             for pk, peer_id in self._db.execute(
