@@ -36,6 +36,7 @@ import socket
 import statistics
 import subprocess
 import sys
+import threading
 import time
 import urllib.request
 from dataclasses import dataclass
@@ -319,6 +320,60 @@ def vm_hwm_mb(pids: list[int]) -> float:
     return round(total / 1024, 1)
 
 
+class Churn:
+    """Registers new peers (10 files each, names as in the registry) through the
+    tracker's REST API at ``rate`` per second, on a thread, while in a ``with``: peers
+    joining while the load runs, which change the index and so the searches' answers."""
+
+    def __init__(self, url: str, rate: float, vocab: list[str], seed: int) -> None:
+        self.url, self.rate, self.vocab = url, rate, vocab
+        self.rng = random.Random(seed)
+        self.registered = 0
+        self.seconds = 0.0
+        self._stop = threading.Event()
+        self._thread = threading.Thread(target=self._run, name="churn", daemon=True)
+
+    def __enter__(self) -> Churn:
+        if self.rate > 0:
+            self._thread.start()
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self._stop.set()
+        if self._thread.is_alive():
+            self._thread.join(10)
+
+    def _files(self) -> list[dict[str, Any]]:
+        files: list[dict[str, Any]] = []
+        while len(files) < 10:
+            name = file_name(self.vocab, self.rng)
+            entry = {"content_id": self.rng.randbytes(32).hex(), "name": name, "size": 1}
+            with contextlib.suppress(ValueError):  # a name the tracker would refuse
+                FileEntry.model_validate(entry)
+                files.append(entry)
+        return files
+
+    def _run(self) -> None:
+        start = time.monotonic()
+        n = 0
+        while not self._stop.is_set():
+            body = {
+                "address": f"11.{n >> 16 & 255}.{n >> 8 & 255}.{n & 255}:1",
+                "files": self._files(),
+            }
+            request = urllib.request.Request(
+                self.url + "/v1/peers",
+                json.dumps(body).encode(),
+                {"Content-Type": "application/json"},
+            )
+            with urllib.request.urlopen(request, timeout=10) as r:
+                r.read()
+            n += 1
+            self.registered = n
+            self._stop.wait(max(0.0, start + n / self.rate - time.monotonic()))
+        self.seconds = time.monotonic() - start
+
+
 def search_counts(url: str) -> tuple[int, int]:
     """The tracker's searches answered from kept answers, and run, from ``/metrics`` (each
     worker adds its counts every half second: wait that long first)."""
@@ -486,8 +541,11 @@ def run_load(args: argparse.Namespace, report: dict[str, Any]) -> None:
         for rnd in range(args.rounds):
             for c in (64, 256):
                 before = search_counts(url)
-                r = wrk(url, mix, wargs, connections=c, seconds=seconds)
+                with Churn(url, args.churn, vocab, seed=len(load["runs"])) as churn:
+                    r = wrk(url, mix, wargs, connections=c, seconds=seconds)
                 r["round"] = rnd
+                if args.churn:
+                    r["registrations_per_s"] = round(churn.registered / max(churn.seconds, 1e-9), 1)
                 r["searches_kept"], r["searches_run"] = (
                     now - then for now, then in zip(search_counts(url), before, strict=True)
                 )
@@ -496,7 +554,12 @@ def run_load(args: argparse.Namespace, report: dict[str, Any]) -> None:
                     f"load: p2pshare tracker c={c}: {r['rps']:.0f} req/s, p50 {r['p50_ms']} ms,"
                     f" p99 {r['p99_ms']} ms, non-2xx {r['non_2xx']}, socket errors"
                     f" {r['socket_errors']}; searches answered from kept answers"
-                    f" {r['searches_kept']}, run {r['searches_run']}",
+                    f" {r['searches_kept']}, run {r['searches_run']}"
+                    + (
+                        f"; {r['registrations_per_s']} registrations/s"
+                        if "registrations_per_s" in r
+                        else ""
+                    ),
                     flush=True,
                 )
                 r = wrk(ot_url, ot_script, ot_args, connections=c, seconds=seconds)
@@ -626,6 +689,12 @@ def main(argv: list[str] | None = None) -> int:
         default=0,
         help="P2PSHARE_TRACKER_RATE_LIMIT for the tracker (default 0: off, since all the"
         " load comes from 127.0.0.1)",
+    )
+    parser.add_argument(
+        "--churn",
+        type=float,
+        default=0,
+        help="new peers registered per second while the tracker's load runs (default 0)",
     )
     parser.add_argument(
         "--search-cache-mb",
