@@ -47,6 +47,20 @@ def test_a_name_word_drops_the_answers_of_its_prefixes_only():
     ]
 
 
+def test_an_answer_cut_at_its_limit_stays_when_a_later_name_changes():
+    cache = SearchCache(BIG)
+    cache.put("full", ["tux"], answer(1), valid_until=BIG, last_rank=10)
+    cache.put("all", ["tux"], answer(1), valid_until=BIG)  # every match: no cut
+    cache.put("other", ["tu"], answer(1), valid_until=BIG, last_rank=10)
+    assert cache.forget_words(["tuxedo"], rank=11) == 1  # only the answer with no cut
+    assert cache.get("all", 0) is None
+    assert cache.get("full", 0) == answer(1)
+    assert cache.forget_words(["tux"], rank=10) == 2  # the last name read itself
+    cache.put("full", ["tux"], answer(1), valid_until=BIG, last_rank=10)
+    assert cache.forget_words(["tux"]) == 1  # rank unknown: dropped
+    assert cache.bytes == 0
+
+
 def test_an_answer_of_several_terms_goes_when_any_term_is_touched():
     cache = SearchCache(BIG)
     cache.put("lin iso", ["lin", "iso"], answer(1), valid_until=BIG)

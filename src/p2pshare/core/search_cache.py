@@ -11,6 +11,12 @@ answer stays right until
 - one of its providers lets its lease run out: ``valid_until``, the earliest lease
   among them, given by the caller.
 
+An answer cut at its limit says where (``last_rank``: the rank, in the order the
+search reads names, of the last name it read). A name ranked after it can neither
+enter nor leave the answer, so a change to it leaves the answer be: the tracker reads
+names in the order they were first registered, so new names, most of what peers
+joining bring, touch no answer already full.
+
 A query's terms are the words every matching name has a word starting with, so a
 name word ``w`` can only touch answers filed under a prefix of ``w``: invalidation
 looks up ``len(w)`` keys, however many answers are kept.
@@ -39,6 +45,7 @@ class _Answer:
     terms: tuple[str, ...]
     valid_until: float
     size: int
+    last_rank: int | None
 
 
 class SearchCache:
@@ -68,17 +75,30 @@ class SearchCache:
         self._answers[key] = answer  # now the most recently used
         return answer.value
 
-    def put(self, key: Hashable, terms: Sequence[str], value: bytes, valid_until: float) -> None:
+    def put(
+        self,
+        key: Hashable,
+        terms: Sequence[str],
+        value: bytes,
+        valid_until: float,
+        *,
+        last_rank: int | None = None,
+    ) -> None:
         """Keep ``value`` for ``key`` until a name with a word starting with one of
         ``terms`` changes (``forget_words``), or until ``valid_until``. ``terms`` must
-        not be empty: an answer no term bounds could change with any name."""
+        not be empty: an answer no term bounds could change with any name.
+        ``last_rank``: for an answer cut at its limit, the rank of the last name read."""
         if not terms:
             raise ValueError("an answer is filed under at least one term")
         old = self._answers.pop(key, None)
         if old is not None:
             self._release(key, old)
         answer = _Answer(
-            value, tuple(dict.fromkeys(terms)), valid_until, sys.getsizeof(value) + _ENTRY_BYTES
+            value,
+            tuple(dict.fromkeys(terms)),
+            valid_until,
+            sys.getsizeof(value) + _ENTRY_BYTES,
+            last_rank,
         )
         self._answers[key] = answer
         for term in answer.terms:
@@ -88,16 +108,20 @@ class SearchCache:
             oldest = next(iter(self._answers))
             self._release(oldest, self._answers.pop(oldest))
 
-    def forget_words(self, name_words: Iterable[str]) -> int:
-        """Drop the answers a name with these words could enter or leave; return how many."""
+    def forget_words(self, name_words: Iterable[str], rank: int | None = None) -> int:
+        """Drop the answers a name with these words (of rank ``rank``; None: unknown)
+        could enter or leave; return how many."""
         dropped = 0
         for word in name_words:
             for end in range(1, len(word) + 1):
                 keys = self._by_term.get(word[:end])
-                while keys:
-                    key = next(iter(keys))
-                    self._release(key, self._answers.pop(key))
-                    dropped += 1
+                if not keys:
+                    continue
+                for key in list(keys):
+                    last = self._answers[key].last_rank
+                    if rank is None or last is None or rank <= last:
+                        self._release(key, self._answers.pop(key))
+                        dropped += 1
         return dropped
 
     def clear(self) -> None:

@@ -22,10 +22,11 @@ so on every insert and delete, whichever path makes them). Most content in a fil
 sharing network has one copy: a search hit whose row says 0 already holds its only
 provider, and only the shared ones cost a second query for their providers.
 
-``changes(seq, content_id, words)`` logs every file row added or removed (triggers,
-whichever path makes them), with its name's words; a row with no content id says
-anything may have changed. Each tracker process reads the log before a search and
-drops the kept answers (``SearchCache``) the changes could alter; ``tidy`` trims it.
+``changes(seq, content_id, name_id, words)`` logs every file row added or removed
+(triggers, whichever path makes them), with its name and the name's words; a row with
+no content id says anything may have changed. Each tracker process reads the log
+before a search and drops the kept answers (``SearchCache``) the changes could alter;
+``tidy`` trims it.
 
 ``names.words`` holds the name's words as ``p2pshare.core.names.words`` folds them,
 so the FTS5 prefix query for a term is exactly "some word starts with it"; every
@@ -184,6 +185,7 @@ END;
 CREATE TABLE IF NOT EXISTS changes (
     seq INTEGER PRIMARY KEY AUTOINCREMENT,
     content_id TEXT,
+    name_id INTEGER,
     words TEXT
 );
 CREATE TABLE IF NOT EXISTS files (
@@ -215,12 +217,12 @@ BEGIN
     UPDATE files SET shared = 0 WHERE content_id = old.content_id;
 END;
 CREATE TRIGGER IF NOT EXISTS files_changed_in AFTER INSERT ON files BEGIN
-    INSERT INTO changes(content_id, words)
-    VALUES (new.content_id, (SELECT words FROM names WHERE id = new.name_id));
+    INSERT INTO changes(content_id, name_id, words)
+    VALUES (new.content_id, new.name_id, (SELECT words FROM names WHERE id = new.name_id));
 END;
 CREATE TRIGGER IF NOT EXISTS files_changed_out AFTER DELETE ON files BEGIN
-    INSERT INTO changes(content_id, words)
-    VALUES (old.content_id, (SELECT words FROM names WHERE id = old.name_id));
+    INSERT INTO changes(content_id, name_id, words)
+    VALUES (old.content_id, old.name_id, (SELECT words FROM names WHERE id = old.name_id));
 END;
 """
 _MARK_SHARED = """
@@ -606,7 +608,7 @@ class SqliteRegistry:
                 return self._unpack.decompress(kept)
         # the row's peer is the provider; for shared content, one of several
         columns = (
-            "f.content_id, n.name, n.words, f.shared, p.expires,"
+            "n.id, f.content_id, n.name, n.words, f.shared, p.expires,"
             " json_object('content_id', f.content_id, 'name', n.name, 'size', f.size,"
             " 'providers', json_array(json_object('peer_id', p.peer_id, 'address', p.address)))"
         )
@@ -616,7 +618,10 @@ class SqliteRegistry:
                 " JOIN names n ON n.id = names_fts.rowid"
                 " JOIN files f ON f.name_id = n.id"
                 " JOIN peers p ON p.id = f.peer"
-                " WHERE names_fts MATCH ? AND p.expires > ?",
+                " WHERE names_fts MATCH ? AND p.expires > ?"
+                # names in the order they were first registered (FTS5 reads them so:
+                # no sort), so that a new name cannot enter an answer cut at its limit
+                " ORDER BY names_fts.rowid",
                 (_match_expression(terms), now),
             )
         else:
@@ -632,11 +637,13 @@ class SqliteRegistry:
         checked: dict[str, bool] = {}
         scanned = 0
         valid_until = math.inf  # the answer holds until one of its providers expires
+        cut_at: int | None = None  # the last name read, if the answer stops short of all
         glob = query.glob is not None
         spaced_terms = [" " + t for t in query.terms]
-        for content_id, name, name_words, shared, expires, hit in rows:
+        for name_id, content_id, name, name_words, shared, expires, hit in rows:
             scanned += 1
             if glob and scanned > GLOB_SCAN_LIMIT:
+                cut_at = name_id
                 break
             if content_id in found:
                 continue
@@ -657,6 +664,7 @@ class SqliteRegistry:
                 elif expires < valid_until:
                     valid_until = expires
                 if len(found) >= limit:
+                    cut_at = name_id
                     break
         rows.close()
         if shared_ids:
@@ -672,7 +680,7 @@ class SqliteRegistry:
             # Copied: zstd's bytes sit in a block of the worst-case size, whose unused
             # end, between kept answers, would stay a hole (RSS was twice the budget)
             packed = bytes(memoryview(self._pack.compress(answer)))
-            cache.put(key, terms, packed, valid_until)
+            cache.put(key, terms, packed, valid_until, last_rank=cut_at)
         return answer
 
     def search_cache_counts(self) -> tuple[int, int]:
@@ -683,7 +691,8 @@ class SqliteRegistry:
     def _catch_up(self, cache: SearchCache) -> None:
         """Drop the kept answers that the changes logged since the last look could alter."""
         rows = self._db.execute(
-            "SELECT seq, content_id, words FROM changes WHERE seq > ? ORDER BY seq LIMIT ?",
+            "SELECT seq, content_id, name_id, words FROM changes WHERE seq > ?"
+            " ORDER BY seq LIMIT ?",
             (self._seen, _CHANGES_READ + 1),
         ).fetchall()
         if not rows:
@@ -695,11 +704,11 @@ class SqliteRegistry:
             return
         self._seen = rows[-1][0]
         contents: set[str] = set()
-        for _, content_id, name_words in rows:
+        for _, content_id, name_id, name_words in rows:
             if content_id is None:
                 cache.clear()
                 return
-            cache.forget_words(name_words.split())
+            cache.forget_words(name_words.split(), name_id)
             contents.add(content_id)
         # an answer lists a content's providers whatever name matched: the answers of
         # every other name of a changed content may have changed too
@@ -714,11 +723,11 @@ class SqliteRegistry:
             if len(name_ids) > _COPIES_READ:
                 cache.clear()
                 return
-            for (name_words,) in self._db.execute(
-                f"SELECT words FROM names WHERE id IN ({','.join('?' * len(name_ids))})",
+            for name_id, name_words in self._db.execute(
+                f"SELECT id, words FROM names WHERE id IN ({','.join('?' * len(name_ids))})",
                 tuple(name_ids),
             ):
-                cache.forget_words(name_words.split())
+                cache.forget_words(name_words.split(), name_id)
 
     def providers(self, content_id: str, now: float) -> SearchHit:
         """The content id's name, size and live providers; ``NotFound`` if none is live."""
