@@ -54,8 +54,6 @@ class SearchCache:
     def __init__(self, max_bytes: int) -> None:
         self.max_bytes = max_bytes
         self.bytes = 0
-        self.hits = 0
-        self.misses = 0
         self._answers: dict[Hashable, _Answer] = {}  # least recently used first
         self._by_term: dict[str, set[Hashable]] = {}
 
@@ -69,9 +67,7 @@ class SearchCache:
             self._release(key, answer)
             answer = None
         if answer is None:
-            self.misses += 1
             return None
-        self.hits += 1
         self._answers[key] = answer  # now the most recently used
         return answer.value
 

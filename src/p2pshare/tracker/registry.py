@@ -346,6 +346,7 @@ class SqliteRegistry:
             with self._transaction() as db:
                 self._create_schema(db)
             self._cache = SearchCache(search_cache_bytes) if search_cache_bytes > 0 else None
+            self._searches_kept = self._searches_run = 0
             self._pack = zstandard.ZstdCompressor(level=1)
             self._unpack = zstandard.ZstdDecompressor()
             self._seen = int(
@@ -605,7 +606,9 @@ class SqliteRegistry:
             self._catch_up(cache)
             kept = cache.get(key, now)
             if kept is not None:
+                self._searches_kept += 1
                 return self._unpack.decompress(kept)
+        self._searches_run += 1
         # the row's peer is the provider; for shared content, one of several
         columns = (
             "n.id, f.content_id, n.name, n.words, f.shared, p.expires,"
@@ -685,8 +688,7 @@ class SqliteRegistry:
 
     def search_cache_counts(self) -> tuple[int, int]:
         """Searches answered from kept answers, and searches run, since the start."""
-        cache = self._cache
-        return (cache.hits, cache.misses) if cache is not None else (0, 0)
+        return self._searches_kept, self._searches_run
 
     def _catch_up(self, cache: SearchCache) -> None:
         """Drop the kept answers that the changes logged since the last look could alter."""
