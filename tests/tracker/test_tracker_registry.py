@@ -632,14 +632,14 @@ def test_a_kept_answer_is_served_again_and_dropped_by_a_matching_change(tmp_path
         reg.register("10.0.0.1:1", [entry(n, f"tux {n}.iso") for n in range(8)], T0)
         first = reg.search_json(parse_query("tux"), 50, T0)
         assert reg.search_json(parse_query("tux"), 50, T0 + 1) == first
-        assert reg.search_cache_counts() == (1, 1)  # one kept answer served, one search run
+        assert reg.search_counts() == (1, 1)  # one kept answer served, one search run
         other.register("10.0.0.2:1", [entry(99, "zebra.iso")], T0 + 2)  # matches no "tux"
         reg.search_json(parse_query("tux"), 50, T0 + 3)
-        assert reg.search_cache_counts() == (2, 1)
+        assert reg.search_counts() == (2, 1)
         other.register("10.0.0.3:1", [entry(100, "tuxedo.iso")], T0 + 4)
         hits = reg.search(parse_query("tux"), 50, T0 + 5)
         assert cid(100) in {h.content_id for h in hits}
-        assert reg.search_cache_counts() == (2, 2)
+        assert reg.search_counts() == (2, 2)
     finally:
         reg.close()
         other.close()

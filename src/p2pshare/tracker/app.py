@@ -548,7 +548,7 @@ def create_app(
     @app.get("/metrics", response_class=Response)
     async def prometheus() -> Response:
         """Prometheus text format: the whole tracker's, whichever worker answers."""
-        metrics.count_searches(*registry.search_cache_counts())
+        metrics.count_searches(*registry.search_counts())
         exposition = metrics.exposition(registry.stats(clock()))
         return Response(exposition, media_type=CONTENT_TYPE_LATEST)
 

@@ -139,7 +139,7 @@ class Registry(Protocol):
 
     def search_json(self, query: Query, limit: int, now: float) -> bytes: ...
 
-    def search_cache_counts(self) -> tuple[int, int]: ...
+    def search_counts(self) -> tuple[int, int]: ...
 
     def providers(self, content_id: str, now: float) -> SearchHit: ...
 
@@ -686,7 +686,7 @@ class SqliteRegistry:
             cache.put(key, terms, packed, valid_until, last_rank=cut_at)
         return answer
 
-    def search_cache_counts(self) -> tuple[int, int]:
+    def search_counts(self) -> tuple[int, int]:
         """Searches answered from kept answers, and searches run, since the start."""
         return self._searches_kept, self._searches_run
 

@@ -174,7 +174,7 @@ async def flush_forever(registry: Registry, metrics: TrackerMetrics, interval: f
             registry.flush(time.time())
         except Exception:
             log.exception("writing renewed leases failed")
-        metrics.count_searches(*registry.search_cache_counts())
+        metrics.count_searches(*registry.search_counts())
 
 
 async def serve(
