@@ -610,15 +610,18 @@ def test_a_peer_renewed_on_the_edge_of_its_lease_is_not_left_out_of_kept_answers
     try:
         p = a.register("10.0.0.1:1", [entry(1, "tux edge.iso")], T0)
         later = T0 + LEASE / 2
-        q = a.register("10.0.0.2:1", [entry(n, f"tux {n}.iso") for n in range(2, 7)], later)
+        # Q's five files make B's answer worth keeping
+        a.register("10.0.0.2:1", [entry(n, f"tux {n}.iso") for n in range(2, 7)], later)
         a.flush(T0 + LEASE - 0.3)
         a.heartbeat(p.peer_id, p.token, T0 + LEASE - 0.2)  # pending in A: flushed 0.1 s ago
         now = T0 + LEASE + 0.1
         assert cid(1) not in {h.content_id for h in b.search(parse_query("tux"), 50, now)}
+        b.search(parse_query("tux"), 50, now)
+        assert b.search_counts() == (1, 1)  # B kept its answer without P
         a.flush(now + 0.1)
         found = {h.content_id for h in b.search(parse_query("tux"), 50, now + 0.2)}
         assert cid(1) in found
-        assert q.peer_id  # Q's five files made B's first answer worth keeping
+        assert b.search_counts() == (1, 2)
     finally:
         a.close()
         b.close()
