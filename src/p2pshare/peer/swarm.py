@@ -28,6 +28,7 @@ from p2pshare.peer.heap import HeapTrimmer
 from p2pshare.peer.partial import PartialDownload
 from p2pshare.peer.peer_client import PeerClients, PieceCall
 from p2pshare.peer.progress import Download
+from p2pshare.peer.pulse import Pulse
 from p2pshare.peer.wire import decode_piece, translate
 
 log = logging.getLogger(__name__)
@@ -185,7 +186,9 @@ class Swarm:
         )
         self.initial = providers
         self.workers: dict[str, list[asyncio.Task[None]]] = {}
+        # the supervisor alone waits on (and clears) ``changed``; workers wait on ``woken``
         self.changed = asyncio.Event()
+        self.woken = Pulse()
         self.failures: dict[str, int] = {}
         self.last_record = time.monotonic()
         self.record_lock = asyncio.Lock()
@@ -227,7 +230,7 @@ class Swarm:
             have = await self.tools.clients.have(address, self.download.content_id)
         except errors.P2PShareError as exc:
             log.info("provider %s: %s", address, exc)
-            self.changed.set()  # reaped as a provider that did not answer
+            self._notify()  # reaped as a provider that did not answer
             return
         if self.picker.add_provider(address, have):
             self.failures[address] = 0
@@ -247,7 +250,12 @@ class Swarm:
         for address, have in zip(partial, haves, strict=True):
             if not isinstance(have, BaseException):
                 self.picker.update_have(address, have)
+        self._notify()
+
+    def _notify(self) -> None:
+        """Something the supervisor or an idle worker waits for changed."""
         self.changed.set()
+        self.woken.fire()
 
     def _show_providers(self) -> None:
         # fastest first: what status shows is also whom the swarm leans on
@@ -326,8 +334,7 @@ class Swarm:
             if not batch:
                 if self.picker.is_seeder(address) and not self.picker.wanted_from(address):
                     return  # a provider still downloading may get what we miss: stay
-                with contextlib.suppress(TimeoutError):
-                    await asyncio.wait_for(self.changed.wait(), 1.0)
+                await self.woken.wait(1.0)
                 continue
             pending = set(batch)
             try:
@@ -339,11 +346,11 @@ class Swarm:
                 self.picker.ban(address)
                 self.download.banned.append(address)
                 self._show_providers()
-                self.changed.set()
+                self._notify()
                 return
             except errors.DownloadFailed as exc:
                 self.fatal = exc  # disk trouble: no provider can fix it
-                self.changed.set()
+                self._notify()
                 return
             except _Superseded:
                 pass
@@ -355,13 +362,13 @@ class Swarm:
                 self.failures[address] = self.failures.get(address, 0) + 1
                 log.info("request to %s failed: %s", address, exc)
                 if self.failures[address] >= MAX_FAILURES:
-                    self.changed.set()
+                    self._notify()
                     return
                 await asyncio.sleep(0.2 * self.failures[address])
             finally:
                 for index in pending:
                     self.picker.failed(address, index)
-                self.changed.set()
+                self._notify()
 
     async def _fetch(self, address: str, batch: list[int], pending: set[int]) -> None:
         """Fetch one batch on a stream thread, watching that it keeps moving."""
