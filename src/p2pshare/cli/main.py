@@ -54,6 +54,26 @@ NetworkKeyOpt = Annotated[
 ]
 
 
+def _print_version(value: bool) -> None:
+    if value:
+        from p2pshare import __version__
+
+        out.print(f"p2pshare {__version__}", markup=False, highlight=False)
+        raise typer.Exit()
+
+
+@app.callback()
+def _options(
+    version: Annotated[
+        bool,
+        typer.Option(
+            "--version", callback=_print_version, is_eager=True, help="Print the version and exit."
+        ),
+    ] = False,
+) -> None:
+    """Peer-to-peer file sharing: a tracker, peers that share folders, verified downloads."""
+
+
 class Source(enum.StrEnum):
     tracker = "tracker"
     overlay = "overlay"

@@ -267,7 +267,7 @@ def create_app(node: PeerNode, *, token: str | None = None) -> FastAPI:
 
     @app.get("/healthz")
     async def healthz() -> dict[str, str]:
-        return {"status": "ok"}
+        return {"status": "ok", "version": __version__}
 
     @app.get("/metrics", response_class=Response)
     async def prometheus() -> Response:
