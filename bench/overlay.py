@@ -31,7 +31,7 @@ from multiprocessing.connection import Connection
 from pathlib import Path
 from typing import Any
 
-from p2pshare.peer.loopback import start_peer
+from p2pshare.peer.rpc.loopback import start_peer
 
 ITEMS_PER_CLASS = 5
 TIMEOUT = 3.0

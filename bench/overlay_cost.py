@@ -28,7 +28,7 @@ import time
 from collections.abc import Awaitable, Callable
 from pathlib import Path
 
-from p2pshare.peer.loopback import LoopPeer, link, start_peer
+from p2pshare.peer.rpc.loopback import LoopPeer, link, start_peer
 
 sys.path.insert(0, str(Path(__file__).parent))
 from overlay import random_graph  # noqa: E402  (bench/ is no package)

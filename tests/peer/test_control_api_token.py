@@ -9,7 +9,7 @@ import pytest
 
 from p2pshare.config import PeerSettings
 from p2pshare.errors import ConfigError
-from p2pshare.peer.control_api import api_token_for, is_loopback
+from p2pshare.peer.api.control import api_token_for, is_loopback
 
 
 @pytest.mark.parametrize("host", ["127.0.0.1", "127.0.0.2", "127.255.0.9", "::1", "[::1]"])

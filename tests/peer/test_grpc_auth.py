@@ -14,10 +14,10 @@ import pytest
 
 from p2pshare import errors
 from p2pshare.core.auth import GRPC_PURPOSE, HEADER, NONCE_BYTES, CallSigner
-from p2pshare.peer.auth import GrpcAuth
-from p2pshare.peer.loopback import LoopPeer, link, start_peer
-from p2pshare.peer.peer_client import PeerClients
-from p2pshare.peer.wire import decode_piece
+from p2pshare.peer.rpc.auth import GrpcAuth
+from p2pshare.peer.rpc.client import PeerClients
+from p2pshare.peer.rpc.loopback import LoopPeer, link, start_peer
+from p2pshare.peer.rpc.wire import decode_piece
 from tests.grpc_probe import METHODS, statuses
 
 KEY = "p2pk-" + "a" * 43

@@ -13,7 +13,7 @@ import pytest
 
 from p2pshare._proto import peer_pb2 as pb
 from p2pshare.core.neighbours import Added, Change
-from p2pshare.peer.loopback import LoopPeer, link, start_peer
+from p2pshare.peer.rpc.loopback import LoopPeer, link, start_peer
 
 
 async def eventually(predicate: Callable[[], bool], timeout: float, what: str) -> None:

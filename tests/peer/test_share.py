@@ -11,9 +11,9 @@ import pytest
 from p2pshare.core.manifest import Manifest, content_id_of
 from p2pshare.core.names import parse_query
 from p2pshare.errors import InvalidContentId, InvalidName, NotFound, UsageError
-from p2pshare.peer import share as share_module
-from p2pshare.peer.hash_cache import HashCache
-from p2pshare.peer.share import Share
+from p2pshare.peer.sharing import share as share_module
+from p2pshare.peer.sharing.hash_cache import HashCache
+from p2pshare.peer.sharing.share import Share
 from tests.hostile_names import HOSTILE
 
 PS = 16384

@@ -9,9 +9,9 @@ from pathlib import Path
 
 import pytest
 
-from p2pshare.peer.hash_cache import HashCache
-from p2pshare.peer.share import Share, SharedFile
-from p2pshare.peer.watcher import ShareWatcher
+from p2pshare.peer.sharing.hash_cache import HashCache
+from p2pshare.peer.sharing.share import Share, SharedFile
+from p2pshare.peer.sharing.watcher import ShareWatcher
 
 Changes = list[tuple[list[str], list[tuple[str, int]]]]
 

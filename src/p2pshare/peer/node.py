@@ -22,16 +22,16 @@ from p2pshare.core.names import parse_query
 from p2pshare.core.paths import check_share_name
 from p2pshare.core.pubsub import ADDED, REMOVED, ShareChange
 from p2pshare.core.query_router import DEFAULT_TTL
-from p2pshare.peer.auth import GrpcAuth, ServerAuth
-from p2pshare.peer.downloads import DownloadManager
-from p2pshare.peer.hash_cache import HashCache
-from p2pshare.peer.overlay import SAVED_NAME, Overlay
-from p2pshare.peer.peer_client import PeerClients
-from p2pshare.peer.peer_server import PeerService, start_server
-from p2pshare.peer.publisher import NeighbourFeeds, Publisher, tracker_changes
-from p2pshare.peer.share import Share, SharedFile
-from p2pshare.peer.subscriptions import CATCH_UP_LIMIT, Subscriptions
-from p2pshare.peer.watcher import ShareWatcher
+from p2pshare.peer.overlay.network import SAVED_NAME, Overlay
+from p2pshare.peer.overlay.publisher import NeighbourFeeds, Publisher, tracker_changes
+from p2pshare.peer.overlay.subscriptions import CATCH_UP_LIMIT, Subscriptions
+from p2pshare.peer.rpc.auth import GrpcAuth, ServerAuth
+from p2pshare.peer.rpc.client import PeerClients
+from p2pshare.peer.rpc.server import PeerService, start_server
+from p2pshare.peer.sharing.hash_cache import HashCache
+from p2pshare.peer.sharing.share import Share, SharedFile
+from p2pshare.peer.sharing.watcher import ShareWatcher
+from p2pshare.peer.transfer.downloads import DownloadManager
 from p2pshare.tracker.auth import TrackerAuth
 from p2pshare.tracker.client import TrackerClient
 from p2pshare.tracker.models import FileEntry, PeerRef, SearchHit, check_address

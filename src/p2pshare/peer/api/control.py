@@ -29,10 +29,10 @@ from starlette.types import ASGIApp, Receive, Scope, Send
 from p2pshare import __version__, errors, http_errors
 from p2pshare.config import API_TOKEN_ENV, API_TOKEN_FILE, PeerSettings
 from p2pshare.core.query_router import DEFAULT_TTL, MAX_TTL, MAX_WALKERS
-from p2pshare.peer.folders import check_out_folder
 from p2pshare.peer.node import PeerNode
-from p2pshare.peer.progress import Download
-from p2pshare.peer.subscriptions import Subscription
+from p2pshare.peer.overlay.subscriptions import Subscription
+from p2pshare.peer.sharing.folders import check_out_folder
+from p2pshare.peer.transfer.progress import Download
 from p2pshare.tracker.models import ErrorResponse, FileEntry, SearchHit
 
 LONG_POLL_MAX = 30.0

@@ -21,7 +21,7 @@ from pathlib import Path
 from p2pshare import errors
 from p2pshare.core.names import parse_query
 from p2pshare.core.pubsub import ADDED, ShareChange
-from p2pshare.peer.folders import check_out_folder
+from p2pshare.peer.sharing.folders import check_out_folder
 from p2pshare.tracker.models import SearchHit
 
 __all__ = ["CATCH_UP_LIMIT", "SAVED_NAME", "Subscription", "Subscriptions"]

@@ -30,11 +30,9 @@ from p2pshare.core.manifest import Manifest, check_content_id
 from p2pshare.core.names import parse_query
 from p2pshare.core.rate import ClientBuckets, TokenBucket
 from p2pshare.core.slots import Slots
-from p2pshare.peer.overlay import Overlay
-from p2pshare.peer.partial import PartialDownload
-from p2pshare.peer.publisher import Publisher, change_to_pb
-from p2pshare.peer.share import Share
-from p2pshare.peer.wire import (
+from p2pshare.peer.overlay.network import Overlay
+from p2pshare.peer.overlay.publisher import Publisher, change_to_pb
+from p2pshare.peer.rpc.wire import (
     PROTOCOL_VERSION,
     SERVER_OPTIONS,
     encode_piece,
@@ -42,6 +40,8 @@ from p2pshare.peer.wire import (
     remote_key,
     status_for,
 )
+from p2pshare.peer.sharing.share import Share
+from p2pshare.peer.transfer.partial import PartialDownload
 
 if TYPE_CHECKING:
     from p2pshare.tls import Tls  # loaded only when TLS is on (X.509 is ~10 MB)

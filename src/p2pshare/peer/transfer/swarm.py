@@ -24,12 +24,12 @@ import grpc
 from p2pshare import errors
 from p2pshare.core.piece_picker import PiecePicker
 from p2pshare.core.rate import TokenBucket
-from p2pshare.peer.heap import HeapTrimmer
-from p2pshare.peer.partial import PartialDownload
-from p2pshare.peer.peer_client import PeerClients, PieceCall
-from p2pshare.peer.progress import Download
-from p2pshare.peer.pulse import Pulse
-from p2pshare.peer.wire import decode_piece, translate
+from p2pshare.peer.rpc.client import PeerClients, PieceCall
+from p2pshare.peer.rpc.wire import decode_piece, translate
+from p2pshare.peer.transfer.heap import HeapTrimmer
+from p2pshare.peer.transfer.partial import PartialDownload
+from p2pshare.peer.transfer.progress import Download
+from p2pshare.peer.transfer.pulse import Pulse
 
 log = logging.getLogger(__name__)
 

@@ -13,8 +13,8 @@ from p2pshare._proto import peer_pb2 as pb
 from p2pshare._proto import peer_pb2_grpc as pb_grpc
 from p2pshare.core.manifest import Manifest, check_content_id
 from p2pshare.core.pieces import PieceSet
-from p2pshare.peer.auth import GrpcAuth
-from p2pshare.peer.wire import (
+from p2pshare.peer.rpc.auth import GrpcAuth
+from p2pshare.peer.rpc.wire import (
     CHANNEL_OPTIONS,
     GET_PIECES,
     manifest_from_pb,

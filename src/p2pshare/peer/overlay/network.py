@@ -71,8 +71,8 @@ from p2pshare.core.query_router import (
     Route,
 )
 from p2pshare.core.reverse_paths import Relay, ReversePaths
-from p2pshare.peer.peer_client import PeerClients
-from p2pshare.peer.share import Share
+from p2pshare.peer.rpc.client import PeerClients
+from p2pshare.peer.sharing.share import Share
 from p2pshare.tracker.models import check_address
 
 log = logging.getLogger(__name__)
