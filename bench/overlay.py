@@ -1,7 +1,7 @@
 """Overlay search benchmark: 100 peers on loopback, flooding against random walks.
 
 Every peer is the real stack (share, overlay, gRPC server on 127.0.0.1,
-``p2pshare.peer.loopback``), several peers per process (``--processes``, one per
+``p2pshare.peer.rpc.loopback``), several peers per process (``--processes``, one per
 CPU by default), joined into a random graph where every peer has ``--degree``
 neighbours. Content is held by 1%
 and by 10% of the peers. For each strategy (flooding with TTL 2 to 5, random

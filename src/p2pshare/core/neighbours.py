@@ -1,6 +1,6 @@
 """The neighbour table: which peers this peer keeps as its overlay neighbours.
 
-An unstructured overlay (DESIGN.md, Network: *Overlay*): every peer keeps a
+An unstructured overlay (docs/design.md, Network: *Overlay*): every peer keeps a
 bounded set of neighbours, replaces the ones that stop answering and learns new
 ones from the tracker's sample, a list saved at its last run, the seeds of its
 config, what neighbours tell it in ``Hello`` and the peers that call it.

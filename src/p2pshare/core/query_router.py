@@ -1,6 +1,6 @@
 """The query router: where an overlay query goes next, and whether to answer it.
 
-DESIGN.md, Network: *Search*. A query carries an id (random, 128 bits), a TTL
+docs/design.md, Network: *Search*. A query carries an id (random, 128 bits), a TTL
 and a mode:
 
 - **flood**: the peer that starts the query sends it to every neighbour with
@@ -34,7 +34,7 @@ the query with at least the TTL it would give it. Neither changes the reach,
 only the number of messages.
 
 The router does no I/O: it returns a ``Route`` (answer or not, and which
-messages to send), and the adapter (``p2pshare.peer.overlay``) sends them and
+messages to send), and the adapter (``p2pshare.peer.overlay.network``) sends them and
 streams the hits back along the reverse path.
 """
 

@@ -1,7 +1,7 @@
 """Reverse paths: where the hits of a relayed query go, and when the query is over here.
 
-DESIGN.md, Network: *Search*. Overlay queries and their replies travel on one
-long-lived stream per pair of neighbours (``p2pshare.peer.overlay``), so the
+docs/design.md, Network: *Search*. Overlay queries and their replies travel on one
+long-lived stream per pair of neighbours (``p2pshare.peer.overlay.network``), so the
 replies of many queries share a stream and each must say which query it answers.
 A peer that sends a query on gives it a **tag**, its own handle for the query,
 and the neighbours' replies carry that tag back: hits to relay, and ``done`` when

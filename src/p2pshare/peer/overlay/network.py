@@ -1,6 +1,6 @@
 """The overlay: neighbours kept alive over gRPC, and searches that travel peer to peer.
 
-The asyncio side of ``core.neighbours`` and ``core.query_router`` (DESIGN.md,
+The asyncio side of ``core.neighbours`` and ``core.query_router`` (docs/design.md,
 Network: *Overlay* and *Search*). One task keeps the neighbour table alive: it
 asks the table whom to greet (``due``), sends those ``Hello`` calls, reports
 each answer or failure back, and saves the neighbours to

@@ -36,7 +36,7 @@ class PieceCall(Protocol):
 
 
 class OverlayStream:
-    """An open ``Overlay`` stream to one peer (see ``p2pshare.peer.overlay``): batches
+    """An open ``Overlay`` stream to one peer (see ``p2pshare.peer.overlay.network``): batches
     written one at a time, the peer's batches iterated; a failure comes out as a
     p2pshare error."""
 

@@ -116,7 +116,7 @@ def _stream(
 
 class PeerService(pb_grpc.PeerServicer):
     """Answers other peers: who we are, manifests, pieces, searches (ours and the
-    overlay's, see ``p2pshare.peer.overlay``)."""
+    overlay's, see ``p2pshare.peer.overlay.network``)."""
 
     def __init__(
         self,
@@ -250,7 +250,7 @@ class PeerService(pb_grpc.PeerServicer):
 
     async def Overlay(self, request_iterator: AsyncIterator[pb.OverlayBatch], context: Ctx) -> None:
         """A neighbour's overlay stream: queries both ways, their replies back (see
-        ``p2pshare.peer.overlay``). A neighbour needs one; a remote that opens more than
+        ``p2pshare.peer.overlay.network``). A neighbour needs one; a remote that opens more than
         its share, or too many remotes at once, are refused."""
         remote = remote_key(context.peer())
         full = self._overlay_streams.acquire(remote)
