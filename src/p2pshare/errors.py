@@ -6,7 +6,8 @@ Grouped by what the caller can do about each::
     ├── UsageError                 the local caller did something wrong; fix the input
     │   ├── ConfigError            a bad config value (names the key)
     │   ├── InvalidName            a file name or path that would leave the share folder
-    │   └── InvalidContentId       not 64 hex characters / not a unique prefix
+    │   ├── InvalidContentId       not 64 hex characters / not a unique prefix
+    │   └── InvalidQuery           an empty, wordless or overlong name query
     ├── NotFound                   nothing known under that id or name
     ├── PermissionDenied           a missing or wrong token
     │   └── Unauthenticated        no valid proof of the network key (a private network)
@@ -44,6 +45,11 @@ class InvalidName(UsageError):
 
 class InvalidContentId(UsageError):
     """A content id that is malformed or an ambiguous prefix."""
+
+
+class InvalidQuery(UsageError, ValueError):
+    """A name query that selects nothing by construction: empty, no letters or digits,
+    too long. Also a ``ValueError``, so pydantic validators report it as bad input."""
 
 
 class NotFound(P2PShareError):

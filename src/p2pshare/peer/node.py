@@ -299,10 +299,7 @@ class PeerNode:
         """Changes of files matching ``query`` (empty: all) anywhere this peer hears of
         them, as they happen: its own share, its neighbours' streams, the tracker's
         events; each change once."""
-        try:
-            parsed = parse_query(query) if query else None
-        except ValueError as exc:
-            raise errors.UsageError(str(exc)) from exc
+        parsed = parse_query(query) if query else None
         sub = self.publisher.subscribe(parsed)
         feed: asyncio.Task[None] | None = None
         if self.tracker.url:
@@ -434,14 +431,9 @@ class PeerNode:
     ) -> tuple[list[SearchHit], dict[str, str]]:
         """Hits from the tracker, the overlay and this peer's share, one per content id
         with all providers; ``sources`` says how each source answered."""
-        from p2pshare.core.names import parse_query
-
         if source not in SOURCES:
             raise errors.UsageError(f"source must be one of {', '.join(SOURCES)}")
-        try:
-            parsed = parse_query(query)
-        except ValueError as exc:
-            raise errors.UsageError(str(exc)) from exc
+        parsed = parse_query(query)
         sources: dict[str, str] = {}
         answers: list[SearchHit] = []
 

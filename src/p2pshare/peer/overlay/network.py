@@ -304,10 +304,7 @@ class Overlay:
                 return []
             found = [shared]
         else:
-            try:
-                parsed = parse_query(request.query)
-            except ValueError as exc:
-                raise errors.UsageError(str(exc)) from exc
+            parsed = parse_query(request.query)
             found = self._share.search(parsed, min(request.limit or DEFAULT_LIMIT, MAX_LIMIT))
         return [
             pb.SearchHit(content_id=f.content_id, name=f.name, size=f.size, provider=me)

@@ -81,10 +81,7 @@ class Subscriptions:
         return list(self._subs.values())
 
     def add(self, query: str, into: str) -> Subscription:
-        try:
-            parse_query(query)
-        except ValueError as exc:
-            raise errors.UsageError(str(exc)) from exc
+        parse_query(query)
         folder = check_out_folder(into, data_dir=self._data, option="--into")
         for sub in self._subs.values():
             if sub.query == query and sub.into == str(folder):

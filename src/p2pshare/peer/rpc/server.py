@@ -273,10 +273,7 @@ class PeerService(pb_grpc.PeerServicer):
         subscriber's own. A subscriber that falls behind is cut off (it may come back)."""
         if len(request.query) > 256:
             raise errors.UsageError("the query is longer than 256 characters")
-        try:
-            query = parse_query(request.query) if request.query else None
-        except ValueError as exc:
-            raise errors.UsageError(str(exc)) from exc
+        query = parse_query(request.query) if request.query else None
         remote = remote_key(context.peer())
         full = self._subscribers.acquire(remote)
         if full is not None:
