@@ -117,7 +117,7 @@ async def _serve(conn: Connection, root: Path, indexes: list[int], capacity: int
             case ("query", i, name, ttl, walkers):
                 start = time.perf_counter()
                 first_at = None
-                async for _hit in peers[i].overlay.search(
+                async for _hit in peers[i].overlay.search_overlay(
                     query=name, ttl=ttl, walkers=walkers, limit=10, timeout=TIMEOUT
                 ):
                     first_at = first_at or time.perf_counter()

@@ -40,7 +40,7 @@ async def pair(tmp_path: Path) -> AsyncIterator[tuple[LoopPeer, LoopPeer]]:
 async def test_keyed_peers_use_every_call(pair: tuple[LoopPeer, LoopPeer]) -> None:
     a, b = pair
     assert (await a.clients.hello(b.address)).accepted
-    hits = await a.clients.search(b.address, "secret")
+    hits = await a.clients.search_share_of(b.address, "secret")
     assert [h.name for h in hits] == ["secret plans.txt"]
     content_id = hits[0].content_id
     manifest = await a.clients.manifest(b.address, content_id)
@@ -49,7 +49,10 @@ async def test_keyed_peers_use_every_call(pair: tuple[LoopPeer, LoopPeer]) -> No
     pieces = await asyncio.to_thread(lambda: [decode_piece(raw) for raw in call])
     assert [(i, len(data)) for i, data in pieces] == [(0, manifest.piece_size)]
     relayed = [
-        h async for h in a.overlay.search(query="plans", ttl=2, walkers=0, limit=5, timeout=2.0)
+        h
+        async for h in a.overlay.search_overlay(
+            query="plans", ttl=2, walkers=0, limit=5, timeout=2.0
+        )
     ]
     assert [h.name for h in relayed] == ["secret plans.txt"]
 
@@ -64,7 +67,7 @@ async def test_a_client_without_the_key_learns_nothing(
         with pytest.raises(errors.PermissionDenied):
             await outsider.hello(b.address)
         with pytest.raises(errors.PermissionDenied):
-            await outsider.search(b.address, "secret")
+            await outsider.search_share_of(b.address, "secret")
     finally:
         await outsider.close()
 

@@ -399,14 +399,14 @@ def test_search_matches_names_in_order_up_to_the_limit(share, root):
     for n in ("linux/debian-12.iso", "linux/ubuntu-24.iso", "notes.txt", "b-linux.iso"):
         write(root / n, n.encode())
     share.scan()
-    found = share.search(parse_query("linux iso"), 10)
+    found = share.files_matching(parse_query("linux iso"), 10)
     assert [f.name for f in found] == ["b-linux.iso", "linux/debian-12.iso", "linux/ubuntu-24.iso"]
-    assert [f.name for f in share.search(parse_query("*.iso"), 2)] == [
+    assert [f.name for f in share.files_matching(parse_query("*.iso"), 2)] == [
         "b-linux.iso",
         "linux/debian-12.iso",
     ]
-    assert share.search(parse_query("iso"), 0) == []
-    assert share.search(parse_query("windows"), 10) == []
+    assert share.files_matching(parse_query("iso"), 0) == []
+    assert share.files_matching(parse_query("windows"), 10) == []
 
 
 # -- reading pieces -------------------------------------------------------------

@@ -9,6 +9,7 @@ kept in ``<data>/api-token`` (mode 0600), which the CLI reads (``api_token_for``
 from __future__ import annotations
 
 import asyncio
+import dataclasses
 import hmac
 import ipaddress
 import json
@@ -272,14 +273,15 @@ def create_app(node: PeerNode, *, token: str | None = None) -> FastAPI:
     @app.get("/metrics", response_class=Response)
     async def prometheus() -> Response:
         files_gauge.set(len(node.share.files()))
-        served.set(node.service.bytes_served)
+        served.set(node.served().bytes)
         active.set(sum(not d.done for d in node.downloads.all()))
         return Response(generate_latest(metrics), media_type=CONTENT_TYPE_LATEST)
 
     @app.get("/v1/status")
     async def status() -> StatusView:
         files = node.share.files()
-        t = node.tracker
+        t = node.registration
+        uploaded = node.served()
         return StatusView(
             version=__version__,
             peer_id=t.peer_id,
@@ -294,12 +296,7 @@ def create_app(node: PeerNode, *, token: str | None = None) -> FastAPI:
             ),
             tracker=TrackerView(url=t.url, state=t.state, peer_id=t.peer_id, last_ok=t.last_ok),
             neighbours=node.overlay.neighbours(),
-            overlay=OverlayView(
-                candidates=len(node.overlay.table.candidates()),
-                queries_started=node.overlay.queries_started,
-                queries_relayed=node.overlay.queries_relayed,
-                messages_sent=node.overlay.messages_sent,
-            ),
+            overlay=OverlayView(**dataclasses.asdict(node.overlay_stats())),
             pubsub=PubSubView(
                 following=node.feeds.following(),
                 subscribers=node.publisher.subscribers,
@@ -308,8 +305,8 @@ def create_app(node: PeerNode, *, token: str | None = None) -> FastAPI:
                 tracker_events=node.tracker_events,
                 subscriptions=len(node.subscriptions.all()),
             ),
-            pieces_served=node.service.pieces_served,
-            bytes_served=node.service.bytes_served,
+            pieces_served=uploaded.pieces,
+            bytes_served=uploaded.bytes,
             downloads=[DownloadView.of(d) for d in node.downloads.all()],
             uptime=time.time() - node.started,
         )
@@ -337,7 +334,7 @@ def create_app(node: PeerNode, *, token: str | None = None) -> FastAPI:
             float, Query(gt=0, le=30, description="Seconds to wait for overlay hits.")
         ] = 3.0,
     ) -> SearchResult:
-        hits, sources = await node.search(
+        hits, sources = await node.search_everywhere(
             q, limit, source=source, ttl=ttl, walkers=walkers, timeout=timeout
         )
         return SearchResult(hits=hits, sources=sources)

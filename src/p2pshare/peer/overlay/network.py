@@ -160,6 +160,10 @@ class Overlay:
     def neighbours(self) -> list[str]:
         return self.table.addresses()
 
+    def candidate_count(self) -> int:
+        """Peers known as possible neighbours, not (yet) neighbours."""
+        return len(self.table.candidates())
+
     def add_listener(self, listener: Callable[[Change], None]) -> None:
         """Call ``listener`` with every change of neighbours (``Added``, ``Dropped``),
         e.g. to open or close a subscription stream to each neighbour."""
@@ -252,7 +256,7 @@ class Overlay:
 
     # -- searches ---------------------------------------------------------------------
 
-    async def search(
+    async def search_overlay(
         self,
         *,
         query: str = "",
@@ -305,7 +309,9 @@ class Overlay:
             found = [shared]
         else:
             parsed = parse_query(request.query)
-            found = self._share.search(parsed, min(request.limit or DEFAULT_LIMIT, MAX_LIMIT))
+            found = self._share.files_matching(
+                parsed, min(request.limit or DEFAULT_LIMIT, MAX_LIMIT)
+            )
         return [
             pb.SearchHit(content_id=f.content_id, name=f.name, size=f.size, provider=me)
             for f in found

@@ -183,9 +183,10 @@ class PeerClients:
         )
         return call
 
-    async def search(
+    async def search_share_of(
         self, address: str, query: str, *, limit: int = 0, timeout: float = CALL_TIMEOUT
     ) -> list[pb.SearchHit]:
+        """The hits of ``address``'s own share for ``query`` (no overlay behind it)."""
         try:
             return [
                 hit
@@ -195,20 +196,6 @@ class PeerClients:
             ]
         except grpc.aio.AioRpcError as exc:
             raise translate(exc, address) from exc
-
-    async def search_stream(
-        self, address: str, request: pb.SearchRequest, *, timeout: float
-    ) -> AsyncIterator[pb.SearchHit]:
-        """The hits of ``request`` as ``address`` streams them back (its own, and the
-        overlay's beyond it when the request carries a query id)."""
-        call = self._stub(address).Search(request, timeout=timeout)
-        try:
-            async for hit in call:
-                yield hit
-        except grpc.aio.AioRpcError as exc:
-            raise translate(exc, address) from exc
-        finally:
-            call.cancel()
 
     def overlay(self, address: str) -> OverlayStream:
         """Open an ``Overlay`` stream to ``address``; it fails on first use if the peer

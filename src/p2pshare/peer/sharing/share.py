@@ -219,7 +219,7 @@ class Share:
                 return named[min(named)]
         raise NotFound(f"no shared file has content id {content_id[:16]}…")
 
-    def search(self, query: Query, limit: int) -> list[SharedFile]:
+    def files_matching(self, query: Query, limit: int) -> list[SharedFile]:
         """Up to ``limit`` shared files whose name matches ``query``, by name."""
         if limit <= 0:
             return []
