@@ -13,7 +13,8 @@ Grouped by what the caller can do about each::
     │   └── Unauthenticated        no valid proof of the network key (a private network)
     ├── RemoteError                the other side misbehaved; try another one
     │   ├── BadPiece               a piece whose hash does not match its manifest
-    │   └── BadManifest            a manifest whose content id does not match
+    │   ├── BadManifest            a manifest whose content id does not match
+    │   └── Unsupported            it does not know the call (an older version)
     ├── TransportError             could not talk to the other side at all
     │   ├── Unreachable            connection refused, no route, tracker down
     │   ├── TimedOut               it did not answer in time
@@ -75,6 +76,10 @@ class BadPiece(RemoteError):
 
 class BadManifest(RemoteError):
     """A manifest that does not hash to the content id it was asked for."""
+
+
+class Unsupported(RemoteError):
+    """The other side does not implement the call (an older version of p2pshare)."""
 
 
 class TransportError(P2PShareError):

@@ -15,17 +15,15 @@ import logging
 import random
 import threading
 import time
-from collections.abc import Awaitable, Callable
+from collections.abc import Awaitable, Callable, Iterator
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
-
-import grpc
 
 from p2pshare import errors
 from p2pshare.core.piece_picker import PiecePicker
 from p2pshare.core.rate import TokenBucket
 from p2pshare.peer.rpc.client import PeerClients, PieceCall
-from p2pshare.peer.rpc.wire import decode_piece, translate
+from p2pshare.peer.rpc.wire import decode_piece
 from p2pshare.peer.transfer.heap import HeapTrimmer
 from p2pshare.peer.transfer.partial import PartialDownload
 from p2pshare.peer.transfer.progress import Download
@@ -135,6 +133,20 @@ class _BatchStream:
             if self._call is not None:
                 self._call.cancel()
 
+    def _received(self, call: PieceCall) -> Iterator[bytes]:
+        """The raw pieces of ``call``; a call we cancelled fails with our reason."""
+        pieces = iter(call)
+        while True:
+            try:
+                raw = next(pieces)
+            except StopIteration:
+                return
+            except errors.P2PShareError as exc:
+                if self._cancelled is not None:
+                    raise self._cancelled from exc
+                raise
+            yield raw
+
     def run(self) -> None:
         swarm = self.swarm
         with self._lock:
@@ -145,20 +157,17 @@ class _BatchStream:
                 timeout=PIECE_TIMEOUT * len(self.batch),
             )  # fmt: skip
         got: set[int] = set()
-        try:
-            for raw in call:
-                index, data = decode_piece(raw)
-                if index not in self.pending or index in got:
-                    raise errors.BadPiece(f"peer {self.address} sent piece {index} unasked")
-                got.add(index)
-                swarm.tools.limit.wait(len(data))
-                swarm.partial.write_verified(index, data)
-                swarm.tools.heap.received(len(data))
-                self.last_piece = time.monotonic()
-                self.pending.discard(index)
-                self._report(index)
-        except grpc.RpcError as exc:
-            raise self._cancelled or translate(exc, self.address) from exc
+        for raw in self._received(call):
+            index, data = decode_piece(raw)
+            if index not in self.pending or index in got:
+                raise errors.BadPiece(f"peer {self.address} sent piece {index} unasked")
+            got.add(index)
+            swarm.tools.limit.wait(len(data))
+            swarm.partial.write_verified(index, data)
+            swarm.tools.heap.received(len(data))
+            self.last_piece = time.monotonic()
+            self.pending.discard(index)
+            self._report(index)
         if len(got) < len(self.batch):
             raise errors.RemoteError(f"peer {self.address} ended the stream early")
 
