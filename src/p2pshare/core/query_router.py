@@ -46,9 +46,14 @@ from collections import OrderedDict
 from collections.abc import Sequence
 from dataclasses import dataclass, field, replace
 
+from p2pshare.errors import UsageError
+
 DEFAULT_TTL = 4
 MAX_TTL = 8
 MAX_WALKERS = 64
+MAX_QUERY_ID = 64  # characters of a query id a peer accepts
+DEFAULT_DEADLINE = 3.0  # seconds a relayed query may take when its sender set no deadline
+MAX_DEADLINE = 30.0  # seconds a relayed query may take at most
 DEFAULT_MEMORY = 10_000
 DEFAULT_REMEMBER_FOR = 120.0
 
@@ -94,11 +99,39 @@ class _Seen:
 
 
 def check_query(*, ttl: int, walkers: int) -> None:
-    """``ValueError`` unless ``ttl`` and ``walkers`` are within bounds."""
+    """``UsageError`` unless ``ttl`` and ``walkers`` are within bounds."""
     if not 0 <= ttl <= MAX_TTL:
-        raise ValueError(f"ttl must be between 0 and {MAX_TTL}")
+        raise UsageError(f"ttl must be between 0 and {MAX_TTL}")
     if not 0 <= walkers <= MAX_WALKERS:
-        raise ValueError(f"walkers must be between 0 (flood) and {MAX_WALKERS}")
+        raise UsageError(f"walkers must be between 0 (flood) and {MAX_WALKERS}")
+
+
+def admit(*, query_id: str, ttl: int, mode: Mode, walkers: int, origin: str, covers: bool) -> Query:
+    """The query a neighbour's message stands for: its id checked (``UsageError``), its
+    TTL and number of walkers clamped to what this peer relays."""
+    if not query_id or len(query_id) > MAX_QUERY_ID:
+        raise UsageError(f"query_id must be 1 to {MAX_QUERY_ID} characters")
+    return Query(
+        query_id,
+        min(ttl, MAX_TTL),
+        mode,
+        min(max(walkers, 1), MAX_WALKERS),
+        origin=origin,
+        covers=covers,
+    )
+
+
+def relay_deadline(timeout_ms: int) -> float:
+    """Seconds a relayed query may take here: what its sender gave it (none: the
+    default), at most ``MAX_DEADLINE``."""
+    return min(timeout_ms / 1000 or DEFAULT_DEADLINE, MAX_DEADLINE)
+
+
+def downstream_timeout(remaining: float) -> float:
+    """Seconds the next hop gets of the ``remaining`` ones: a tenth less, at most 100 ms
+    less, so that what it finds still reaches our upstream in time (the deepest
+    peers stop first)."""
+    return remaining - min(0.1, remaining / 10)
 
 
 def new_query_id(rng: random.Random) -> str:

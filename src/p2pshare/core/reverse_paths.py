@@ -172,6 +172,17 @@ class ReversePaths(Generic[L]):
                 out.append(relay)
         return out
 
+    def next_deadline(self) -> float | None:
+        """The earliest deadline of an open relay (``None``: no relay is open): when
+        ``expired`` has something to say next."""
+        while self._deadlines:
+            deadline, tag = self._deadlines[0]
+            relay = self._by_tag.get(tag)
+            if relay is not None and relay.deadline == deadline:
+                return deadline
+            heapq.heappop(self._deadlines)  # closed before its deadline
+        return None
+
     def _remove(self, relay: Relay[L]) -> None:
         del self._by_tag[relay.tag]
         same = self._by_query[relay.query_id]
