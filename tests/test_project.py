@@ -13,6 +13,8 @@ import p2pshare
 ROOT = Path(__file__).resolve().parent.parent
 CORE = ROOT / "src" / "p2pshare" / "core"
 IO_MODULES = {"asyncio", "grpc", "fastapi", "socket", "sqlite3", "httpx", "uvicorn", "subprocess"}
+# the clock, the OS, threads and hidden randomness: a core takes ``now`` and an ``rng``
+UNTESTABLE_MODULES = {"time", "os", "threading", "random"}
 
 
 def test_generated_protobuf_code_matches_the_proto_files(tmp_path: Path) -> None:
@@ -29,17 +31,46 @@ def test_generated_protobuf_code_matches_the_proto_files(tmp_path: Path) -> None
         assert (tmp_path / name).read_text() == committed, f"{name} is stale: run scripts/gen-proto"
 
 
+def _imports(tree: ast.AST) -> list[str]:
+    """The modules ``tree`` imports at run time (not those under ``if TYPE_CHECKING:``)."""
+    names: list[str] = []
+    for node in ast.iter_child_nodes(tree):
+        if isinstance(node, ast.If) and ast.unparse(node.test) in (
+            "TYPE_CHECKING",
+            "typing.TYPE_CHECKING",
+        ):
+            names += [n for child in node.orelse for n in _imports(ast.Module([child], []))]
+            continue
+        if isinstance(node, ast.Import):
+            names += [alias.name for alias in node.names]
+        elif isinstance(node, ast.ImportFrom) and node.module:
+            names.append(node.module)
+        else:
+            names += _imports(node)
+    return names
+
+
 def test_the_core_imports_no_io() -> None:
     for path in CORE.glob("*.py"):
-        tree = ast.parse(path.read_text())
-        for node in ast.walk(tree):
-            names = []
-            if isinstance(node, ast.Import):
-                names = [alias.name for alias in node.names]
-            elif isinstance(node, ast.ImportFrom) and node.module:
-                names = [node.module]
-            for name in names:
-                assert name.split(".")[0] not in IO_MODULES, f"{path.name} imports {name}"
+        for name in _imports(ast.parse(path.read_text())):
+            assert name.split(".")[0] not in IO_MODULES, f"{path.name} imports {name}"
+
+
+def test_the_core_reads_no_clock_os_threads_or_hidden_randomness() -> None:
+    """A core takes the time and its random choices as arguments, so a test can set them."""
+    for path in CORE.glob("*.py"):
+        for name in _imports(ast.parse(path.read_text())):
+            top = name.split(".")[0]
+            assert top not in UNTESTABLE_MODULES, f"{path.name} imports {name}"
+
+
+def test_the_purity_check_sees_nested_imports_and_skips_type_checking_only_ones() -> None:
+    tree = ast.parse(
+        "from typing import TYPE_CHECKING\n"
+        "if TYPE_CHECKING:\n    from random import Random\n"
+        "def f():\n    import time\n"
+    )
+    assert _imports(tree) == ["typing", "time"]
 
 
 def test_public_surface() -> None:

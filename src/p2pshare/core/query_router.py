@@ -41,12 +41,15 @@ streams the hits back along the reverse path.
 from __future__ import annotations
 
 import enum
-import random
 from collections import OrderedDict
 from collections.abc import Sequence
 from dataclasses import dataclass, field, replace
+from typing import TYPE_CHECKING
 
 from p2pshare.errors import UsageError
+
+if TYPE_CHECKING:
+    from random import Random
 
 DEFAULT_TTL = 4
 MAX_TTL = 8
@@ -134,7 +137,7 @@ def downstream_timeout(remaining: float) -> float:
     return remaining - min(0.1, remaining / 10)
 
 
-def new_query_id(rng: random.Random) -> str:
+def new_query_id(rng: Random) -> str:
     return f"{rng.getrandbits(128):032x}"
 
 
@@ -165,7 +168,7 @@ class QueryRouter:
         walkers: int,
         neighbours: Sequence[str],
         now: float,
-        rng: random.Random,
+        rng: Random,
     ) -> tuple[Query, Route]:
         """A new query from this peer: flood if ``walkers`` is 0, else random walks."""
         check_query(ttl=ttl, walkers=walkers)
@@ -187,7 +190,7 @@ class QueryRouter:
         sender: str,
         neighbours: Sequence[str],
         now: float,
-        rng: random.Random,
+        rng: Random,
     ) -> Route:
         """``query`` arrived from ``sender``: answer it or not, and where it goes on."""
         self._expire(now)
