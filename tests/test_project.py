@@ -32,7 +32,8 @@ def test_generated_protobuf_code_matches_the_proto_files(tmp_path: Path) -> None
 
 
 def _imports(tree: ast.AST) -> list[str]:
-    """The modules ``tree`` imports at run time (not those under ``if TYPE_CHECKING:``)."""
+    """What ``tree`` imports at run time (not under ``if TYPE_CHECKING:``): ``module``
+    for ``import module``, ``module.name`` for ``from module import name``."""
     names: list[str] = []
     for node in ast.iter_child_nodes(tree):
         if isinstance(node, ast.If) and ast.unparse(node.test) in (
@@ -44,7 +45,7 @@ def _imports(tree: ast.AST) -> list[str]:
         if isinstance(node, ast.Import):
             names += [alias.name for alias in node.names]
         elif isinstance(node, ast.ImportFrom) and node.module:
-            names.append(node.module)
+            names += [f"{node.module}.{alias.name}" for alias in node.names]
         else:
             names += _imports(node)
     return names
@@ -70,7 +71,7 @@ def test_the_purity_check_sees_nested_imports_and_skips_type_checking_only_ones(
         "if TYPE_CHECKING:\n    from random import Random\n"
         "def f():\n    import time\n"
     )
-    assert _imports(tree) == ["typing", "time"]
+    assert _imports(tree) == ["typing.TYPE_CHECKING", "time"]
 
 
 def test_public_surface() -> None:
@@ -95,3 +96,30 @@ def test_a_command_to_a_running_peer_loads_no_heavy_library() -> None:
         [sys.executable, "-c", probe], capture_output=True, text=True, timeout=60, check=True
     )
     assert done.stdout.strip() == "[]", done.stdout + done.stderr
+
+
+def _module_imports(path: Path) -> list[str]:
+    return [name for name in _imports(ast.parse(path.read_text())) if name.startswith("p2pshare")]
+
+
+def test_the_core_depends_on_nothing_but_itself_and_the_errors() -> None:
+    for path in CORE.glob("*.py"):
+        for name in _module_imports(path):
+            assert name.startswith(("p2pshare.core", "p2pshare.errors")), f"{path.name}: {name}"
+
+
+def test_the_peer_parts_only_lean_inward() -> None:
+    """``sharing`` needs no other part of the peer; no part reaches up into the
+    composition root (``node``, ``run``) or the control API."""
+    peer = ROOT / "src" / "p2pshare" / "peer"
+    for path in (peer / "sharing").glob("*.py"):
+        for name in _module_imports(path):
+            assert not name.startswith("p2pshare.peer.") or name.startswith(
+                "p2pshare.peer.sharing"
+            ), f"sharing/{path.name} imports {name}"
+    for part in ("sharing", "transfer", "overlay", "rpc", "discovery"):
+        for path in (peer / part).glob("*.py"):
+            for name in _module_imports(path):
+                assert not name.startswith(
+                    ("p2pshare.peer.node", "p2pshare.peer.run", "p2pshare.peer.api")
+                ), f"{part}/{path.name} imports {name}"
