@@ -1,7 +1,7 @@
 """Overlay search benchmark: 100 peers on loopback, flooding against random walks.
 
 Every peer is the real stack (share, overlay, gRPC server on 127.0.0.1,
-``p2pshare.peer.loopback``), several peers per process (``--processes``, one per
+``p2pshare.peer.rpc.loopback``), several peers per process (``--processes``, one per
 CPU by default), joined into a random graph where every peer has ``--degree``
 neighbours. Content is held by 1%
 and by 10% of the peers. For each strategy (flooding with TTL 2 to 5, random
@@ -31,7 +31,7 @@ from multiprocessing.connection import Connection
 from pathlib import Path
 from typing import Any
 
-from p2pshare.peer.loopback import start_peer
+from p2pshare.peer.rpc.loopback import start_peer
 
 ITEMS_PER_CLASS = 5
 TIMEOUT = 3.0
@@ -117,7 +117,7 @@ async def _serve(conn: Connection, root: Path, indexes: list[int], capacity: int
             case ("query", i, name, ttl, walkers):
                 start = time.perf_counter()
                 first_at = None
-                async for _hit in peers[i].overlay.search(
+                async for _hit in peers[i].overlay.search_overlay(
                     query=name, ttl=ttl, walkers=walkers, limit=10, timeout=TIMEOUT
                 ):
                     first_at = first_at or time.perf_counter()

@@ -28,7 +28,7 @@ import time
 from collections.abc import Awaitable, Callable
 from pathlib import Path
 
-from p2pshare.peer.loopback import LoopPeer, link, start_peer
+from p2pshare.peer.rpc.loopback import LoopPeer, link, start_peer
 
 sys.path.insert(0, str(Path(__file__).parent))
 from overlay import random_graph  # noqa: E402  (bench/ is no package)
@@ -50,11 +50,11 @@ async def pair(root: Path, calls: int) -> None:
     try:
 
         async def call() -> None:
-            await a.clients.search(b.address, "nothing")
+            await a.clients.search_share_of(b.address, "nothing")
 
         async def duplicate() -> None:
             # TTL 1: b answers from its share (nothing) and sends it no further
-            async for _ in a.overlay.search(
+            async for _ in a.overlay.search_overlay(
                 query="nothing", ttl=1, walkers=0, limit=10, timeout=3.0
             ):
                 pass
@@ -79,7 +79,7 @@ async def flood(root: Path, floods: int) -> None:
     rng = random.Random(2)
 
     async def one() -> None:
-        async for _ in peers[rng.randrange(100)].overlay.search(
+        async for _ in peers[rng.randrange(100)].overlay.search_overlay(
             query="nothing", ttl=4, walkers=0, limit=10, timeout=3.0
         ):
             pass

@@ -19,6 +19,8 @@ import p2pshare
 ROOT = Path(__file__).resolve().parent.parent
 CORE = ROOT / "src" / "p2pshare" / "core"
 IO_MODULES = {"asyncio", "grpc", "fastapi", "socket", "sqlite3", "httpx", "uvicorn", "subprocess"}
+# the clock, the OS, threads and hidden randomness: a core takes ``now`` and an ``rng``
+UNTESTABLE_MODULES = {"time", "os", "threading", "random"}
 
 
 def test_generated_protobuf_code_matches_the_proto_files(tmp_path: Path) -> None:
@@ -62,17 +64,47 @@ def test_pyproject_admits_only_runtimes_that_the_generated_code_accepts() -> Non
     assert Version(f"{pb_needs.major + 1}") not in specifier
 
 
+def _imports(tree: ast.AST) -> list[str]:
+    """What ``tree`` imports at run time (not under ``if TYPE_CHECKING:``): ``module``
+    for ``import module``, ``module.name`` for ``from module import name``."""
+    names: list[str] = []
+    for node in ast.iter_child_nodes(tree):
+        if isinstance(node, ast.If) and ast.unparse(node.test) in (
+            "TYPE_CHECKING",
+            "typing.TYPE_CHECKING",
+        ):
+            names += [n for child in node.orelse for n in _imports(ast.Module([child], []))]
+            continue
+        if isinstance(node, ast.Import):
+            names += [alias.name for alias in node.names]
+        elif isinstance(node, ast.ImportFrom) and node.module:
+            names += [f"{node.module}.{alias.name}" for alias in node.names]
+        else:
+            names += _imports(node)
+    return names
+
+
 def test_the_core_imports_no_io() -> None:
     for path in CORE.glob("*.py"):
-        tree = ast.parse(path.read_text())
-        for node in ast.walk(tree):
-            names = []
-            if isinstance(node, ast.Import):
-                names = [alias.name for alias in node.names]
-            elif isinstance(node, ast.ImportFrom) and node.module:
-                names = [node.module]
-            for name in names:
-                assert name.split(".")[0] not in IO_MODULES, f"{path.name} imports {name}"
+        for name in _imports(ast.parse(path.read_text())):
+            assert name.split(".")[0] not in IO_MODULES, f"{path.name} imports {name}"
+
+
+def test_the_core_reads_no_clock_os_threads_or_hidden_randomness() -> None:
+    """A core takes the time and its random choices as arguments, so a test can set them."""
+    for path in CORE.glob("*.py"):
+        for name in _imports(ast.parse(path.read_text())):
+            top = name.split(".")[0]
+            assert top not in UNTESTABLE_MODULES, f"{path.name} imports {name}"
+
+
+def test_the_purity_check_sees_nested_imports_and_skips_type_checking_only_ones() -> None:
+    tree = ast.parse(
+        "from typing import TYPE_CHECKING\n"
+        "if TYPE_CHECKING:\n    from random import Random\n"
+        "def f():\n    import time\n"
+    )
+    assert _imports(tree) == ["typing.TYPE_CHECKING", "time"]
 
 
 def test_public_surface() -> None:
@@ -97,3 +129,30 @@ def test_a_command_to_a_running_peer_loads_no_heavy_library() -> None:
         [sys.executable, "-c", probe], capture_output=True, text=True, timeout=60, check=True
     )
     assert done.stdout.strip() == "[]", done.stdout + done.stderr
+
+
+def _module_imports(path: Path) -> list[str]:
+    return [name for name in _imports(ast.parse(path.read_text())) if name.startswith("p2pshare")]
+
+
+def test_the_core_depends_on_nothing_but_itself_and_the_errors() -> None:
+    for path in CORE.glob("*.py"):
+        for name in _module_imports(path):
+            assert name.startswith(("p2pshare.core", "p2pshare.errors")), f"{path.name}: {name}"
+
+
+def test_the_peer_parts_only_lean_inward() -> None:
+    """``sharing`` needs no other part of the peer; no part reaches up into the
+    composition root (``node``, ``run``) or the control API."""
+    peer = ROOT / "src" / "p2pshare" / "peer"
+    for path in (peer / "sharing").glob("*.py"):
+        for name in _module_imports(path):
+            assert not name.startswith("p2pshare.peer.") or name.startswith(
+                "p2pshare.peer.sharing"
+            ), f"sharing/{path.name} imports {name}"
+    for part in ("sharing", "transfer", "overlay", "rpc", "discovery"):
+        for path in (peer / part).glob("*.py"):
+            for name in _module_imports(path):
+                assert not name.startswith(
+                    ("p2pshare.peer.node", "p2pshare.peer.run", "p2pshare.peer.api")
+                ), f"{part}/{path.name} imports {name}"

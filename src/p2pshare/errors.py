@@ -6,13 +6,15 @@ Grouped by what the caller can do about each::
     ├── UsageError                 the local caller did something wrong; fix the input
     │   ├── ConfigError            a bad config value (names the key)
     │   ├── InvalidName            a file name or path that would leave the share folder
-    │   └── InvalidContentId       not 64 hex characters / not a unique prefix
+    │   ├── InvalidContentId       not 64 hex characters / not a unique prefix
+    │   └── InvalidQuery           an empty, wordless or overlong name query
     ├── NotFound                   nothing known under that id or name
     ├── PermissionDenied           a missing or wrong token
     │   └── Unauthenticated        no valid proof of the network key (a private network)
     ├── RemoteError                the other side misbehaved; try another one
     │   ├── BadPiece               a piece whose hash does not match its manifest
-    │   └── BadManifest            a manifest whose content id does not match
+    │   ├── BadManifest            a manifest whose content id does not match
+    │   └── Unsupported            it does not know the call (an older version)
     ├── TransportError             could not talk to the other side at all
     │   ├── Unreachable            connection refused, no route, tracker down
     │   ├── TimedOut               it did not answer in time
@@ -46,6 +48,11 @@ class InvalidContentId(UsageError):
     """A content id that is malformed or an ambiguous prefix."""
 
 
+class InvalidQuery(UsageError, ValueError):
+    """A name query that selects nothing by construction: empty, no letters or digits,
+    too long. Also a ``ValueError``, so pydantic validators report it as bad input."""
+
+
 class NotFound(P2PShareError):
     """Nothing is known under the given id or name."""
 
@@ -69,6 +76,10 @@ class BadPiece(RemoteError):
 
 class BadManifest(RemoteError):
     """A manifest that does not hash to the content id it was asked for."""
+
+
+class Unsupported(RemoteError):
+    """The other side does not implement the call (an older version of p2pshare)."""
 
 
 class TransportError(P2PShareError):

@@ -6,6 +6,7 @@ import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
+from p2pshare import errors
 from p2pshare.core.names import MAX_QUERY_LENGTH, parse_query, words
 
 
@@ -60,7 +61,7 @@ def test_a_glob_query_keeps_its_words_and_a_words_query_has_no_glob():
 
 @pytest.mark.parametrize("bad", ["", "   ", "-- ..", "x" * (MAX_QUERY_LENGTH + 1)])
 def test_parse_query_refuses_empty_wordless_and_overlong_queries(bad):
-    with pytest.raises(ValueError):
+    with pytest.raises(errors.InvalidQuery):
         parse_query(bad)
 
 

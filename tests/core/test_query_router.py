@@ -6,6 +6,7 @@ import random
 
 import pytest
 
+from p2pshare import errors
 from p2pshare.core.query_router import MAX_TTL, Mode, Query, QueryRouter, Route, check_query
 
 NEIGHBOURS = ["a:1", "b:1", "c:1", "d:1"]
@@ -145,7 +146,7 @@ def test_a_walker_at_a_dead_end_stops() -> None:
 
 @pytest.mark.parametrize(("ttl", "walkers"), [(-1, 0), (MAX_TTL + 1, 0), (2, 65), (2, -1)])
 def test_out_of_range_ttl_and_walkers_are_refused(ttl: int, walkers: int) -> None:
-    with pytest.raises(ValueError):
+    with pytest.raises(errors.UsageError):
         check_query(ttl=ttl, walkers=walkers)
 
 
@@ -185,3 +186,36 @@ def test_a_neighbour_that_sent_us_at_least_the_ttl_we_would_give_it_is_skipped()
     route = router.receive(flood(4), sender="b:1", neighbours=NEIGHBOURS, now=0.1, rng=rng)
     # a and c knew it with TTL 3 already: our copy with TTL 3 would change nothing
     assert targets(route) == ["d:1"]
+
+
+def test_a_received_query_has_its_ttl_and_walkers_clamped() -> None:
+    from p2pshare.core.query_router import MAX_WALKERS, admit
+
+    q = admit(query_id="q1", ttl=99, mode=Mode.WALK, walkers=999, origin="a:1", covers=False)
+    assert (q.ttl, q.walkers, q.origin) == (MAX_TTL, MAX_WALKERS, "a:1")
+    assert (
+        admit(query_id="q", ttl=2, mode=Mode.FLOOD, walkers=0, origin="", covers=True).walkers == 1
+    )
+
+
+@pytest.mark.parametrize("query_id", ["", "x" * 65])
+def test_a_received_query_without_a_sound_id_is_refused(query_id: str) -> None:
+    from p2pshare.core.query_router import admit
+
+    with pytest.raises(errors.UsageError, match="query_id"):
+        admit(query_id=query_id, ttl=2, mode=Mode.FLOOD, walkers=1, origin="", covers=False)
+
+
+def test_a_relayed_query_takes_what_its_sender_gave_it_within_bounds() -> None:
+    from p2pshare.core.query_router import DEFAULT_DEADLINE, MAX_DEADLINE, relay_deadline
+
+    assert relay_deadline(0) == DEFAULT_DEADLINE
+    assert relay_deadline(1500) == 1.5
+    assert relay_deadline(3_600_000) == MAX_DEADLINE
+
+
+def test_the_next_hop_gets_a_tenth_less_time_at_most_100_ms_less() -> None:
+    from p2pshare.core.query_router import downstream_timeout
+
+    assert downstream_timeout(0.5) == pytest.approx(0.45)
+    assert downstream_timeout(3.0) == pytest.approx(2.9)

@@ -121,3 +121,19 @@ def test_a_covering_copy_stands_for_the_replies_to_copies_with_ttl_up_to_one_mor
     taken = p.covered("q", lambda link: link.startswith("b"), 3)
     assert [(t.relay, t.over) for t in taken] == [(high, True)]
     assert p.get(high.tag) is None and len(p) == 2
+
+
+def test_next_deadline_is_the_earliest_open_relays_and_skips_closed_ones():
+    from p2pshare.core.reverse_paths import ReversePaths
+
+    paths: ReversePaths[str] = ReversePaths(max_hits_per_link=10)
+    assert paths.next_deadline() is None
+    early = paths.open(
+        query_id="q1", upstream=None, up_tag=0, ttl=2, downstream=["b"], deadline=5.0
+    )
+    paths.open(query_id="q2", upstream=None, up_tag=0, ttl=2, downstream=["b"], deadline=9.0)
+    assert paths.next_deadline() == 5.0
+    paths.close(early)
+    assert paths.next_deadline() == 9.0
+    assert [r.query_id for r in paths.expired(9.0)] == ["q2"]
+    assert paths.next_deadline() is None

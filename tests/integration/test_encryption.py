@@ -29,7 +29,7 @@ from p2pshare._proto import peer_pb2 as pb
 from p2pshare._proto import peer_pb2_grpc as pb_grpc
 from p2pshare.config import PeerSettings
 from p2pshare.localnet import LocalNetwork, network_env
-from p2pshare.peer.peer_client import PeerClients
+from p2pshare.peer.rpc.client import PeerClients
 from p2pshare.tracker.client import TrackerClient
 from tests.integration.helpers import api, cli, sha256, wait_registered, write_random
 

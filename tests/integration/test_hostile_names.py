@@ -20,7 +20,7 @@ import pytest
 from p2pshare._proto import peer_pb2 as pb
 from p2pshare.core.manifest import MIN_PIECE_SIZE, Manifest
 from p2pshare.localnet import LocalNetwork, wait_for
-from p2pshare.peer.wire import manifest_to_pb
+from p2pshare.peer.rpc.wire import manifest_to_pb
 from tests.hostile_names import HOSTILE, HOSTILE_NAMES, creatable
 from tests.integration.helpers import api, sha256
 

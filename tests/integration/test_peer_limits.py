@@ -14,8 +14,8 @@ import pytest
 from p2pshare._proto import peer_pb2 as pb
 from p2pshare._proto import peer_pb2_grpc as pb_grpc
 from p2pshare.localnet import LocalNetwork, PeerProc, wait_for
-from p2pshare.peer.peer_server import MAX_OVERLAY_STREAMS_PER_PEER
-from p2pshare.peer.wire import MAX_REQUEST, decode_piece
+from p2pshare.peer.rpc.server import MAX_OVERLAY_STREAMS_PER_PEER
+from p2pshare.peer.rpc.wire import MAX_REQUEST, decode_piece
 from tests.integration.helpers import api, write_random
 
 pytestmark = pytest.mark.integration

@@ -16,7 +16,7 @@ import pytest
 
 from p2pshare.core.auth import HEADER, HTTP_PURPOSE, NONCE_BYTES, CallSigner, http_call
 from p2pshare.localnet import LocalNetwork, wait_for
-from p2pshare.peer.auth import GrpcAuth
+from p2pshare.peer.rpc.auth import GrpcAuth
 from p2pshare.tracker.auth import TrackerAuth
 from tests.grpc_probe import METHODS, statuses
 from tests.http_probe import requests_of

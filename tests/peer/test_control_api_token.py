@@ -9,7 +9,7 @@ import pytest
 
 from p2pshare.config import PeerSettings
 from p2pshare.errors import ConfigError
-from p2pshare.peer.control_api import api_token_for
+from p2pshare.peer.api.control import api_token_for
 
 
 def test_loopback_needs_no_token(tmp_path: Path) -> None:

@@ -8,7 +8,7 @@ from pathlib import Path
 import pytest
 
 from p2pshare.errors import UsageError
-from p2pshare.peer.folders import check_out_folder
+from p2pshare.peer.sharing.folders import check_out_folder
 from tests.hostile_names import HOSTILE
 
 

@@ -14,10 +14,10 @@ import pytest
 
 from p2pshare import errors
 from p2pshare.core.auth import GRPC_PURPOSE, HEADER, NONCE_BYTES, CallSigner
-from p2pshare.peer.auth import GrpcAuth
-from p2pshare.peer.loopback import LoopPeer, link, start_peer
-from p2pshare.peer.peer_client import PeerClients
-from p2pshare.peer.wire import decode_piece
+from p2pshare.peer.rpc.auth import GrpcAuth
+from p2pshare.peer.rpc.client import PeerClients
+from p2pshare.peer.rpc.loopback import LoopPeer, link, start_peer
+from p2pshare.peer.rpc.wire import decode_piece
 from tests.grpc_probe import METHODS, statuses
 
 KEY = "p2pk-" + "a" * 43
@@ -40,7 +40,7 @@ async def pair(tmp_path: Path) -> AsyncIterator[tuple[LoopPeer, LoopPeer]]:
 async def test_keyed_peers_use_every_call(pair: tuple[LoopPeer, LoopPeer]) -> None:
     a, b = pair
     assert (await a.clients.hello(b.address)).accepted
-    hits = await a.clients.search(b.address, "secret")
+    hits = await a.clients.search_share_of(b.address, "secret")
     assert [h.name for h in hits] == ["secret plans.txt"]
     content_id = hits[0].content_id
     manifest = await a.clients.manifest(b.address, content_id)
@@ -49,7 +49,10 @@ async def test_keyed_peers_use_every_call(pair: tuple[LoopPeer, LoopPeer]) -> No
     pieces = await asyncio.to_thread(lambda: [decode_piece(raw) for raw in call])
     assert [(i, len(data)) for i, data in pieces] == [(0, manifest.piece_size)]
     relayed = [
-        h async for h in a.overlay.search(query="plans", ttl=2, walkers=0, limit=5, timeout=2.0)
+        h
+        async for h in a.overlay.search_overlay(
+            query="plans", ttl=2, walkers=0, limit=5, timeout=2.0
+        )
     ]
     assert [h.name for h in relayed] == ["secret plans.txt"]
 
@@ -64,7 +67,7 @@ async def test_a_client_without_the_key_learns_nothing(
         with pytest.raises(errors.PermissionDenied):
             await outsider.hello(b.address)
         with pytest.raises(errors.PermissionDenied):
-            await outsider.search(b.address, "secret")
+            await outsider.search_share_of(b.address, "secret")
     finally:
         await outsider.close()
 

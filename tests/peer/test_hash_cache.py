@@ -8,8 +8,8 @@ import sqlite3
 import pytest
 
 from p2pshare.errors import P2PShareError
-from p2pshare.peer.hash_cache import HashCache
-from p2pshare.peer.hashing import hash_file
+from p2pshare.peer.sharing.hash_cache import HashCache
+from p2pshare.peer.sharing.hashing import hash_file
 
 PS = 16384
 

@@ -9,8 +9,8 @@ import pytest
 
 from p2pshare.core.manifest import content_id_of
 from p2pshare.errors import NotFound, P2PShareError
-from p2pshare.peer import hashing
-from p2pshare.peer.hashing import FileChanged, hash_fd, hash_file, iter_piece_hashes
+from p2pshare.peer.sharing import hashing
+from p2pshare.peer.sharing.hashing import FileChanged, hash_fd, hash_file, iter_piece_hashes
 
 PS = 16384
 

@@ -13,7 +13,7 @@ import pytest
 
 from p2pshare._proto import peer_pb2 as pb
 from p2pshare.core.neighbours import Added, Change
-from p2pshare.peer.loopback import LoopPeer, link, start_peer
+from p2pshare.peer.rpc.loopback import LoopPeer, link, start_peer
 
 
 async def eventually(predicate: Callable[[], bool], timeout: float, what: str) -> None:
@@ -42,7 +42,7 @@ async def line(tmp_path: Path) -> AsyncIterator[list[LoopPeer]]:
 async def search(peer: LoopPeer, query: str, *, ttl: int, walkers: int = 0) -> list[pb.SearchHit]:
     return [
         hit
-        async for hit in peer.overlay.search(
+        async for hit in peer.overlay.search_overlay(
             query=query, ttl=ttl, walkers=walkers, limit=10, timeout=3.0
         )
     ]
@@ -74,7 +74,7 @@ async def test_a_content_id_lookup_finds_exactly_its_providers(line: list[LoopPe
     content_id = line[4].share.files()[0].content_id
     hits = [
         h
-        async for h in line[0].overlay.search(
+        async for h in line[0].overlay.search_overlay(
             content_id=content_id, ttl=4, walkers=0, limit=1, timeout=3.0
         )
     ]
@@ -153,7 +153,9 @@ async def timed_search(
     """The hits' names with when each came, and when the search ended (seconds)."""
     start = time.monotonic()
     hits = []
-    async for hit in peer.overlay.search(query=query, ttl=4, walkers=0, limit=10, timeout=timeout):
+    async for hit in peer.overlay.search_overlay(
+        query=query, ttl=4, walkers=0, limit=10, timeout=timeout
+    ):
         hits.append((hit.name, time.monotonic() - start))
         if len(hits) == stop_after:
             break
@@ -183,7 +185,9 @@ async def test_a_neighbour_killed_mid_query_counts_as_done(
     line[2].overlay.table.heard_from(address, time.monotonic())
     start = time.monotonic()
     hits = []
-    async for hit in line[0].overlay.search(query="txt", ttl=4, walkers=0, limit=10, timeout=20):
+    async for hit in line[0].overlay.search_overlay(
+        query="txt", ttl=4, walkers=0, limit=10, timeout=20
+    ):
         hits.append(hit.name)
         if len(hits) == 2:  # both found; only the hanging peer keeps the query open
             await eventually(lambda: bool(received), 2, "the query to reach the hanging peer")

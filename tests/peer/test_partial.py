@@ -13,8 +13,8 @@ import pytest
 
 from p2pshare.core.manifest import Manifest
 from p2pshare.errors import BadPiece, DownloadFailed
-from p2pshare.peer.downloads import _target_path
-from p2pshare.peer.partial import PartialDownload, load_record, partial_path
+from p2pshare.peer.transfer.downloads import _target_path
+from p2pshare.peer.transfer.partial import PartialDownload, load_record, partial_path
 from tests.hostile_names import HOSTILE
 
 PIECE = 16 << 10

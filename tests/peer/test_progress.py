@@ -6,8 +6,8 @@ from pathlib import Path
 
 import pytest
 
-from p2pshare.peer import progress
-from p2pshare.peer.progress import Download
+from p2pshare.peer.transfer import progress
+from p2pshare.peer.transfer.progress import Download
 
 
 class Clock:

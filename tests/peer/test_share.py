@@ -11,9 +11,9 @@ import pytest
 from p2pshare.core.manifest import Manifest, content_id_of
 from p2pshare.core.names import parse_query
 from p2pshare.errors import InvalidContentId, InvalidName, NotFound, UsageError
-from p2pshare.peer import share as share_module
-from p2pshare.peer.hash_cache import HashCache
-from p2pshare.peer.share import Share
+from p2pshare.peer.sharing import share as share_module
+from p2pshare.peer.sharing.hash_cache import HashCache
+from p2pshare.peer.sharing.share import Share
 from tests.hostile_names import HOSTILE
 
 PS = 16384
@@ -399,14 +399,14 @@ def test_search_matches_names_in_order_up_to_the_limit(share, root):
     for n in ("linux/debian-12.iso", "linux/ubuntu-24.iso", "notes.txt", "b-linux.iso"):
         write(root / n, n.encode())
     share.scan()
-    found = share.search(parse_query("linux iso"), 10)
+    found = share.files_matching(parse_query("linux iso"), 10)
     assert [f.name for f in found] == ["b-linux.iso", "linux/debian-12.iso", "linux/ubuntu-24.iso"]
-    assert [f.name for f in share.search(parse_query("*.iso"), 2)] == [
+    assert [f.name for f in share.files_matching(parse_query("*.iso"), 2)] == [
         "b-linux.iso",
         "linux/debian-12.iso",
     ]
-    assert share.search(parse_query("iso"), 0) == []
-    assert share.search(parse_query("windows"), 10) == []
+    assert share.files_matching(parse_query("iso"), 0) == []
+    assert share.files_matching(parse_query("windows"), 10) == []
 
 
 # -- reading pieces -------------------------------------------------------------

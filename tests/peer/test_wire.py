@@ -8,7 +8,7 @@ from hypothesis import strategies as st
 
 from p2pshare._proto import peer_pb2 as pb
 from p2pshare.errors import RemoteError
-from p2pshare.peer.wire import decode_piece, encode_piece, remote_key
+from p2pshare.peer.rpc.wire import decode_piece, encode_piece, remote_key
 
 indexes = st.integers(min_value=0, max_value=2**32 - 1)
 

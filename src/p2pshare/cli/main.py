@@ -232,7 +232,7 @@ def hash_(
 ) -> None:
     """Compute a file's content id (the id other peers download it by)."""
     from p2pshare.core.manifest import check_piece_size
-    from p2pshare.peer.hashing import hash_file
+    from p2pshare.peer.sharing.hashing import hash_file
 
     try:
         check_piece_size(piece_size)

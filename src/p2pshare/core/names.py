@@ -18,6 +18,8 @@ import re
 import unicodedata
 from dataclasses import dataclass
 
+from p2pshare.errors import InvalidQuery
+
 MAX_QUERY_LENGTH = 256
 _WORD = re.compile(r"[^\W_]+")
 
@@ -50,15 +52,15 @@ class Query:
 
 
 def parse_query(text: str) -> Query:
-    """Parse a query; raise ``ValueError`` if it is empty or too long."""
+    """Parse a query; raise ``InvalidQuery`` if it is empty, wordless or too long."""
     text = text.strip()
     if not text:
-        raise ValueError("the query is empty")
+        raise InvalidQuery("the query is empty")
     if len(text) > MAX_QUERY_LENGTH:
-        raise ValueError(f"the query is longer than {MAX_QUERY_LENGTH} characters")
+        raise InvalidQuery(f"the query is longer than {MAX_QUERY_LENGTH} characters")
     if "*" in text or "?" in text:
         return Query(text, tuple(words(text)), _fold(text))
     terms = tuple(words(text))
     if not terms:
-        raise ValueError("the query has no letters or digits")
+        raise InvalidQuery("the query has no letters or digits")
     return Query(text, terms, None)

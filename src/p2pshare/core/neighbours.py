@@ -1,6 +1,6 @@
 """The neighbour table: which peers this peer keeps as its overlay neighbours.
 
-An unstructured overlay (DESIGN.md, Network: *Overlay*): every peer keeps a
+An unstructured overlay (docs/design.md, Network: *Overlay*): every peer keeps a
 bounded set of neighbours, replaces the ones that stop answering and learns new
 ones from the tracker's sample, a list saved at its last run, the seeds of its
 config, what neighbours tell it in ``Hello`` and the peers that call it.
@@ -24,10 +24,13 @@ Life of an address::
 
 from __future__ import annotations
 
-import random
 from collections import OrderedDict, deque
 from collections.abc import Iterable
 from dataclasses import dataclass
+from typing import TYPE_CHECKING
+
+if TYPE_CHECKING:
+    from random import Random
 
 DEFAULT_CAPACITY = 8
 DEFAULT_MAX_FAILURES = 3
@@ -144,7 +147,7 @@ class NeighbourTable:
                     break
                 del self._candidates[oldest]
 
-    def due(self, now: float, rng: random.Random) -> list[str]:
+    def due(self, now: float, rng: Random) -> list[str]:
         """Whom to send a ``Hello`` now: neighbours not heard of for ``ping_every``
         seconds, and random candidates while there are fewer than ``dial_to``
         neighbours (each candidate tried again at most every ``retry_after``

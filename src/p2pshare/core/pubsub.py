@@ -1,7 +1,7 @@
 """Publish/subscribe of shared files, without I/O: what a change is, which changes
 are new (de-duplication), and when a file that changed on disk has settled
-(debouncing). The peer's asyncio adapters (``p2pshare.peer.watcher``,
-``p2pshare.peer.publisher``) feed these with ``now`` and act on their answers.
+(debouncing). The peer's asyncio adapters (``p2pshare.peer.sharing.watcher``,
+``p2pshare.peer.overlay.publisher``) feed these with ``now`` and act on their answers.
 """
 
 from __future__ import annotations

@@ -1,6 +1,6 @@
 """The query router: where an overlay query goes next, and whether to answer it.
 
-DESIGN.md, Network: *Search*. A query carries an id (random, 128 bits), a TTL
+docs/design.md, Network: *Search*. A query carries an id (random, 128 bits), a TTL
 and a mode:
 
 - **flood**: the peer that starts the query sends it to every neighbour with
@@ -34,21 +34,29 @@ the query with at least the TTL it would give it. Neither changes the reach,
 only the number of messages.
 
 The router does no I/O: it returns a ``Route`` (answer or not, and which
-messages to send), and the adapter (``p2pshare.peer.overlay``) sends them and
+messages to send), and the adapter (``p2pshare.peer.overlay.network``) sends them and
 streams the hits back along the reverse path.
 """
 
 from __future__ import annotations
 
 import enum
-import random
 from collections import OrderedDict
 from collections.abc import Sequence
 from dataclasses import dataclass, field, replace
+from typing import TYPE_CHECKING
+
+from p2pshare.errors import UsageError
+
+if TYPE_CHECKING:
+    from random import Random
 
 DEFAULT_TTL = 4
 MAX_TTL = 8
 MAX_WALKERS = 64
+MAX_QUERY_ID = 64  # characters of a query id a peer accepts
+DEFAULT_DEADLINE = 3.0  # seconds a relayed query may take when its sender set no deadline
+MAX_DEADLINE = 30.0  # seconds a relayed query may take at most
 DEFAULT_MEMORY = 10_000
 DEFAULT_REMEMBER_FOR = 120.0
 
@@ -94,14 +102,42 @@ class _Seen:
 
 
 def check_query(*, ttl: int, walkers: int) -> None:
-    """``ValueError`` unless ``ttl`` and ``walkers`` are within bounds."""
+    """``UsageError`` unless ``ttl`` and ``walkers`` are within bounds."""
     if not 0 <= ttl <= MAX_TTL:
-        raise ValueError(f"ttl must be between 0 and {MAX_TTL}")
+        raise UsageError(f"ttl must be between 0 and {MAX_TTL}")
     if not 0 <= walkers <= MAX_WALKERS:
-        raise ValueError(f"walkers must be between 0 (flood) and {MAX_WALKERS}")
+        raise UsageError(f"walkers must be between 0 (flood) and {MAX_WALKERS}")
 
 
-def new_query_id(rng: random.Random) -> str:
+def admit(*, query_id: str, ttl: int, mode: Mode, walkers: int, origin: str, covers: bool) -> Query:
+    """The query a neighbour's message stands for: its id checked (``UsageError``), its
+    TTL and number of walkers clamped to what this peer relays."""
+    if not query_id or len(query_id) > MAX_QUERY_ID:
+        raise UsageError(f"query_id must be 1 to {MAX_QUERY_ID} characters")
+    return Query(
+        query_id,
+        min(ttl, MAX_TTL),
+        mode,
+        min(max(walkers, 1), MAX_WALKERS),
+        origin=origin,
+        covers=covers,
+    )
+
+
+def relay_deadline(timeout_ms: int) -> float:
+    """Seconds a relayed query may take here: what its sender gave it (none: the
+    default), at most ``MAX_DEADLINE``."""
+    return min(timeout_ms / 1000 or DEFAULT_DEADLINE, MAX_DEADLINE)
+
+
+def downstream_timeout(remaining: float) -> float:
+    """Seconds the next hop gets of the ``remaining`` ones: a tenth less, at most 100 ms
+    less, so that what it finds still reaches our upstream in time (the deepest
+    peers stop first)."""
+    return remaining - min(0.1, remaining / 10)
+
+
+def new_query_id(rng: Random) -> str:
     return f"{rng.getrandbits(128):032x}"
 
 
@@ -132,7 +168,7 @@ class QueryRouter:
         walkers: int,
         neighbours: Sequence[str],
         now: float,
-        rng: random.Random,
+        rng: Random,
     ) -> tuple[Query, Route]:
         """A new query from this peer: flood if ``walkers`` is 0, else random walks."""
         check_query(ttl=ttl, walkers=walkers)
@@ -154,7 +190,7 @@ class QueryRouter:
         sender: str,
         neighbours: Sequence[str],
         now: float,
-        rng: random.Random,
+        rng: Random,
     ) -> Route:
         """``query`` arrived from ``sender``: answer it or not, and where it goes on."""
         self._expire(now)

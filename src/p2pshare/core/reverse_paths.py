@@ -1,7 +1,7 @@
 """Reverse paths: where the hits of a relayed query go, and when the query is over here.
 
-DESIGN.md, Network: *Search*. Overlay queries and their replies travel on one
-long-lived stream per pair of neighbours (``p2pshare.peer.overlay``), so the
+docs/design.md, Network: *Search*. Overlay queries and their replies travel on one
+long-lived stream per pair of neighbours (``p2pshare.peer.overlay.network``), so the
 replies of many queries share a stream and each must say which query it answers.
 A peer that sends a query on gives it a **tag**, its own handle for the query,
 and the neighbours' replies carry that tag back: hits to relay, and ``done`` when
@@ -171,6 +171,17 @@ class ReversePaths(Generic[L]):
                 self._remove(relay)
                 out.append(relay)
         return out
+
+    def next_deadline(self) -> float | None:
+        """The earliest deadline of an open relay (``None``: no relay is open): when
+        ``expired`` has something to say next."""
+        while self._deadlines:
+            deadline, tag = self._deadlines[0]
+            relay = self._by_tag.get(tag)
+            if relay is not None and relay.deadline == deadline:
+                return deadline
+            heapq.heappop(self._deadlines)  # closed before its deadline
+        return None
 
     def _remove(self, relay: Relay[L]) -> None:
         del self._by_tag[relay.tag]

@@ -7,9 +7,9 @@ import gc
 import signal
 
 from p2pshare.config import PeerSettings
-from p2pshare.peer import heap
-from p2pshare.peer.control_api import api_token_for, create_app
+from p2pshare.peer.api.control import api_token_for, create_app
 from p2pshare.peer.node import PeerNode
+from p2pshare.peer.transfer import heap
 from p2pshare.serving import HttpServer, bind, bound_url, quiet_logs
 
 

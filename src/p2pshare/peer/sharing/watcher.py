@@ -24,7 +24,7 @@ import watchfiles
 from p2pshare import errors
 from p2pshare.core.paths import PARTIAL_SUFFIX
 from p2pshare.core.pubsub import Debouncer
-from p2pshare.peer.share import Share, SharedFile
+from p2pshare.peer.sharing.share import Share, SharedFile
 
 __all__ = ["QUIET_SECONDS", "ShareWatcher"]
 

@@ -34,8 +34,8 @@ from p2pshare.core.manifest import Manifest, check_content_id, check_piece_size
 from p2pshare.core.names import Query
 from p2pshare.core.paths import PARTIAL_SUFFIX, check_share_name
 from p2pshare.errors import InvalidName, NotFound, P2PShareError, UsageError
-from p2pshare.peer.hash_cache import HashCache
-from p2pshare.peer.hashing import FileChanged, hash_fd
+from p2pshare.peer.sharing.hash_cache import HashCache
+from p2pshare.peer.sharing.hashing import FileChanged, hash_fd
 
 __all__ = ["PieceReader", "ScanResult", "Share", "SharedFile"]
 
@@ -219,7 +219,7 @@ class Share:
                 return named[min(named)]
         raise NotFound(f"no shared file has content id {content_id[:16]}…")
 
-    def search(self, query: Query, limit: int) -> list[SharedFile]:
+    def files_matching(self, query: Query, limit: int) -> list[SharedFile]:
         """Up to ``limit`` shared files whose name matches ``query``, by name."""
         if limit <= 0:
             return []

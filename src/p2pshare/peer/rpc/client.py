@@ -1,8 +1,15 @@
-"""The client side of the peer protocol: one channel per remote peer, typed calls."""
+"""The client side of the peer protocol: one channel per remote peer, typed calls.
+
+Every call's gRPC failure goes through ``translated`` (one place), which raises
+the p2pshare error for it (``wire.translate``): nothing above this module sees a
+``grpc.RpcError``, neither the asyncio calls nor the blocking piece streams that
+the download threads iterate.
+"""
 
 from __future__ import annotations
 
 import asyncio
+import contextlib
 from collections.abc import AsyncIterator, Iterator
 from typing import TYPE_CHECKING, Protocol
 
@@ -13,8 +20,8 @@ from p2pshare._proto import peer_pb2 as pb
 from p2pshare._proto import peer_pb2_grpc as pb_grpc
 from p2pshare.core.manifest import Manifest, check_content_id
 from p2pshare.core.pieces import PieceSet
-from p2pshare.peer.auth import GrpcAuth
-from p2pshare.peer.wire import (
+from p2pshare.peer.rpc.auth import GrpcAuth
+from p2pshare.peer.rpc.wire import (
     CHANNEL_OPTIONS,
     GET_PIECES,
     manifest_from_pb,
@@ -27,16 +34,39 @@ if TYPE_CHECKING:
 CALL_TIMEOUT = 10.0
 
 
-class PieceCall(Protocol):
-    """A blocking GetPieces call: iterate for raw pieces, cancel from any thread."""
+@contextlib.contextmanager
+def translated(address: str) -> Iterator[None]:
+    """Raise the p2pshare error for a failed gRPC call to ``address`` (aio or blocking)."""
+    try:
+        yield
+    except grpc.RpcError as exc:
+        raise translate(exc, address) from exc
 
+
+class _GrpcPieceCall(Protocol):
     def __iter__(self) -> Iterator[bytes]: ...
 
     def cancel(self) -> bool: ...
 
 
+class PieceCall:
+    """A blocking GetPieces call: iterate for raw pieces (a failure comes out as a
+    p2pshare error), cancel from any thread."""
+
+    def __init__(self, call: _GrpcPieceCall, address: str) -> None:
+        self._call = call
+        self._address = address
+
+    def __iter__(self) -> Iterator[bytes]:
+        with translated(self._address):
+            yield from self._call
+
+    def cancel(self) -> bool:
+        return self._call.cancel()
+
+
 class OverlayStream:
-    """An open ``Overlay`` stream to one peer (see ``p2pshare.peer.overlay``): batches
+    """An open ``Overlay`` stream to one peer (see ``p2pshare.peer.overlay.network``): batches
     written one at a time, the peer's batches iterated; a failure comes out as a
     p2pshare error."""
 
@@ -46,18 +76,15 @@ class OverlayStream:
 
     async def write(self, batch: pb.OverlayBatch) -> None:
         try:
-            await self._call.write(batch)
-        except grpc.aio.AioRpcError as exc:
-            raise translate(exc, self._address) from exc
+            with translated(self._address):
+                await self._call.write(batch)
         except asyncio.InvalidStateError as exc:  # the peer ended the stream
             raise errors.Unreachable(f"peer {self._address} closed the overlay stream") from exc
 
     async def batches(self) -> AsyncIterator[pb.OverlayBatch]:
-        try:
+        with translated(self._address):
             async for batch in self._call:
                 yield batch
-        except grpc.aio.AioRpcError as exc:
-            raise translate(exc, self._address) from exc
 
     def cancel(self) -> None:
         self._call.cancel()
@@ -118,25 +145,21 @@ class PeerClients:
             await channel.close(None)
 
     async def hello(self, address: str, *, timeout: float = CALL_TIMEOUT) -> pb.HelloResponse:
-        try:
+        with translated(address):
             reply: pb.HelloResponse = await self._stub(address).Hello(
                 pb.HelloRequest(peer=self._me), timeout=timeout
             )
-            return reply
-        except grpc.aio.AioRpcError as exc:
-            raise translate(exc, address) from exc
+        return reply
 
     async def manifest(
         self, address: str, content_id: str, *, timeout: float = CALL_TIMEOUT
     ) -> Manifest:
         """The manifest of ``content_id`` from ``address``, checked against the id."""
         check_content_id(content_id)
-        try:
+        with translated(address):
             msg = await self._stub(address).GetManifest(
                 pb.ManifestRequest(content_id=content_id), timeout=timeout
             )
-        except grpc.aio.AioRpcError as exc:
-            raise translate(exc, address) from exc
         return manifest_from_pb(msg, content_id)
 
     async def have(
@@ -144,13 +167,12 @@ class PeerClients:
     ) -> PieceSet | None:
         """The pieces ``address`` holds of ``content_id``; ``None`` when it has them all."""
         try:
-            reply: pb.HaveMap = await self._stub(address).GetHave(
-                pb.HaveRequest(content_id=content_id), timeout=timeout
-            )
-        except grpc.aio.AioRpcError as exc:
-            if exc.code() == grpc.StatusCode.UNIMPLEMENTED:
-                return None  # a peer from before have-maps only serves whole files
-            raise translate(exc, address) from exc
+            with translated(address):
+                reply: pb.HaveMap = await self._stub(address).GetHave(
+                    pb.HaveRequest(content_id=content_id), timeout=timeout
+                )
+        except errors.Unsupported:
+            return None  # a peer from before have-maps only serves whole files
         if reply.complete:
             return None
         try:
@@ -163,7 +185,7 @@ class PeerClients:
     ) -> PieceCall:
         """A GetPieces call whose iterator yields raw ``pb.Piece`` bytes (see
         ``wire.decode_piece``); blocking, for the download threads. Iterating
-        raises ``grpc.RpcError``; the caller translates it."""
+        raises p2pshare errors."""
         channel = self._sync_channels.get(address)
         if channel is None:
             if self._credentials is None:
@@ -176,39 +198,24 @@ class PeerClients:
             request_serializer=pb.PiecesRequest.SerializeToString,
             response_deserializer=None,
         )
-        call: PieceCall = get_pieces(
+        call: _GrpcPieceCall = get_pieces(
             pb.PiecesRequest(content_id=content_id, indexes=indexes),
             timeout=timeout,
             metadata=self._auth.metadata(GET_PIECES) if self._auth is not None else None,
         )
-        return call
+        return PieceCall(call, address)
 
-    async def search(
+    async def search_share_of(
         self, address: str, query: str, *, limit: int = 0, timeout: float = CALL_TIMEOUT
     ) -> list[pb.SearchHit]:
-        try:
+        """The hits of ``address``'s own share for ``query`` (no overlay behind it)."""
+        with translated(address):
             return [
                 hit
                 async for hit in self._stub(address).Search(
                     pb.SearchRequest(query=query, limit=limit), timeout=timeout
                 )
             ]
-        except grpc.aio.AioRpcError as exc:
-            raise translate(exc, address) from exc
-
-    async def search_stream(
-        self, address: str, request: pb.SearchRequest, *, timeout: float
-    ) -> AsyncIterator[pb.SearchHit]:
-        """The hits of ``request`` as ``address`` streams them back (its own, and the
-        overlay's beyond it when the request carries a query id)."""
-        call = self._stub(address).Search(request, timeout=timeout)
-        try:
-            async for hit in call:
-                yield hit
-        except grpc.aio.AioRpcError as exc:
-            raise translate(exc, address) from exc
-        finally:
-            call.cancel()
 
     def overlay(self, address: str) -> OverlayStream:
         """Open an ``Overlay`` stream to ``address``; it fails on first use if the peer
@@ -221,9 +228,8 @@ class PeerClients:
         request = pb.SubscribeRequest(query=query, sender=self._me)
         call = self._stub(address).Subscribe(request)
         try:
-            async for change in call:
-                yield change
-        except grpc.aio.AioRpcError as exc:
-            raise translate(exc, address) from exc
+            with translated(address):
+                async for change in call:
+                    yield change
         finally:
             call.cancel()

@@ -17,12 +17,12 @@ from pathlib import Path
 import grpc
 
 from p2pshare._proto import peer_pb2 as pb
-from p2pshare.peer.auth import GrpcAuth, ServerAuth
-from p2pshare.peer.hash_cache import HashCache
-from p2pshare.peer.overlay import Overlay
-from p2pshare.peer.peer_client import PeerClients
-from p2pshare.peer.peer_server import PeerService, start_server
-from p2pshare.peer.share import Share
+from p2pshare.peer.overlay.network import Overlay
+from p2pshare.peer.rpc.auth import GrpcAuth, ServerAuth
+from p2pshare.peer.rpc.client import PeerClients
+from p2pshare.peer.rpc.server import PeerService, start_server
+from p2pshare.peer.sharing.hash_cache import HashCache
+from p2pshare.peer.sharing.share import Share
 
 PIECE_SIZE = 1 << 16
 

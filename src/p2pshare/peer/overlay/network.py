@@ -1,6 +1,6 @@
 """The overlay: neighbours kept alive over gRPC, and searches that travel peer to peer.
 
-The asyncio side of ``core.neighbours`` and ``core.query_router`` (DESIGN.md,
+The asyncio side of ``core.neighbours`` and ``core.query_router`` (docs/design.md,
 Network: *Overlay* and *Search*). One task keeps the neighbour table alive: it
 asks the table whom to greet (``due``), sends those ``Hello`` calls, reports
 each answer or failure back, and saves the neighbours to
@@ -51,6 +51,7 @@ import asyncio
 import contextlib
 import json
 import logging
+import math
 import os
 import random
 import time
@@ -63,16 +64,16 @@ from p2pshare.core.manifest import check_content_id
 from p2pshare.core.names import parse_query
 from p2pshare.core.neighbours import Change, Dropped, NeighbourTable
 from p2pshare.core.query_router import (
-    MAX_TTL,
-    MAX_WALKERS,
     Mode,
-    Query,
     QueryRouter,
     Route,
+    admit,
+    downstream_timeout,
+    relay_deadline,
 )
 from p2pshare.core.reverse_paths import Relay, ReversePaths
-from p2pshare.peer.peer_client import PeerClients
-from p2pshare.peer.share import Share
+from p2pshare.peer.rpc.client import PeerClients
+from p2pshare.peer.sharing.share import Share
 from p2pshare.tracker.models import check_address
 
 log = logging.getLogger(__name__)
@@ -80,14 +81,11 @@ log = logging.getLogger(__name__)
 SAVED_NAME = "neighbours.json"
 HELLO_TIMEOUT = 2.0
 TICK = 1.0  # seconds between looks at the neighbour table
-DEFAULT_DEADLINE = 3.0  # a relayed query whose caller set no deadline
-MAX_DEADLINE = 30.0
 MAX_RELAYS = 64  # queries forwarded at once; more are answered from the share only
 MAX_HITS_PER_NEIGHBOUR = 2000  # hits relayed from one neighbour for one query
 MAX_QUEUED = 20_000  # messages waiting for one link's stream before it is cut
 DEFAULT_LIMIT = 100
 MAX_LIMIT = 1000
-MAX_QUERY_ID = 64
 
 _MODES = {pb.SEARCH_MODE_FLOOD: Mode.FLOOD, pb.SEARCH_MODE_WALK: Mode.WALK}
 _PB_MODES = {m: p for p, m in _MODES.items()}
@@ -122,6 +120,8 @@ class Overlay:
         self.table = NeighbourTable(me="", capacity=capacity)
         self.router = QueryRouter()
         self.paths: ReversePaths[Link] = ReversePaths(max_hits_per_link=MAX_HITS_PER_NEIGHBOUR)
+        self._timer: asyncio.TimerHandle | None = None  # at the earliest relay's deadline
+        self._timer_at = math.inf
         self._links: dict[str, Link] = {}  # the link our queries to each neighbour go on
         self._open: set[Link] = set()
         self._dialled: set[asyncio.Task[None]] = set()  # the tasks of the links we opened
@@ -144,6 +144,8 @@ class Overlay:
         self._task = asyncio.create_task(self._maintain(), name="overlay")
 
     async def stop(self) -> None:
+        if self._timer is not None:
+            self._timer.cancel()
         tasks = list(self._dialled) + ([self._task] if self._task else [])
         for task in tasks:
             task.cancel()
@@ -159,6 +161,10 @@ class Overlay:
 
     def neighbours(self) -> list[str]:
         return self.table.addresses()
+
+    def candidate_count(self) -> int:
+        """Peers known as possible neighbours, not (yet) neighbours."""
+        return len(self.table.candidates())
 
     def add_listener(self, listener: Callable[[Change], None]) -> None:
         """Call ``listener`` with every change of neighbours (``Added``, ``Dropped``),
@@ -252,7 +258,7 @@ class Overlay:
 
     # -- searches ---------------------------------------------------------------------
 
-    async def search(
+    async def search_overlay(
         self,
         *,
         query: str = "",
@@ -265,17 +271,14 @@ class Overlay:
         """Start a query from this peer; the other peers' hits as they arrive (``hops``:
         how far away each provider is). Our own share is not asked."""
         now = time.monotonic()
-        try:
-            q, route = self.router.start(
-                me=self._me().address,
-                ttl=ttl,
-                walkers=walkers,
-                neighbours=self.table.addresses(),
-                now=now,
-                rng=self._rng,
-            )
-        except ValueError as exc:
-            raise errors.UsageError(str(exc)) from exc
+        q, route = self.router.start(
+            me=self._me().address,
+            ttl=ttl,
+            walkers=walkers,
+            neighbours=self.table.addresses(),
+            now=now,
+            rng=self._rng,
+        )
         self.queries_started += 1
         template = pb.OverlayQuery(
             query_id=q.query_id, origin=self._me(), query=query, content_id=content_id, limit=limit
@@ -304,11 +307,10 @@ class Overlay:
                 return []
             found = [shared]
         else:
-            try:
-                parsed = parse_query(request.query)
-            except ValueError as exc:
-                raise errors.UsageError(str(exc)) from exc
-            found = self._share.search(parsed, min(request.limit or DEFAULT_LIMIT, MAX_LIMIT))
+            parsed = parse_query(request.query)
+            found = self._share.files_matching(
+                parsed, min(request.limit or DEFAULT_LIMIT, MAX_LIMIT)
+            )
         return [
             pb.SearchHit(content_id=f.content_id, name=f.name, size=f.size, provider=me)
             for f in found
@@ -414,15 +416,13 @@ class Overlay:
             for taken in self.paths.covered(msg.query_id, link.same_peer, msg.ttl):
                 self._deliver(taken.relay, (), over=taken.over)
         try:
-            if not msg.query_id or len(msg.query_id) > MAX_QUERY_ID:
-                raise errors.UsageError(f"query_id must be 1 to {MAX_QUERY_ID} characters")
             if self.paths.came_from(link, msg.tag):
                 raise errors.UsageError(f"tag {msg.tag} is already open")
-            query = Query(
-                msg.query_id,
-                min(msg.ttl, MAX_TTL),
-                _MODES.get(msg.mode, Mode.FLOOD),
-                min(max(msg.walkers, 1), MAX_WALKERS),
+            query = admit(
+                query_id=msg.query_id,
+                ttl=msg.ttl,
+                mode=_MODES.get(msg.mode, Mode.FLOOD),
+                walkers=msg.walkers,
                 origin=msg.origin.address,
                 covers=msg.covers,
             )
@@ -442,7 +442,7 @@ class Overlay:
             return  # our covering copy to the sender stands for the reply
         if not route.answer:
             own = []
-        timeout = min(msg.timeout_ms / 1000 or DEFAULT_DEADLINE, MAX_DEADLINE)
+        timeout = relay_deadline(msg.timeout_ms)
         relay = None
         if self.paths.relaying < self._max_relays:
             relay = self._forward(msg, route, link, msg.tag, now + timeout, now)
@@ -463,9 +463,7 @@ class Overlay:
     ) -> Relay[Link] | None:
         """Send ``route``'s messages (``template`` with each one's TTL and walkers) and
         open a relay for their replies; ``None`` if nothing was sent."""
-        remaining = deadline - now
-        # leave our upstream time to receive what we relay: a tenth, at most 100 ms
-        timeout_ms = int((remaining - min(0.1, remaining / 10)) * 1000)
+        timeout_ms = int(downstream_timeout(deadline - now) * 1000)
         if not route.forward or timeout_ms <= 0:
             return None
         sends = [(self._link_to(address), q) for address, q in route.forward]
@@ -483,7 +481,7 @@ class Overlay:
             msg.tag, msg.ttl, msg.walkers = relay.tag, q.ttl, q.walkers
             msg.mode, msg.timeout_ms, msg.covers = _PB_MODES[q.mode], timeout_ms, q.covers
         self.messages_sent += len(sends)
-        asyncio.get_running_loop().call_later(remaining, self._expire)
+        self._arm_timer()
         return relay
 
     def _on_reply(self, link: Link, msg: pb.OverlayReply) -> None:
@@ -514,10 +512,23 @@ class Overlay:
         for link in relay.waiting:
             link.send().cancel = relay.tag
 
+    def _arm_timer(self) -> None:
+        """One timer for every relay's deadline: set for the earliest one."""
+        deadline = self.paths.next_deadline()
+        if deadline is None or deadline >= self._timer_at:
+            return
+        if self._timer is not None:
+            self._timer.cancel()
+        self._timer_at = deadline
+        delay = max(0.0, deadline - time.monotonic())
+        self._timer = asyncio.get_running_loop().call_later(delay, self._expire)
+
     def _expire(self) -> None:
+        self._timer, self._timer_at = None, math.inf
         for relay in self.paths.expired(time.monotonic()):
             self._deliver(relay, (), over=True)
             self._cancel_downstream(relay)
+        self._arm_timer()
 
 
 class Link:

@@ -21,7 +21,7 @@ from pathlib import Path
 from p2pshare import errors
 from p2pshare.core.names import parse_query
 from p2pshare.core.pubsub import ADDED, ShareChange
-from p2pshare.peer.folders import check_out_folder
+from p2pshare.peer.sharing.folders import check_out_folder
 from p2pshare.tracker.models import SearchHit
 
 __all__ = ["CATCH_UP_LIMIT", "SAVED_NAME", "Subscription", "Subscriptions"]
@@ -81,10 +81,7 @@ class Subscriptions:
         return list(self._subs.values())
 
     def add(self, query: str, into: str) -> Subscription:
-        try:
-            parse_query(query)
-        except ValueError as exc:
-            raise errors.UsageError(str(exc)) from exc
+        parse_query(query)
         folder = check_out_folder(into, data_dir=self._data, option="--into")
         for sub in self._subs.values():
             if sub.query == query and sub.into == str(folder):

@@ -9,6 +9,7 @@ kept in ``<data>/api-token`` (mode 0600), which the CLI reads (``api_token_for``
 from __future__ import annotations
 
 import asyncio
+import dataclasses
 import hmac
 import json
 import os
@@ -29,10 +30,10 @@ from p2pshare import __version__, errors, http_errors
 from p2pshare.config import API_TOKEN_ENV, API_TOKEN_FILE, PeerSettings
 from p2pshare.core.browser_origin import host_allowed, is_loopback, origin_allowed
 from p2pshare.core.query_router import DEFAULT_TTL, MAX_TTL, MAX_WALKERS
-from p2pshare.peer.folders import check_out_folder
 from p2pshare.peer.node import PeerNode
-from p2pshare.peer.progress import Download
-from p2pshare.peer.subscriptions import Subscription
+from p2pshare.peer.overlay.subscriptions import Subscription
+from p2pshare.peer.sharing.folders import check_out_folder
+from p2pshare.peer.transfer.progress import Download
 from p2pshare.tracker.models import ErrorResponse, FileEntry, SearchHit
 
 LONG_POLL_MAX = 30.0
@@ -301,14 +302,15 @@ def create_app(
     @app.get("/metrics", response_class=Response)
     async def prometheus() -> Response:
         files_gauge.set(len(node.share.files()))
-        served.set(node.service.bytes_served)
+        served.set(node.served().bytes)
         active.set(sum(not d.done for d in node.downloads.all()))
         return Response(generate_latest(metrics), media_type=CONTENT_TYPE_LATEST)
 
     @app.get("/v1/status")
     async def status() -> StatusView:
         files = node.share.files()
-        t = node.tracker
+        t = node.registration
+        uploaded = node.served()
         return StatusView(
             version=__version__,
             peer_id=t.peer_id,
@@ -323,12 +325,7 @@ def create_app(
             ),
             tracker=TrackerView(url=t.url, state=t.state, peer_id=t.peer_id, last_ok=t.last_ok),
             neighbours=node.overlay.neighbours(),
-            overlay=OverlayView(
-                candidates=len(node.overlay.table.candidates()),
-                queries_started=node.overlay.queries_started,
-                queries_relayed=node.overlay.queries_relayed,
-                messages_sent=node.overlay.messages_sent,
-            ),
+            overlay=OverlayView(**dataclasses.asdict(node.overlay_stats())),
             pubsub=PubSubView(
                 following=node.feeds.following(),
                 subscribers=node.publisher.subscribers,
@@ -337,8 +334,8 @@ def create_app(
                 tracker_events=node.tracker_events,
                 subscriptions=len(node.subscriptions.all()),
             ),
-            pieces_served=node.service.pieces_served,
-            bytes_served=node.service.bytes_served,
+            pieces_served=uploaded.pieces,
+            bytes_served=uploaded.bytes,
             downloads=[DownloadView.of(d) for d in node.downloads.all()],
             uptime=time.time() - node.started,
         )
@@ -366,7 +363,7 @@ def create_app(
             float, Query(gt=0, le=30, description="Seconds to wait for overlay hits.")
         ] = 3.0,
     ) -> SearchResult:
-        hits, sources = await node.search(
+        hits, sources = await node.search_everywhere(
             q, limit, source=source, ttl=ttl, walkers=walkers, timeout=timeout
         )
         return SearchResult(hits=hits, sources=sources)

@@ -30,11 +30,9 @@ from p2pshare.core.manifest import Manifest, check_content_id
 from p2pshare.core.names import parse_query
 from p2pshare.core.rate import ClientBuckets, TokenBucket
 from p2pshare.core.slots import Slots
-from p2pshare.peer.overlay import Overlay
-from p2pshare.peer.partial import PartialDownload
-from p2pshare.peer.publisher import Publisher, change_to_pb
-from p2pshare.peer.share import Share
-from p2pshare.peer.wire import (
+from p2pshare.peer.overlay.network import Overlay
+from p2pshare.peer.overlay.publisher import Publisher, change_to_pb
+from p2pshare.peer.rpc.wire import (
     PROTOCOL_VERSION,
     SERVER_OPTIONS,
     encode_piece,
@@ -42,6 +40,8 @@ from p2pshare.peer.wire import (
     remote_key,
     status_for,
 )
+from p2pshare.peer.sharing.share import Share
+from p2pshare.peer.transfer.partial import PartialDownload
 
 if TYPE_CHECKING:
     from p2pshare.tls import Tls  # loaded only when TLS is on (X.509 is ~10 MB)
@@ -116,7 +116,7 @@ def _stream(
 
 class PeerService(pb_grpc.PeerServicer):
     """Answers other peers: who we are, manifests, pieces, searches (ours and the
-    overlay's, see ``p2pshare.peer.overlay``)."""
+    overlay's, see ``p2pshare.peer.overlay.network``)."""
 
     def __init__(
         self,
@@ -251,7 +251,7 @@ class PeerService(pb_grpc.PeerServicer):
 
     async def Overlay(self, request_iterator: AsyncIterator[pb.OverlayBatch], context: Ctx) -> None:
         """A neighbour's overlay stream: queries both ways, their replies back (see
-        ``p2pshare.peer.overlay``). A neighbour needs one; a remote that opens more than
+        ``p2pshare.peer.overlay.network``). A neighbour needs one; a remote that opens more than
         its share, or too many remotes at once, are refused."""
         remote = remote_key(context.peer())
         full = self._overlay_streams.acquire(remote)
@@ -274,10 +274,7 @@ class PeerService(pb_grpc.PeerServicer):
         subscriber's own. A subscriber that falls behind is cut off (it may come back)."""
         if len(request.query) > 256:
             raise errors.UsageError("the query is longer than 256 characters")
-        try:
-            query = parse_query(request.query) if request.query else None
-        except ValueError as exc:
-            raise errors.UsageError(str(exc)) from exc
+        query = parse_query(request.query) if request.query else None
         remote = remote_key(context.peer())
         full = self._subscribers.acquire(remote)
         if full is not None:

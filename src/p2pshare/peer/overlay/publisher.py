@@ -33,7 +33,7 @@ from p2pshare.core.names import Query
 from p2pshare.core.neighbours import Added, Change, Dropped
 from p2pshare.core.paths import check_share_name
 from p2pshare.core.pubsub import ADDED, REMOVED, ChangeDeduper, Kind, ShareChange
-from p2pshare.peer.peer_client import PeerClients
+from p2pshare.peer.rpc.client import PeerClients
 from p2pshare.tracker.models import check_address
 
 __all__ = [

@@ -99,6 +99,8 @@ def translate(exc: grpc.RpcError, address: str) -> errors.P2PShareError:
         return errors.PermissionDenied(detail)
     if code == grpc.StatusCode.CANCELLED:
         return errors.Unreachable(detail)
+    if code == grpc.StatusCode.UNIMPLEMENTED:
+        return errors.Unsupported(detail)
     return errors.RemoteError(detail)
 
 

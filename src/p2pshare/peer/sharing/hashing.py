@@ -127,6 +127,25 @@ def hash_fd(
                 progress(done)
         return Manifest(name, size, piece_size, tuple(hashes))
 
+    file_hash = _hash_in_threads(
+        fd, size, piece_size, per_window, windows, threads, hashes, whole_file_sha256, progress
+    )
+    return Manifest(name, size, piece_size, tuple(hashes), file_hash)
+
+
+def _hash_in_threads(
+    fd: int,
+    size: int,
+    piece_size: int,
+    per_window: int,
+    windows: int,
+    threads: int,
+    hashes: list[bytes],
+    whole_file_sha256: bool,
+    progress: Progress | None,
+) -> bytes:
+    """Fill ``hashes`` with ``threads`` workers, a window of pieces each at a time (and
+    the whole file's SHA-256 beside them if asked: returned, else ``b""``)."""
     events: queue.SimpleQueue[int | BaseException] = queue.SimpleQueue()
     stop = threading.Event()
     next_window = iter(range(windows))
@@ -178,9 +197,7 @@ def hash_fd(
         stop.set()
     if error is not None:
         raise error
-    return Manifest(
-        name, size, piece_size, tuple(hashes), file_hash[0] if whole_file_sha256 else b""
-    )
+    return file_hash[0] if whole_file_sha256 else b""
 
 
 def iter_piece_hashes(fd: int, size: int, piece_size: int) -> Iterator[bytes]:

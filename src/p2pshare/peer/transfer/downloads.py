@@ -14,11 +14,11 @@ from pathlib import Path
 from p2pshare import errors
 from p2pshare.core.manifest import Manifest, check_content_id
 from p2pshare.core.paths import check_share_name
-from p2pshare.peer.hashing import hash_file
-from p2pshare.peer.partial import PartialDownload, load_record
-from p2pshare.peer.peer_client import PeerClients
-from p2pshare.peer.progress import Download
-from p2pshare.peer.swarm import DownloadLimit, FindProviders, Swarm, SwarmTools
+from p2pshare.peer.rpc.client import PeerClients
+from p2pshare.peer.sharing.hashing import hash_file
+from p2pshare.peer.transfer.partial import PartialDownload, load_record
+from p2pshare.peer.transfer.progress import Download
+from p2pshare.peer.transfer.swarm import DownloadLimit, FindProviders, Swarm, SwarmTools
 
 log = logging.getLogger(__name__)
 

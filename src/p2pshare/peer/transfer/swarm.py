@@ -15,36 +15,35 @@ import logging
 import random
 import threading
 import time
-from collections.abc import Awaitable, Callable
+from collections.abc import Awaitable, Callable, Iterator
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
-
-import grpc
 
 from p2pshare import errors
 from p2pshare.core.piece_picker import PiecePicker
 from p2pshare.core.rate import TokenBucket
-from p2pshare.peer.heap import HeapTrimmer
-from p2pshare.peer.partial import PartialDownload
-from p2pshare.peer.peer_client import PeerClients, PieceCall
-from p2pshare.peer.progress import Download
-from p2pshare.peer.pulse import Pulse
-from p2pshare.peer.wire import decode_piece, translate
+from p2pshare.core.swarm_rules import (
+    MIN_STALL,
+    PIECE_TIMEOUT,
+    Action,
+    ProviderHealth,
+    Superseded,
+    stall_after,
+)
+from p2pshare.peer.rpc.client import PeerClients, PieceCall
+from p2pshare.peer.rpc.wire import decode_piece
+from p2pshare.peer.transfer.heap import HeapTrimmer
+from p2pshare.peer.transfer.partial import PartialDownload
+from p2pshare.peer.transfer.progress import Download
+from p2pshare.peer.transfer.pulse import Pulse
 
 log = logging.getLogger(__name__)
 
 FindProviders = Callable[[str], Awaitable[list[str]]]
 
-PIECE_TIMEOUT = 20.0  # a provider of unknown speed silent this long on a stream is stalled
-MIN_STALL = 3.0  # a provider of known speed is stalled after the longer of this and
-STALL_FACTOR = 4  # this many times the time its pieces in flight should take
 RECORD_EVERY = 2.0  # seconds between records of verified pieces
 PROVIDER_REFRESH = 3.0  # seconds between looks for new providers
 HAVE_REFRESH = 1.0  # seconds between asking providers still downloading what they hold
-NO_PROVIDER_GRACE = 15.0  # how long a download waits with no provider before it fails
-BUSY_BACKOFF = 1.0  # seconds before asking a busy provider again
-RETRY_DROPPED = 10.0  # seconds before a provider that stopped answering is tried again
-MAX_FAILURES = 3  # consecutive failed requests before a provider is dropped
 
 
 @dataclass(frozen=True)
@@ -76,10 +75,6 @@ class DownloadLimit:
             delay = self._bucket.take(size, time.monotonic())
         if delay:
             time.sleep(delay)  # a stream thread, never the event loop
-
-
-class _Superseded(errors.P2PShareError):
-    """Every piece a stream still waits for arrived from elsewhere (endgame)."""
 
 
 class _BatchStream:
@@ -135,6 +130,20 @@ class _BatchStream:
             if self._call is not None:
                 self._call.cancel()
 
+    def _received(self, call: PieceCall) -> Iterator[bytes]:
+        """The raw pieces of ``call``; a call we cancelled fails with our reason."""
+        pieces = iter(call)
+        while True:
+            try:
+                raw = next(pieces)
+            except StopIteration:
+                return
+            except errors.P2PShareError as exc:
+                if self._cancelled is not None:
+                    raise self._cancelled from exc
+                raise
+            yield raw
+
     def run(self) -> None:
         swarm = self.swarm
         with self._lock:
@@ -145,20 +154,17 @@ class _BatchStream:
                 timeout=PIECE_TIMEOUT * len(self.batch),
             )  # fmt: skip
         got: set[int] = set()
-        try:
-            for raw in call:
-                index, data = decode_piece(raw)
-                if index not in self.pending or index in got:
-                    raise errors.BadPiece(f"peer {self.address} sent piece {index} unasked")
-                got.add(index)
-                swarm.tools.limit.wait(len(data))
-                swarm.partial.write_verified(index, data)
-                swarm.tools.heap.received(len(data))
-                self.last_piece = time.monotonic()
-                self.pending.discard(index)
-                self._report(index)
-        except grpc.RpcError as exc:
-            raise self._cancelled or translate(exc, self.address) from exc
+        for raw in self._received(call):
+            index, data = decode_piece(raw)
+            if index not in self.pending or index in got:
+                raise errors.BadPiece(f"peer {self.address} sent piece {index} unasked")
+            got.add(index)
+            swarm.tools.limit.wait(len(data))
+            swarm.partial.write_verified(index, data)
+            swarm.tools.heap.received(len(data))
+            self.last_piece = time.monotonic()
+            self.pending.discard(index)
+            self._report(index)
         if len(got) < len(self.batch):
             raise errors.RemoteError(f"peer {self.address} ended the stream early")
 
@@ -189,12 +195,10 @@ class Swarm:
         # the supervisor alone waits on (and clears) ``changed``; workers wait on ``woken``
         self.changed = asyncio.Event()
         self.woken = Pulse()
-        self.failures: dict[str, int] = {}
+        self.health = ProviderHealth()
         self.last_record = time.monotonic()
         self.record_lock = asyncio.Lock()
         self.fatal: errors.P2PShareError | None = None
-        self.dropped: dict[str, float] = {}  # provider -> when its streams all failed
-        self.busy: set[str] = set()  # providers that last answered "too many uploads"
         self.streams: set[_BatchStream] = set()  # batches being fetched right now
         self.last_progress = time.monotonic()
 
@@ -233,7 +237,7 @@ class Swarm:
             self._notify()  # reaped as a provider that did not answer
             return
         if self.picker.add_provider(address, have):
-            self.failures[address] = 0
+            self.health.joined(address)
             tasks.extend(
                 asyncio.create_task(self._worker(address))
                 for _ in range(self.tools.streams_per_provider)
@@ -276,21 +280,14 @@ class Swarm:
             if now - last_haves >= HAVE_REFRESH:
                 last_haves = now
                 await self._refresh_haves()
-            healthy = [a for a in self.workers if self.failures.get(a, 0) == 0]
-            if healthy and all(a in self.busy for a in healthy):
-                self._stalled("all providers are busy; waiting for a free upload slot")
-            elif healthy:
-                self._stalled(None)
-            elif self.workers:
-                self._stalled("providers are not answering; retrying")
-            else:
-                self._stalled("no provider reachable; looking for providers")
+            self._stalled(self.health.why_stalled(self.workers))
+            given_up = self.health.given_up(self.workers, since_progress=now - self.last_progress)
             # look often: a swarm grows as other downloaders of the same file join
             if now - last_look > PROVIDER_REFRESH:
                 last_look = now
                 for address in await self._look_for_providers(now):
                     self._add(address)
-            if not healthy and now - self.last_progress > NO_PROVIDER_GRACE:
+            if given_up:
                 raise errors.DownloadFailed(
                     f"no provider reachable for {self.download.name or self.download.content_id}"
                     f" ({len(self.partial.have)}/{self.partial.manifest.piece_count} pieces kept;"
@@ -308,7 +305,7 @@ class Swarm:
             if all(t.done() for t in self.workers[address]):
                 del self.workers[address]
                 self.picker.remove_provider(address)
-                self.dropped[address] = time.monotonic()
+                self.health.ended(address, time.monotonic())
                 self._show_providers()
 
     async def _look_for_providers(self, now: float) -> list[str]:
@@ -322,7 +319,7 @@ class Swarm:
             for a in found
             if a not in self.workers
             and not self.picker.is_banned(a)
-            and now - self.dropped.get(a, -RETRY_DROPPED) >= RETRY_DROPPED
+            and self.health.may_try(a, now)
         ]
 
     async def _worker(self, address: str) -> None:
@@ -339,36 +336,34 @@ class Swarm:
             pending = set(batch)
             try:
                 await self._fetch(address, batch, pending)
-                self.failures[address] = 0
-                self.busy.discard(address)
-            except errors.BadPiece as exc:
-                log.warning("banning %s: %s", address, exc)
-                self.picker.ban(address)
-                self.download.banned.append(address)
-                self._show_providers()
-                self._notify()
-                return
-            except errors.DownloadFailed as exc:
-                self.fatal = exc  # disk trouble: no provider can fix it
-                self._notify()
-                return
-            except _Superseded:
-                pass
-            except errors.Busy:
-                # alive but full: not a failure; wait and ask again
-                self.busy.add(address)
-                await asyncio.sleep(BUSY_BACKOFF)
+                self.health.succeeded(address)
             except errors.P2PShareError as exc:
-                self.failures[address] = self.failures.get(address, 0) + 1
-                log.info("request to %s failed: %s", address, exc)
-                if self.failures[address] >= MAX_FAILURES:
-                    self._notify()
+                if not await self._after_failure(address, exc):
                     return
-                await asyncio.sleep(0.2 * self.failures[address])
             finally:
                 for index in pending:
                     self.picker.failed(address, index)
                 self._notify()
+
+    async def _after_failure(self, address: str, exc: errors.P2PShareError) -> bool:
+        """Act on the swarm rules' decision for a failed request; whether the worker
+        goes on asking ``address``."""
+        decision = self.health.failed(address, exc)
+        if decision.action is Action.BAN:
+            log.warning("banning %s: %s", address, exc)
+            self.picker.ban(address)
+            self.download.banned.append(address)
+            self._show_providers()
+        elif decision.action is Action.FAIL:
+            self.fatal = exc  # disk trouble: no provider can fix it
+        elif not isinstance(exc, (Superseded, errors.Busy)):
+            log.info("request to %s failed: %s", address, exc)
+        if decision.action is not Action.RETRY:
+            self._notify()
+            return False
+        if decision.wait:
+            await asyncio.sleep(decision.wait)
+        return True
 
     async def _fetch(self, address: str, batch: list[int], pending: set[int]) -> None:
         """Fetch one batch on a stream thread, watching that it keeps moving."""
@@ -382,7 +377,13 @@ class Swarm:
                 if done:
                     break
                 now = time.monotonic()
-                if now - stream.last_piece > self._stall_after(address):
+                silent_for = now - stream.last_piece
+                if silent_for > stall_after(
+                    # the rate before the silence: measured now, the silence would lower it
+                    rate=self.picker.rate_when_last_heard(address),
+                    in_flight=len(self.picker.in_flight(address)),
+                    piece_size=self.partial.manifest.piece_size,
+                ):
                     stream.cancel(errors.TimedOut(f"peer {address} stalled"))
         except asyncio.CancelledError:
             stream.cancel(errors.Unreachable("download stopped"))
@@ -392,20 +393,6 @@ class Swarm:
             self.streams.discard(stream)
             await self._maybe_record()
         job.result()
-
-    def _stall_after(self, address: str) -> float:
-        """Seconds of silence after which a stream from ``address`` counts as stalled.
-
-        Like TCP's retransmission timeout from the measured round trip: a few times
-        what the provider's pieces in flight should take at its measured rate, so a
-        dead link to a fast provider is noticed in seconds, a slow one is not cut off.
-        """
-        # the rate before the silence: measured now, the silence itself would lower it
-        rate = self.picker.rate_when_last_heard(address)
-        if rate <= 0:
-            return PIECE_TIMEOUT
-        queued = max(1, len(self.picker.in_flight(address))) * self.partial.manifest.piece_size
-        return min(PIECE_TIMEOUT, max(MIN_STALL, STALL_FACTOR * queued / rate))
 
     def _piece_written(self, address: str, index: int) -> None:
         """A verified piece is on disk (called on the loop by a stream thread)."""
@@ -421,7 +408,7 @@ class Swarm:
                     and waiting
                     and all(i in self.picker.held for i in waiting)
                 ):
-                    other.cancel(_Superseded("pieces arrived from another provider"))
+                    other.cancel(Superseded("pieces arrived from another provider"))
 
     async def _maybe_record(self) -> None:
         if time.monotonic() - self.last_record < RECORD_EVERY or self.record_lock.locked():

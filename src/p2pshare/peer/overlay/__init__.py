@@ -1,0 +1,1 @@
+"""Overlay: neighbours, searches that travel peer to peer, publish/subscribe."""

@@ -1,0 +1,1 @@
+"""Sharing: the share folder scanned, hashed, cached and watched."""

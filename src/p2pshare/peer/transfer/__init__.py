@@ -1,0 +1,1 @@
+"""Transfer: downloads, the swarm that fetches pieces from many providers, partial files."""
