@@ -15,7 +15,6 @@ import re
 import signal
 import subprocess
 import time
-from collections.abc import Iterator
 
 import pytest
 
@@ -28,7 +27,7 @@ from p2pshare.localnet import (
     spawn,
     wait_for,
 )
-from p2pshare.netlab import Host, NetLab, unavailable
+from p2pshare.netlab import Host, NetLab
 from tests.integration.helpers import api, sha256, write_random
 
 pytestmark = pytest.mark.integration
@@ -37,14 +36,6 @@ TOKEN = "netlab-test-control-api-token"
 TRACKER_PORT, PEER_PORT, API_PORT = 8460, 8461, 8462
 TRACKER_READY = re.compile(r"p2pshare tracker listening on (?P<url>\S+)")
 SMALL_PIECES = {"P2PSHARE_PEER_PIECE_SIZE": str(256 << 10)}
-
-
-@pytest.fixture
-def lab() -> Iterator[NetLab]:
-    if why := unavailable():
-        pytest.skip(why)
-    with NetLab() as made:
-        yield made
 
 
 def start_tracker(net: LocalNetwork, host: Host, *extra: str) -> TrackerProc:
