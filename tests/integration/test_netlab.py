@@ -14,6 +14,7 @@ import os
 import re
 import signal
 import subprocess
+import sys
 import time
 
 import pytest
@@ -229,3 +230,70 @@ def test_a_download_whose_provider_link_is_cut_and_restored_completes(
         getting.kill()
     assert getting.returncode == 0, err
     assert sha256(fetcher.share / "disk.img") == sha256(original)
+
+
+# ---------------------------------------------------------------- the lab itself
+
+SINK = (
+    "import socket, sys, time\n"
+    "s = socket.create_server(('0.0.0.0', 5001))\n"
+    "print('ready', flush=True)\n"
+    "c, _ = s.accept()\n"
+    "n, t0 = 0, None\n"
+    "while data := c.recv(1 << 20):\n"
+    "    t0 = t0 or time.monotonic()\n"
+    "    n += len(data)\n"
+    "print(n, time.monotonic() - t0, flush=True)\n"
+)
+
+
+def test_a_host_upload_is_shaped_to_its_uplink_and_counted_on_its_link(lab: NetLab) -> None:
+    a, b = lab.add_host("a", uplink_mbit=20), lab.add_host("b")
+    sink = lab.popen(b, [sys.executable, "-c", SINK], stdout=subprocess.PIPE, text=True)
+    assert sink.stdout is not None
+    assert sink.stdout.readline().strip() == "ready"
+    size = 4 << 20
+    sent0 = a.tx_bytes
+    send = f"import socket; socket.create_connection(('{b.address}', 5001)).sendall(bytes({size}))"
+    assert lab.run(a, [sys.executable, "-c", send], timeout=30).returncode == 0
+    got, seconds = sink.communicate(timeout=30)[0].split()
+    assert int(got) == size
+    mbit = size * 8 / float(seconds) / 1e6
+    assert 15 < mbit < 22, f"{mbit:.1f} Mbit/s on a 20 Mbit/s uplink"
+    assert size <= a.tx_bytes - sent0 < size * 1.1  # the payload and its headers
+
+
+CRASH = (
+    "import sys, time\n"
+    "from p2pshare.netlab import NetLab\n"
+    "lab = NetLab(); lab.start()\n"
+    "host = lab.add_host('a', uplink_mbit=10)\n"
+    "lab.popen(host, ['sleep', '60'])\n"
+    "print(lab.tag, flush=True)\n"
+    "time.sleep(60)\n"
+)
+
+
+def lab_names(tag: str) -> list[str]:
+    out = subprocess.run(["ip", "netns", "list"], capture_output=True, text=True).stdout
+    names = [line.split()[0] for line in out.splitlines() if line.strip()]
+    return [n for n in names + os.listdir("/sys/class/net") if n.startswith(tag)]
+
+
+@pytest.mark.parametrize("sig", [signal.SIGTERM, signal.SIGKILL])
+def test_a_lab_leaves_nothing_behind_when_killed(lab: NetLab, sig: signal.Signals) -> None:
+    with subprocess.Popen([sys.executable, "-c", CRASH], stdout=subprocess.PIPE, text=True) as proc:
+        try:
+            assert proc.stdout is not None
+            tag = proc.stdout.readline().strip()
+            assert len(lab_names(tag)) == 3  # namespace, bridge, veth
+            proc.send_signal(sig)
+            proc.wait(15)
+            if sig == signal.SIGKILL:  # no chance to clean up: the next lab removes it
+                assert lab_names(tag)
+                NetLab().close()  # a lab never started does nothing
+                with NetLab():
+                    pass
+            wait_for(lambda: not lab_names(tag), 10, f"{tag}'s namespace and links to go")
+        finally:
+            proc.kill()
