@@ -143,7 +143,7 @@ class Run:
 
     def __init__(self, lab: NetLab, bed: Testbed, src: Path, res: Result, timeout: float):
         self.lab, self.bed, self.src, self.res, self.timeout = lab, bed, src, res, timeout
-        self.d = fresh_dir(NWORK / self.tool)
+        self.d = fresh_dir(NWORK / "runs" / f"{res.run}-{self.tool}")
         self.tracker = lab.add_host("tracker", uplink_mbit=bed.seeder_mbit)
         self.seeder = lab.add_host("seed", uplink_mbit=bed.seeder_mbit)
         self.downloaders = [
@@ -763,6 +763,7 @@ def main(argv: list[str] | None = None) -> int:
     # the slowest: nginx sends every copy from the seeder
     timeout = args.timeout or 60 + 2.5 * n * size * 8 / (args.uplink_mbit * 1e6)
     NWORK.mkdir(parents=True, exist_ok=True)
+    drop_outputs(NWORK / "runs")  # logs of each run are kept until the next bench
     signal.signal(signal.SIGINT, signal.default_int_handler)
     info = machine_info()
     info["loadavg_start"] = Path("/proc/loadavg").read_text().split()[:3]
