@@ -681,6 +681,13 @@ def report(results: list[Result], bed: Testbed) -> str:
         + (f", {bed.loss_pct:g}% loss" if bed.loss_pct else "")
         + ")",
         "copies: bytes on the host's link (frames with headers) / file size",
+        *([f"d{bed.late} starts at {bed.late_s:g} s"] if bed.late is not None else []),
+        *(
+            [f"d{bed.leaver} is killed at {bed.leave_s:g} s (not waited for, not listed)"]
+            if bed.leaver is not None
+            else []
+        ),
+        "each downloader done: d0, d1, ... in order",
         "",
         table(rows),
         "",
