@@ -54,3 +54,14 @@ def test_index_diff_sends_new_and_changed_entries_and_removes_gone_ones():
     now = {"a": ("a", 1), "b": ("b", 20), "d": ("d", 4)}
     assert index_diff(sent, now) == ([("b", 20), ("d", 4)], ["c"])
     assert index_diff(now, now) == ([], [])
+
+
+def test_a_registration_is_stale_once_the_tracker_was_not_heard_of_lately() -> None:
+    reg = Registration("http://t")
+    assert not reg.stale(100.0, 2.0)  # not joined: nothing to check
+    reg.registered(peer_id="p", token="t", lease_seconds=60, now=100.0)
+    assert not reg.stale(101.5, 2.0)
+    assert reg.stale(102.5, 2.0)
+    reg.silent("no answer in 1 s")
+    assert reg.state == "unreachable: no answer in 1 s"
+    assert reg.joined  # the next heartbeat decides whether to join again

@@ -58,6 +58,16 @@ class Registration:
         self.state = f"unreachable: {why}"
         self.token = ""
 
+    def silent(self, why: str) -> None:
+        """A check between heartbeats got no answer: say so now, and keep the token
+        for the next heartbeat to decide (the tracker may only be slow)."""
+        self.state = f"unreachable: {why}"
+
+    def stale(self, now: float, within: float) -> bool:
+        """Whether the last answer is older than ``within`` seconds (a status shown
+        from it could say "registered" of a tracker that died since)."""
+        return self.joined and (self.last_ok is None or now - self.last_ok > within)
+
     def lost(self) -> None:
         """The lease ran out (or the tracker lost us): join again with the full index."""
         self.state = "re-registering"

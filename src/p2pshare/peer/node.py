@@ -253,6 +253,12 @@ class PeerNode:
 
     # -- the tracker session --------------------------------------------------
 
+    async def tracker_state_now(self) -> Registration:
+        """The registration, its state checked with the tracker if not heard of lately."""
+        if self.session is not None:
+            await self.session.refresh()
+        return self.registration
+
     def _joined(self, neighbours: list[PeerRef]) -> None:
         """Registered at the tracker: meet the neighbours it sampled, with our id."""
         self.overlay.offer(n.address for n in neighbours)

@@ -308,8 +308,8 @@ def create_app(
 
     @app.get("/v1/status")
     async def status() -> StatusView:
+        t = await node.tracker_state_now()
         files = node.share.files()
-        t = node.registration
         uploaded = node.served()
         return StatusView(
             version=__version__,

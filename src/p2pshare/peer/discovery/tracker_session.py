@@ -21,6 +21,9 @@ from p2pshare.tracker.models import FileEntry, PeerRef
 
 log = logging.getLogger(__name__)
 
+STATUS_FRESH = 2.0  # seconds an answer of the tracker is taken as its state now
+STATUS_PROBE = 1.0  # seconds a status waits for the tracker to answer
+
 
 class TrackerSession:
     """Keeps this peer registered at one tracker."""
@@ -118,6 +121,25 @@ class TrackerSession:
             except errors.P2PShareError as exc:
                 reg.unreachable(str(exc))
                 await asyncio.sleep(self._backoff.next())
+
+    async def refresh(self, *, within: float = STATUS_FRESH, timeout: float = STATUS_PROBE) -> None:
+        """Make ``registration.state`` true now: a status is read by a person, and the
+        last heartbeat may be a lease-third old (20 s said "registered" of a dead
+        tracker). Asks the tracker only when the last answer is older than ``within``."""
+        reg = self.registration
+        if not reg.stale(time.time(), within):
+            return
+        try:
+            async with asyncio.timeout(timeout):
+                await self._client.heartbeat(reg.peer_id, reg.token)
+            reg.answered(time.time())
+        except TimeoutError:
+            reg.silent(f"no answer in {timeout:g} s")
+        except (errors.NotFound, errors.PermissionDenied):
+            reg.lost()
+            self._dirty.set()  # the keep-alive loop joins again now
+        except errors.P2PShareError as exc:
+            reg.silent(str(exc))
 
     async def _send_changes(self) -> None:
         """Patch the tracker's index of this peer with what changed since it was sent."""
