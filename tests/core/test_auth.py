@@ -12,6 +12,7 @@ from p2pshare.core.auth import (
     CallSigner,
     CallVerifier,
     derive_key,
+    grpc_call,
     http_call,
 )
 from p2pshare.errors import Unauthenticated
@@ -175,3 +176,14 @@ def test_nothing_but_a_signature_passes(value: str, mutation: int) -> None:
     for candidate in (value, "".join(changed)):
         with pytest.raises(Unauthenticated):
             verifier().verify(candidate, CALL, now=T)
+
+
+def test_a_grpc_proof_names_its_receiver() -> None:
+    signer = CallSigner("k" * 32, "peer-grpc")
+    value = signer.sign(grpc_call("/p.S/Hello", "10.0.0.1:8461"), now=1000.0, nonce=b"n" * 16)
+    other = CallVerifier("k" * 32, "peer-grpc")
+    with pytest.raises(Unauthenticated, match="another receiver"):
+        other.verify(value, grpc_call("/p.S/Hello", "10.0.0.2:8461"), "x", now=1000.0)
+    mine = CallVerifier("k" * 32, "peer-grpc")
+    names = ("127.0.0.1:8461", "10.0.0.1:8461")
+    mine.verify(value, *(grpc_call("/p.S/Hello", n) for n in names), now=1000.0)

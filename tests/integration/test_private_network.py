@@ -44,8 +44,11 @@ async def test_outsiders_are_refused_by_every_method_and_route(tmp_path: Path) -
         # gRPC: every method of the service descriptor
         assert await statuses(alice.address, lambda m: ()) == dict.fromkeys(METHODS, DENIED)
         wrong = GrpcAuth(WRONG)
-        assert await statuses(alice.address, wrong.metadata) == dict.fromkeys(METHODS, DENIED)
-        captured = {m: GrpcAuth(KEY).metadata(m) for m in METHODS}
+        to_alice = alice.address
+        assert await statuses(to_alice, lambda m: wrong.metadata(m, to_alice)) == dict.fromkeys(
+            METHODS, DENIED
+        )
+        captured = {m: GrpcAuth(KEY).metadata(m, to_alice) for m in METHODS}
         first = await statuses(alice.address, captured.__getitem__, timeout=0.5)
         assert DENIED not in first.values()
         replayed = await statuses(alice.address, captured.__getitem__)

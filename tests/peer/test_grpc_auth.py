@@ -13,7 +13,7 @@ import grpc
 import pytest
 
 from p2pshare import errors
-from p2pshare.core.auth import GRPC_PURPOSE, HEADER, NONCE_BYTES, CallSigner
+from p2pshare.core.auth import GRPC_PURPOSE, HEADER, NONCE_BYTES, CallSigner, grpc_call
 from p2pshare.peer.rpc.auth import GrpcAuth
 from p2pshare.peer.rpc.client import PeerClients
 from p2pshare.peer.rpc.loopback import LoopPeer, link, start_peer
@@ -78,14 +78,17 @@ async def test_every_method_refuses_strangers_stale_and_replayed_calls(
     _, b = pair
     good, wrong = GrpcAuth(KEY), GrpcAuth(WRONG)
     assert await statuses(b.address, lambda m: ()) == dict.fromkeys(METHODS, DENIED)
-    assert await statuses(b.address, wrong.metadata) == dict.fromkeys(METHODS, DENIED)
+    assert await statuses(b.address, lambda m: wrong.metadata(m, b.address)) == dict.fromkeys(
+        METHODS, DENIED
+    )
     stale = CallSigner(KEY, GRPC_PURPOSE)
 
     def old(method: str) -> tuple[tuple[str, str], ...]:
-        return ((HEADER, stale.sign(method, now=time.time() - 120, nonce=os.urandom(NONCE_BYTES))),)
+        call = grpc_call(method, b.address)
+        return ((HEADER, stale.sign(call, now=time.time() - 120, nonce=os.urandom(NONCE_BYTES))),)
 
     assert await statuses(b.address, old) == dict.fromkeys(METHODS, DENIED)
-    captured = {m: good.metadata(m) for m in METHODS}
+    captured = {m: good.metadata(m, b.address) for m in METHODS}
     first = await statuses(b.address, captured.__getitem__, timeout=0.5)
     assert DENIED not in first.values()  # the key opens every method...
     replayed = await statuses(b.address, captured.__getitem__)
@@ -95,6 +98,19 @@ async def test_every_method_refuses_strangers_stale_and_replayed_calls(
 async def test_a_proof_for_one_method_opens_no_other(pair: tuple[LoopPeer, LoopPeer]) -> None:
     _, b = pair
     good = GrpcAuth(KEY)
-    hello = good.metadata(METHODS[0])
+    hello = good.metadata(METHODS[0], b.address)
     got = await statuses(b.address, lambda m: hello)
     assert all(code == DENIED for m, code in got.items() if m != METHODS[0])
+
+
+async def test_a_proof_captured_on_its_way_to_one_peer_opens_no_other_peer(
+    pair: tuple[LoopPeer, LoopPeer],
+) -> None:
+    """Issue 14: a proof named only the method, so a captured call was accepted by
+    any peer of the network; it names the receiver now."""
+    a, b = pair
+    good = GrpcAuth(KEY)
+    meant_for_a = {m: good.metadata(m, a.address) for m in METHODS}
+    assert await statuses(b.address, meant_for_a.__getitem__) == dict.fromkeys(METHODS, DENIED)
+    first = await statuses(a.address, meant_for_a.__getitem__, timeout=0.5)
+    assert DENIED not in first.values()  # unused at b, it still opens a

@@ -8,11 +8,13 @@ gRPC metadata, named ``HEADER``)::
 The MAC is HMAC-SHA256 under a key derived from the network key for one purpose
 (``derive_key``: the tracker's REST API and the peers' gRPC each get their own, and
 so would anything else that derives from the network key), over the version, the
-call (HTTP method and path and query, or the gRPC method name), the time, the nonce
-and, for HTTP, the SHA-256 of the body. The verifier (``CallVerifier``) accepts a
-value once: a wrong MAC, a time more than ``window`` seconds from its clock, or a
-nonce it has already accepted is refused. So a captured call cannot be replayed and
-a caller without the key learns nothing.
+call (HTTP method and path and query, or the gRPC method name and the address the
+caller dialled: ``grpc_call``), the time, the nonce and, for HTTP, the SHA-256 of
+the body. Naming the receiver matters: a proof captured on its way to one peer is
+refused by every other peer, whose own names it does not carry. The verifier
+(``CallVerifier``) accepts a value once: a wrong MAC, a time more than ``window``
+seconds from its clock, or a nonce it has already accepted is refused. So a captured
+call cannot be replayed and a caller without the key learns nothing.
 
 The replay memory is bounded: it forgets nonces whose time has left the window, and
 when it is full it forgets the oldest and from then on refuses every call at or
@@ -40,6 +42,7 @@ __all__ = [
     "CallSigner",
     "CallVerifier",
     "derive_key",
+    "grpc_call",
     "http_call",
 ]
 
@@ -88,6 +91,12 @@ def http_call(method: str, path: str, query: str) -> str:
     return f"{method.upper()} {path}?{query}" if query else f"{method.upper()} {path}"
 
 
+def grpc_call(method: str, receiver: str) -> str:
+    """What a gRPC call's MAC names: the method and the receiver, as the address the
+    caller dialled (the one the receiver advertises)."""
+    return f"{method} to {receiver}"
+
+
 class CallSigner:
     """Makes the ``HEADER`` value of calls for one purpose of one network."""
 
@@ -132,8 +141,9 @@ class CallVerifier:
     def __len__(self) -> int:
         return len(self._seen)
 
-    def verify(self, value: str | None, call: str, *, now: float, body: bytes = b"") -> None:
-        """Accept ``value`` for ``call`` at ``now`` once; else ``Unauthenticated``."""
+    def verify(self, value: str | None, *calls: str, now: float, body: bytes = b"") -> None:
+        """Accept ``value`` for one of ``calls`` at ``now`` once; else ``Unauthenticated``.
+        Several calls: the same call named by each of the receiver's addresses."""
         if not value:
             raise Unauthenticated(NO_PROOF)
         version, _, rest = value.partition(".")
@@ -148,9 +158,19 @@ class CallVerifier:
             raise Unauthenticated("malformed network key proof")
         millis = int(millis_text)
         body_hash = hashlib.sha256(body).digest() if body else _EMPTY_BODY
-        expected = _mac(self._key, _message(self._purpose, call, millis, nonce, body_hash))
-        if not hmac.compare_digest(expected.encode(), mac.encode("ascii", "replace")):
-            raise Unauthenticated("wrong network key")
+        given = mac.encode("ascii", "replace")
+        if not any(
+            hmac.compare_digest(
+                _mac(self._key, _message(self._purpose, call, millis, nonce, body_hash)).encode(),
+                given,
+            )
+            for call in calls
+        ):
+            raise Unauthenticated(
+                "wrong network key"
+                if len(calls) == 1
+                else "wrong network key, or a proof made for another receiver"
+            )
         now_ms = int(now * 1000)
         if abs(now_ms - millis) > self._window_ms:
             raise Unauthenticated(

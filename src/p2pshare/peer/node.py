@@ -75,6 +75,7 @@ class PeerNode:
         except OSError as exc:
             raise errors.ConfigError(f"cannot create folder: {exc}") from exc
         self.address = ""
+        self._bound = ""  # host:port the gRPC server bound, as others on this host dial it
         self.started = time.time()
         self.scan = ScanResult()
         self.tracker_events = "not subscribed"
@@ -192,9 +193,10 @@ class PeerNode:
             s.host,
             s.port,
             tls=self.tls,
-            interceptors=[ServerAuth(key)] if key else (),
+            interceptors=[ServerAuth(key, names=self._own_addresses)] if key else (),
         )
-        self.address = s.advertise or f"{_dialable(s.host)}:{port}"
+        self._bound = f"{_dialable(s.host)}:{port}"
+        self.address = s.advertise or self._bound
         self.clients.set_me(self.me())
         self.overlay.start()
         if self.session is not None:
@@ -238,6 +240,11 @@ class PeerNode:
                 m.content_id, FileEntry(content_id=m.content_id, name=m.name, size=m.size)
             )
         return list(entries.values())
+
+    def _own_addresses(self) -> tuple[str, ...]:
+        """The addresses a caller may dial this peer by: a private network's proof
+        names one of them (``core.auth.grpc_call``)."""
+        return tuple({self.address, self._bound} - {""})
 
     def overlay_stats(self) -> OverlayStats:
         o = self.overlay

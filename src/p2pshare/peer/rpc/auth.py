@@ -15,12 +15,19 @@ from __future__ import annotations
 import logging
 import os
 import time
-from collections.abc import AsyncIterator, Awaitable, Callable
+from collections.abc import AsyncIterator, Awaitable, Callable, Iterable
 from typing import TYPE_CHECKING, Any, cast
 
 import grpc
 
-from p2pshare.core.auth import GRPC_PURPOSE, HEADER, NONCE_BYTES, CallSigner, CallVerifier
+from p2pshare.core.auth import (
+    GRPC_PURPOSE,
+    HEADER,
+    NONCE_BYTES,
+    CallSigner,
+    CallVerifier,
+    grpc_call,
+)
 from p2pshare.errors import Unauthenticated
 
 __all__ = ["GrpcAuth", "ServerAuth"]
@@ -47,23 +54,30 @@ class GrpcAuth:
     def __init__(self, network_key: str) -> None:
         self._signer = CallSigner(network_key, GRPC_PURPOSE)
 
-    def metadata(self, method: str) -> Metadata:
-        """The metadata proving the key for one call of ``method`` (``/pkg.Service/Name``)."""
-        value = self._signer.sign(method, now=time.time(), nonce=os.urandom(NONCE_BYTES))
+    def metadata(self, method: str, receiver: str) -> Metadata:
+        """The metadata proving the key for one call of ``method`` (``/pkg.Service/Name``)
+        to the peer dialled at ``receiver``."""
+        value = self._signer.sign(
+            grpc_call(method, receiver), now=time.time(), nonce=os.urandom(NONCE_BYTES)
+        )
         return ((HEADER, value),)
 
-    def interceptors(self) -> list[grpc.aio.ClientInterceptor]:
+    def interceptors(self, receiver: str) -> list[grpc.aio.ClientInterceptor]:
+        """For a channel to ``receiver``: its calls name it in their proofs."""
         # the stubs type ClientInterceptor as a placeholder that every use must cast
         return [
             cast(grpc.aio.ClientInterceptor, i)
-            for i in (_UnaryUnary(self), _UnaryStream(self), _StreamStream(self))
-        ]
+            for i in (_UnaryUnary(self, receiver), _UnaryStream(self, receiver),
+                      _StreamStream(self, receiver))
+        ]  # fmt: skip
 
-    def details(self, details: grpc.aio.ClientCallDetails) -> grpc.aio.ClientCallDetails:
+    def details(
+        self, details: grpc.aio.ClientCallDetails, receiver: str
+    ) -> grpc.aio.ClientCallDetails:
         """``details`` with the proof added to its metadata."""
         method = details.method
         name = method.decode() if isinstance(method, bytes) else str(method)
-        metadata = grpc.aio.Metadata(*(details.metadata or ()), *self.metadata(name))
+        metadata = grpc.aio.Metadata(*(details.metadata or ()), *self.metadata(name, receiver))
         return grpc.aio.ClientCallDetails(
             details.method,
             details.timeout,
@@ -74,30 +88,33 @@ class GrpcAuth:
 
 
 class _UnaryUnary(_UnaryUnaryBase):
-    def __init__(self, auth: GrpcAuth) -> None:
+    def __init__(self, auth: GrpcAuth, receiver: str) -> None:
         self._auth = auth
+        self._receiver = receiver
 
     async def intercept_unary_unary(
         self, continuation: Any, client_call_details: grpc.aio.ClientCallDetails, request: Any
     ) -> Any:
-        return await continuation(self._auth.details(client_call_details), request)
+        return await continuation(self._auth.details(client_call_details, self._receiver), request)
 
 
 class _UnaryStream(_UnaryStreamBase):
-    def __init__(self, auth: GrpcAuth) -> None:
+    def __init__(self, auth: GrpcAuth, receiver: str) -> None:
         self._auth = auth
+        self._receiver = receiver
 
     async def intercept_unary_stream(
         self, continuation: Any, client_call_details: grpc.aio.ClientCallDetails, request: Any
     ) -> Any:
-        return await continuation(self._auth.details(client_call_details), request)
+        return await continuation(self._auth.details(client_call_details, self._receiver), request)
 
 
 class _StreamStream(_StreamStreamBase):
     """The ``Overlay`` stream: signed once, when it opens."""
 
-    def __init__(self, auth: GrpcAuth) -> None:
+    def __init__(self, auth: GrpcAuth, receiver: str) -> None:
         self._auth = auth
+        self._receiver = receiver
 
     async def intercept_stream_stream(
         self,
@@ -105,15 +122,25 @@ class _StreamStream(_StreamStreamBase):
         client_call_details: grpc.aio.ClientCallDetails,
         request_iterator: Any,
     ) -> Any:
-        return await continuation(self._auth.details(client_call_details), request_iterator)
+        return await continuation(
+            self._auth.details(client_call_details, self._receiver), request_iterator
+        )
 
 
 class ServerAuth(_ServerBase):
-    """Lets a call through only with a valid proof of the network key (each proof once:
-    the replay memory is this server's)."""
+    """Lets a call through only with a valid proof of the network key made for this
+    peer, one of the addresses ``names`` gives (each proof once: the replay memory is
+    this server's)."""
 
-    def __init__(self, network_key: str, *, clock: Callable[[], float] = time.time) -> None:
+    def __init__(
+        self,
+        network_key: str,
+        *,
+        names: Callable[[], Iterable[str]],
+        clock: Callable[[], float] = time.time,
+    ) -> None:
         self._verifier = CallVerifier(network_key, GRPC_PURPOSE)
+        self._names = names
         self._clock = clock
 
     async def intercept_service(
@@ -130,7 +157,8 @@ class ServerAuth(_ServerBase):
                 value = item if isinstance(item, str) else None
                 break
         try:
-            self._verifier.verify(value, method, now=self._clock())
+            calls = (grpc_call(method, name) for name in self._names())
+            self._verifier.verify(value, *calls, now=self._clock())
         except Unauthenticated as exc:
             # debug only: a stranger's calls must not flood the log
             log.debug("refused %s: %s", method, exc)

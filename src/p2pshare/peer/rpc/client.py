@@ -100,7 +100,6 @@ class PeerClients:
         self._credentials = tls.channel_credentials() if tls else None
         self._options = CHANNEL_OPTIONS + (tls.channel_options() if tls else [])
         self._auth = auth  # a private network's: every call carries proof of the key
-        self._interceptors = auth.interceptors() if auth is not None else None
         self._channels: dict[str, tuple[grpc.aio.Channel, pb_grpc.PeerStub]] = {}
         # the piece data path runs on threads with blocking channels (see downloads.py)
         self._sync_channels: dict[str, grpc.Channel] = {}
@@ -112,13 +111,14 @@ class PeerClients:
     def _entry(self, address: str) -> tuple[grpc.aio.Channel, pb_grpc.PeerStub]:
         entry = self._channels.get(address)
         if entry is None:
+            signs = self._auth.interceptors(address) if self._auth is not None else None
             if self._credentials is None:
                 channel = grpc.aio.insecure_channel(
-                    address, options=self._options, interceptors=self._interceptors
+                    address, options=self._options, interceptors=signs
                 )
             else:
                 channel = grpc.aio.secure_channel(
-                    address, self._credentials, self._options, interceptors=self._interceptors
+                    address, self._credentials, self._options, interceptors=signs
                 )
             entry = (channel, pb_grpc.PeerStub(channel))  # type: ignore[no-untyped-call]
             self._channels[address] = entry
@@ -201,7 +201,7 @@ class PeerClients:
         call: _GrpcPieceCall = get_pieces(
             pb.PiecesRequest(content_id=content_id, indexes=indexes),
             timeout=timeout,
-            metadata=self._auth.metadata(GET_PIECES) if self._auth is not None else None,
+            metadata=self._auth.metadata(GET_PIECES, address) if self._auth is not None else None,
         )
         return PieceCall(call, address)
 

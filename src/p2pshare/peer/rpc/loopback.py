@@ -77,7 +77,10 @@ async def start_peer(
     )
     service = PeerService(share=share, me=lambda: me, overlay=overlay, max_uploads=8)
     server, port = await start_server(
-        service, "127.0.0.1", 0, interceptors=[ServerAuth(network_key)] if network_key else ()
+        service,
+        "127.0.0.1",
+        0,
+        interceptors=[ServerAuth(network_key, names=lambda: (me.address,))] if network_key else (),
     )
     me.address = f"127.0.0.1:{port}"
     clients.set_me(me)
