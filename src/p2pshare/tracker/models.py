@@ -2,7 +2,8 @@
 
 Every field that comes in from the network is validated here: content ids are 64
 lowercase hex characters, names pass ``check_share_name``, addresses are
-``HOST:PORT``.
+``HOST:PORT`` (``p2pshare.core.addresses``; ``check_address`` is re-exported for
+the peer modules that still import it from here).
 """
 
 from __future__ import annotations
@@ -12,6 +13,7 @@ from typing import Annotated
 
 from pydantic import AfterValidator, BaseModel, ConfigDict, Field, TypeAdapter
 
+from p2pshare.core.addresses import check_address as check_address
 from p2pshare.core.manifest import check_content_id
 from p2pshare.core.paths import check_share_name
 from p2pshare.errors import UsageError
@@ -40,7 +42,6 @@ __all__ = [
 ]
 
 MAX_FILES_PER_REQUEST = 200_000
-MAX_ADDRESS_LENGTH = 262
 
 
 def _content_id(value: str) -> str:
@@ -55,22 +56,6 @@ def _share_name(value: str) -> str:
         return check_share_name(value)
     except UsageError as exc:
         raise ValueError(str(exc)) from exc
-
-
-def check_address(value: str) -> str:
-    """Return ``value`` if it is ``HOST:PORT`` (``[v6]:PORT`` allowed); else ``ValueError``."""
-    host, sep, port = value.rpartition(":")
-    if (
-        not sep
-        or not host
-        or len(value) > MAX_ADDRESS_LENGTH
-        or not port.isascii()
-        or not port.isdigit()
-        or not 0 < int(port) < 65536
-        or any(c.isspace() or c in "/@?#" for c in host)
-    ):
-        raise ValueError("address must be HOST:PORT, for example 203.0.113.7:8461")
-    return value
 
 
 ContentId = Annotated[str, AfterValidator(_content_id)]
