@@ -25,13 +25,11 @@ from starlette.exceptions import HTTPException as StarletteHTTPException
 
 from p2pshare import http_errors
 from p2pshare.core.manifest import check_content_id
-from p2pshare.core.names import MAX_QUERY_LENGTH, parse_query
-from p2pshare.core.names import Query as ParsedQuery
+from p2pshare.core.names import check_query
 from p2pshare.errors import (
     P2PShareError,
     PermissionDenied,
     Unauthenticated,
-    UsageError,
 )
 from p2pshare.http_errors import error_response, status_of
 from p2pshare.tracker import events
@@ -328,7 +326,7 @@ class HotRoutes:
     def _search(self, q: str, limit: int) -> Refusal:
         start = time.perf_counter()
         try:
-            query = _parse_search(q)
+            query = check_query(q)
             hits = self.registry.search_json(query, limit, self.clock())
         except Exception as exc:  # noqa: BLE001 - answered as the FastAPI handlers would
             status, body = _failure(exc, "GET", _SEARCH_ROUTE)
@@ -379,15 +377,6 @@ def _plain_search_params(query_string: bytes) -> tuple[str, int] | None:
     if q is None:
         return None
     return q, limit
-
-
-def _parse_search(q: str) -> ParsedQuery:
-    if len(q) > MAX_QUERY_LENGTH * 4:
-        raise UsageError(f"the query is longer than {MAX_QUERY_LENGTH} characters")
-    try:
-        return parse_query(q)
-    except ValueError as exc:
-        raise UsageError(str(exc)) from exc
 
 
 def _failure(exc: Exception, method: str, path: str) -> tuple[int, bytes]:
@@ -517,13 +506,7 @@ def create_app(
         limit: Annotated[int, Query(ge=1, le=MAX_SEARCH_LIMIT)] = 50,
     ) -> Response:
         """Files whose name matches ``q``, one hit per content id, with live providers."""
-        if len(q) > MAX_QUERY_LENGTH * 4:
-            raise UsageError(f"the query is longer than {MAX_QUERY_LENGTH} characters")
-        try:
-            query = parse_query(q)
-        except ValueError as exc:
-            raise UsageError(str(exc)) from exc
-        hits: list[SearchHit] = registry.search(query, limit, clock())
+        hits: list[SearchHit] = registry.search(check_query(q), limit, clock())
         return _json(SearchResponse(hits=hits))
 
     @app.get(

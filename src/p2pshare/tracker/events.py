@@ -35,8 +35,8 @@ from typing import Annotated
 from fastapi import FastAPI, Query
 from fastapi.responses import StreamingResponse
 
-from p2pshare.core.names import MAX_QUERY_LENGTH, parse_query
 from p2pshare.core.names import Query as ParsedQuery
+from p2pshare.core.names import check_query
 from p2pshare.errors import UsageError
 
 __all__ = ["EventHub", "IndexEvent", "install"]
@@ -251,14 +251,7 @@ def install(app: FastAPI, registry: object) -> None:
         ``removed`` (file events carry content_id, name, size, provider)."""
         if hub is None:
             raise UsageError("this tracker's registry publishes no events")
-        query = None
-        if q:
-            if len(q) > MAX_QUERY_LENGTH * 4:
-                raise UsageError(f"the query is longer than {MAX_QUERY_LENGTH} characters")
-            try:
-                query = parse_query(q)
-            except ValueError as exc:
-                raise UsageError(str(exc)) from exc
+        query = check_query(q) if q else None
         return StreamingResponse(
             hub.stream(query),
             media_type="text/event-stream",
