@@ -32,8 +32,8 @@ from p2pshare.peer.publisher import NeighbourFeeds, Publisher, tracker_changes
 from p2pshare.peer.share import Share, SharedFile
 from p2pshare.peer.subscriptions import CATCH_UP_LIMIT, Subscriptions
 from p2pshare.peer.watcher import ShareWatcher
-from p2pshare.tracker.auth import TrackerAuth
 from p2pshare.tracker.client import TrackerClient
+from p2pshare.tracker.client_auth import TrackerAuth
 from p2pshare.tracker.models import FileEntry, PeerRef, SearchHit, check_address
 
 log = logging.getLogger(__name__)

@@ -32,7 +32,7 @@ from p2pshare.errors import (
     Unreachable,
     UsageError,
 )
-from p2pshare.tracker.auth import TrackerAuth
+from p2pshare.tracker.client_auth import TrackerAuth
 from p2pshare.tracker.models import (
     FileEntry,
     FilesResponse,
