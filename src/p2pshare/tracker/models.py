@@ -20,6 +20,7 @@ from p2pshare.errors import UsageError
 
 __all__ = [
     "MAX_FILES_PER_REQUEST",
+    "MAX_FILE_SIZE",
     "Address",
     "ContentId",
     "ErrorResponse",
@@ -42,6 +43,8 @@ __all__ = [
 ]
 
 MAX_FILES_PER_REQUEST = 200_000
+MAX_FILE_SIZE = (1 << 63) - 1
+"""The largest file size the registry stores (SQLite's largest integer: 8 EiB)."""
 
 
 def _content_id(value: str) -> str:
@@ -75,7 +78,7 @@ class FileEntry(_Model):
 
     content_id: ContentId
     name: ShareName
-    size: int = Field(ge=0)
+    size: int = Field(ge=0, le=MAX_FILE_SIZE)
 
 
 class PeerRef(_Model):
