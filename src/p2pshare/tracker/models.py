@@ -31,6 +31,7 @@ __all__ = [
     "PatchFilesRequest",
     "PeerRef",
     "PeersResponse",
+    "PreviousRegistration",
     "ProvidersResponse",
     "SEARCH_HITS",
     "RegisterRequest",
@@ -88,11 +89,24 @@ class PeerRef(_Model):
     address: str
 
 
+class PreviousRegistration(_Model):
+    """A registration of the same address that the new one replaces (its token proves
+    it: a peer registering again after it lost its lease or the tracker)."""
+
+    peer_id: str = Field(max_length=64)
+    token: str = Field(max_length=128)
+
+
 class RegisterRequest(_Model):
-    """``POST /v1/peers``: join with an address and the files shared."""
+    """``POST /v1/peers``: join with an address and the files shared.
+
+    Another live registration of the same address is taken over only with its token
+    (``previous``) or when the tracker's dial-back of the address answers as the new
+    registration (or nothing answers there any more)."""
 
     address: Address
     files: list[FileEntry] = Field(default_factory=list, max_length=MAX_FILES_PER_REQUEST)
+    previous: PreviousRegistration | None = None
 
 
 class RegisterResponse(_Model):
@@ -102,12 +116,24 @@ class RegisterResponse(_Model):
     token: str
     lease_seconds: float
     neighbours: list[PeerRef]
+    seen_from: str = Field(
+        "", description="The address the tracker sees this peer's requests come from."
+    )
+    reachable: bool | None = Field(
+        None,
+        description="Whether the address answered the tracker's dial-back as this peer"
+        " (null: not known yet: heartbeat answers tell when it is).",
+    )
+    reachability: str = Field("", description="Why reachable is what it is.")
 
 
 class HeartbeatResponse(_Model):
-    """The lease was renewed for this many seconds from now."""
+    """The lease was renewed for this many seconds from now; and what the tracker knows
+    of whether the peer's address answers as it (only then is it handed out)."""
 
     lease_seconds: float
+    reachable: bool | None = None
+    reachability: str = ""
 
 
 class ReplaceFilesRequest(_Model):
