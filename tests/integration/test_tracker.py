@@ -482,3 +482,62 @@ def test_requests_sent_before_a_half_close_are_all_answered(tracker):
         while chunk := s.recv(65536):
             out += chunk
     assert out.count(b"HTTP/1.1 200 ") == 2
+
+
+def _many_files(n: int, offset: int) -> list[dict[str, object]]:
+    return [
+        {"content_id": cid(offset + i), "name": f"d{i // 1000}/f{offset + i}.bin", "size": 1}
+        for i in range(n)
+    ]
+
+
+def _answers_during(url: str, work: Any) -> tuple[list[tuple[float, float]], float, float]:
+    """Run ``work()`` on a thread while /healthz and a search are asked in turn: the
+    (start, end) of each answer, and when the work began and ended."""
+    import threading
+
+    done: list[float] = []
+    began = time.monotonic()
+    thread = threading.Thread(target=lambda: (work(), done.append(time.monotonic())))
+    thread.start()
+    answered: list[tuple[float, float]] = []
+    with httpx.Client(base_url=url, timeout=30) as http:
+        while thread.is_alive():
+            start = time.monotonic()
+            assert http.get("/healthz").status_code == 200
+            assert http.get("/v1/search", params={"q": "f1"}).status_code == 200
+            answered.append((start, time.monotonic()))
+            time.sleep(0.02)
+    thread.join()
+    assert done, "the work failed"
+    return answered, began, done[0]
+
+
+def test_health_and_search_keep_answering_while_a_huge_list_is_replaced_and_removed(net):
+    """Issue 14 item 3: replacing a 60,000-file list froze the tracker for 7 s, deleting
+    it for 5 s, /healthz included. Now the work is done in slices."""
+    t = net.start_tracker(env={**UNCHECKED, "P2PSHARE_TRACKER_FILES_PER_SECOND": "0"})
+    n = 60_000
+    with httpx.Client(base_url=t.url, timeout=120) as http:
+        r = http.post("/v1/peers", json={"address": "127.0.0.1:40001", "files": _many_files(n, 0)})
+        assert r.status_code == 201, r.text
+        reg = r.json()
+    auth = {"Authorization": f"Bearer {reg['token']}"}
+
+    def replace() -> None:
+        body = {"files": _many_files(n, n)}
+        r = httpx.put(
+            f"{t.url}/v1/peers/{reg['peer_id']}/files", json=body, headers=auth, timeout=120
+        )
+        assert r.status_code == 200 and r.json()["files"] == n, r.text
+
+    def logout() -> None:
+        r = httpx.delete(f"{t.url}/v1/peers/{reg['peer_id']}", headers=auth, timeout=120)
+        assert r.status_code == 204, r.text
+
+    for work in (replace, logout):
+        answered, began, ended = _answers_during(t.url, work)
+        inside = [(s, e) for s, e in answered if s >= began and e <= ended]
+        assert len(inside) >= 3, (work.__name__, ended - began, answered)
+        assert max(e - s for s, e in answered) < 2.0, work.__name__
+    assert httpx.get(f"{t.url}/healthz").json()["files"] == 0
