@@ -703,7 +703,7 @@ def test_tidy_trims_the_change_log_and_a_process_behind_it_starts_over(tmp_path,
         other.register("10.0.0.2:1", [entry(n, f"tuxedo {n}.iso") for n in range(8, 20)], T0)
         tidy(path)
         db = sqlite3.connect(path)
-        assert db.execute("SELECT count(*) FROM changes").fetchone()[0] == 5
+        assert db.execute("SELECT count(*) FROM feed").fetchone()[0] == 5
         db.close()
         assert len(reg.search(parse_query("tux"), 50, T0 + 1)) == 20
     finally:
@@ -740,13 +740,13 @@ def test_replacing_a_list_by_itself_writes_nothing(reg, tmp_path):
     files = [entry(i, f"file {i}.bin") for i in range(2000)]
     me = reg.register("10.0.0.1:1", files, T0)
     db = sqlite3.connect(tmp_path / "tracker.db")
-    before = db.execute("SELECT max(seq) FROM changes").fetchone()[0]
+    before = db.execute("SELECT max(seq) FROM feed").fetchone()[0]
     assert reg.replace_files(me.peer_id, me.token, files, T0 + 1) == 2000
-    assert db.execute("SELECT max(seq) FROM changes").fetchone()[0] == before
+    assert db.execute("SELECT max(seq) FROM feed").fetchone()[0] == before
     renamed = [*files[:-1], entry(1999, "renamed.bin")]
     assert reg.replace_files(me.peer_id, me.token, renamed, T0 + 2) == 2000
     assert names_of(reg, "renamed", T0 + 2) == {"renamed.bin"}
-    assert db.execute("SELECT max(seq) FROM changes").fetchone()[0] == before + 2
+    assert db.execute("SELECT max(seq) FROM feed").fetchone()[0] == before + 2
     db.close()
 
 

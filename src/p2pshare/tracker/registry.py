@@ -22,11 +22,16 @@ so on every insert and delete, whichever path makes them). Most content in a fil
 sharing network has one copy: a search hit whose row says 0 already holds its only
 provider, and only the shared ones cost a second query for their providers.
 
-``changes(seq, content_id, name_id, words)`` logs every file row added or removed
-(triggers, whichever path makes them), with its name and the name's words; a row with
-no content id says anything may have changed. Each tracker process reads the log
-before a search and drops the kept answers (``SearchCache``) the changes could alter;
-``tidy`` trims it.
+``feed(seq, kind, content_id, name_id, words, name, size, peer_id, address)`` is the
+registry's one change feed, written by triggers whichever path changes the index:
+``added`` and ``removed`` for a file row of a peer that is handed out (with its name,
+the name's words, size and the provider), ``peer_joined`` and ``peer_left`` for such
+a peer (a peer whose address passed its dial-back joins then, with all its files),
+``hidden`` for a file of a peer taken out of the answers before its rows are deleted
+(a logout, an eviction), and ``reset``: anything may have changed. Two readers: each
+tracker process reads it before a search and drops the kept answers
+(``SearchCache``) the changes could alter, and the event stream (``tracker.events``)
+tails it through ``feed_after``. ``tidy`` trims it.
 
 ``names.words`` holds the name's words as ``p2pshare.core.names.words`` folds them,
 so the FTS5 prefix query for a term is exactly "some word starts with it"; every
@@ -62,6 +67,7 @@ __all__ = [
     "NOT_CHECKED",
     "SLICE_ROWS",
     "ClientLimits",
+    "FeedRow",
     "Reachability",
     "Registration",
     "Registry",
@@ -142,6 +148,21 @@ class Reachability:
 def _reachability(reachable: int, checked: int, reason: str) -> Reachability:
     known = bool(reachable) if checked else None
     return Reachability(known, reason, bool(reachable))
+
+
+@dataclass(frozen=True, slots=True)
+class FeedRow:
+    """One row of the registry's change feed (see the module's docstring)."""
+
+    seq: int
+    kind: str
+    """``added``, ``removed``, ``peer_joined``, ``peer_left``; ``hidden``, ``reset``
+    (for kept answers only)."""
+    content_id: str
+    name: str
+    size: int
+    peer_id: str
+    address: str
 
 
 @dataclass(frozen=True, slots=True)
@@ -241,6 +262,10 @@ class Registry(Protocol):
 
     def search_counts(self) -> tuple[int, int]: ...
 
+    def feed_after(self, seq: int, limit: int) -> list[FeedRow]: ...
+
+    def feed_end(self) -> int: ...
+
     def providers(self, content_id: str, now: float) -> SearchHit: ...
 
     def live_peers(self, limit: int, now: float) -> list[PeerRef]: ...
@@ -282,11 +307,16 @@ END;
 CREATE TRIGGER IF NOT EXISTS names_ad AFTER DELETE ON names BEGIN
     INSERT INTO names_fts(names_fts, rowid, words) VALUES ('delete', old.id, old.words);
 END;
-CREATE TABLE IF NOT EXISTS changes (
+CREATE TABLE IF NOT EXISTS feed (
     seq INTEGER PRIMARY KEY AUTOINCREMENT,
-    content_id TEXT,
+    kind TEXT NOT NULL,
+    content_id TEXT NOT NULL DEFAULT '',
     name_id INTEGER,
-    words TEXT
+    words TEXT NOT NULL DEFAULT '',
+    name TEXT NOT NULL DEFAULT '',
+    size INTEGER NOT NULL DEFAULT 0,
+    peer_id TEXT NOT NULL DEFAULT '',
+    address TEXT NOT NULL DEFAULT ''
 );
 CREATE TABLE IF NOT EXISTS files (
     peer INTEGER NOT NULL REFERENCES peers(id) ON DELETE CASCADE,
@@ -326,13 +356,44 @@ WHEN old.shared = 1 AND (
 BEGIN
     UPDATE files SET shared = 0 WHERE content_id = old.content_id;
 END;
-CREATE TRIGGER IF NOT EXISTS files_changed_in AFTER INSERT ON files BEGIN
-    INSERT INTO changes(content_id, name_id, words)
-    VALUES (new.content_id, new.name_id, (SELECT words FROM names WHERE id = new.name_id));
+DROP TRIGGER IF EXISTS files_changed_in;
+DROP TRIGGER IF EXISTS files_changed_out;
+DROP TRIGGER IF EXISTS index_events_trim;
+DROP TRIGGER IF EXISTS index_events_peer_in;
+DROP TRIGGER IF EXISTS index_events_peer_out;
+DROP TRIGGER IF EXISTS index_events_file_in;
+DROP TRIGGER IF EXISTS index_events_file_out;
+DROP TABLE IF EXISTS changes;
+DROP TABLE IF EXISTS index_events;
+CREATE TRIGGER IF NOT EXISTS feed_file_in AFTER INSERT ON files
+WHEN (SELECT reachable FROM peers WHERE id = new.peer) = 1
+BEGIN
+    INSERT INTO feed(kind, content_id, name_id, words, name, size, peer_id, address)
+    SELECT 'added', new.content_id, new.name_id, n.words, n.name, new.size, p.peer_id, p.address
+    FROM peers p, names n WHERE p.id = new.peer AND n.id = new.name_id;
 END;
-CREATE TRIGGER IF NOT EXISTS files_changed_out AFTER DELETE ON files BEGIN
-    INSERT INTO changes(content_id, name_id, words)
-    VALUES (old.content_id, old.name_id, (SELECT words FROM names WHERE id = old.name_id));
+CREATE TRIGGER IF NOT EXISTS feed_file_out AFTER DELETE ON files
+WHEN (SELECT reachable FROM peers WHERE id = old.peer) = 1
+BEGIN
+    INSERT INTO feed(kind, content_id, name_id, words, name, size, peer_id, address)
+    SELECT 'removed', old.content_id, old.name_id, n.words, n.name, old.size, p.peer_id, p.address
+    FROM peers p, names n WHERE p.id = old.peer AND n.id = old.name_id;
+END;
+CREATE TRIGGER IF NOT EXISTS feed_peer_in AFTER INSERT ON peers WHEN new.reachable = 1
+BEGIN
+    INSERT INTO feed(kind, peer_id, address) VALUES ('peer_joined', new.peer_id, new.address);
+END;
+CREATE TRIGGER IF NOT EXISTS feed_peer_out AFTER DELETE ON peers WHEN old.reachable = 1
+BEGIN
+    INSERT INTO feed(kind, peer_id, address) VALUES ('peer_left', old.peer_id, old.address);
+END;
+CREATE TRIGGER IF NOT EXISTS feed_peer_shown AFTER UPDATE OF reachable ON peers
+WHEN new.reachable = 1 AND old.reachable != 1
+BEGIN
+    INSERT INTO feed(kind, peer_id, address) VALUES ('peer_joined', new.peer_id, new.address);
+    INSERT INTO feed(kind, content_id, name_id, words, name, size, peer_id, address)
+    SELECT 'added', f.content_id, f.name_id, n.words, n.name, f.size, new.peer_id, new.address
+    FROM files f JOIN names n ON n.id = f.name_id WHERE f.peer = new.id;
 END;
 """
 _MARK_SHARED = """
@@ -372,9 +433,7 @@ def tidy(path: Path | str) -> None:
         db.execute("PRAGMA busy_timeout=5000")
         # negative: merge segments of any level, towards one, like 'optimize' in steps
         db.execute("INSERT INTO names_fts(names_fts, rank) VALUES('merge', ?)", (-MERGE_PAGES,))
-        db.execute(
-            "DELETE FROM changes WHERE seq <= (SELECT max(seq) FROM changes) - ?", (CHANGES_KEPT,)
-        )
+        db.execute("DELETE FROM feed WHERE seq <= (SELECT max(seq) FROM feed) - ?", (CHANGES_KEPT,))
         db.execute("PRAGMA wal_checkpoint(PASSIVE)").fetchall()
     finally:
         db.close()
@@ -463,7 +522,7 @@ class SqliteRegistry:
             self._pack = zstandard.ZstdCompressor(level=1)
             self._unpack = zstandard.ZstdDecompressor()
             self._seen = int(
-                self._db.execute("SELECT coalesce(max(seq), 0) FROM changes").fetchone()[0]
+                self._db.execute("SELECT coalesce(max(seq), 0) FROM feed").fetchone()[0]
             )
             self._db.execute(
                 "CREATE TEMP TABLE IF NOT EXISTS staging ("
@@ -609,8 +668,8 @@ class SqliteRegistry:
                 "UPDATE peers SET reachable = ?, checked = 1, reason = ? WHERE id = ?",
                 (int(reachable), reason[:500], pk),
             )
-            if bool(was) != reachable:
-                self._log_files_of(pk)
+            if was and not reachable:
+                self._log_files_of(pk)  # shown: the feed_peer_shown trigger logs its files
             if evict_holders:
                 for old in self._holders(address, pk, now):
                     self._hide(old)
@@ -676,7 +735,7 @@ class SqliteRegistry:
             if self._hidden_from <= now:
                 # a peer renewed here may have looked expired to another process, which
                 # then answered searches without it: its kept answers must go
-                db.execute("INSERT INTO changes(content_id, words) VALUES (NULL, NULL)")
+                db.execute("INSERT INTO feed(kind) VALUES ('reset')")
         n = len(pending)
         self._pending = {}
         self._hidden_from = math.inf
@@ -876,18 +935,19 @@ class SqliteRegistry:
         self._log_files_of(pk)
 
     def _log_files_of(self, pk: int) -> None:
-        """Log the files of a peer shown or hidden as changes, for kept answers (inside
-        a transaction); many files: a row that drops all kept answers."""
+        """Log the files of a peer taken out of the answers (``hidden``, for kept
+        answers; inside a transaction); many files: a ``reset``."""
         rows = self._db.execute(
             "SELECT f.content_id, f.name_id, n.words FROM files f"
             " JOIN names n ON n.id = f.name_id WHERE f.peer = ? LIMIT ?",
             (pk, _CHANGES_READ + 1),
         ).fetchall()
         if len(rows) > _CHANGES_READ:
-            self._db.execute("INSERT INTO changes(content_id, words) VALUES (NULL, NULL)")
+            self._db.execute("INSERT INTO feed(kind) VALUES ('reset')")
         elif rows:
             self._db.executemany(
-                "INSERT INTO changes(content_id, name_id, words) VALUES (?, ?, ?)", rows
+                "INSERT INTO feed(kind, content_id, name_id, words) VALUES ('hidden', ?, ?, ?)",
+                rows,
             )
 
     def _still_there(self, pk: int) -> None:
@@ -1111,6 +1171,21 @@ class SqliteRegistry:
             cache.put(key, terms, packed, valid_until, last_rank=cut_at)
         return answer
 
+    def feed_after(self, seq: int, limit: int) -> list[FeedRow]:
+        """Up to ``limit`` rows of the change feed after ``seq``, oldest first."""
+        return [
+            FeedRow(*row)
+            for row in self._db.execute(
+                "SELECT seq, kind, content_id, name, size, peer_id, address FROM feed"
+                " WHERE seq > ? ORDER BY seq LIMIT ?",
+                (seq, limit),
+            )
+        ]
+
+    def feed_end(self) -> int:
+        """The last row of the change feed (0: none)."""
+        return int(self._db.execute("SELECT coalesce(max(seq), 0) FROM feed").fetchone()[0])
+
     def search_counts(self) -> tuple[int, int]:
         """Searches answered from kept answers, and searches run, since the start."""
         return self._searches_kept, self._searches_run
@@ -1118,7 +1193,7 @@ class SqliteRegistry:
     def _catch_up(self, cache: SearchCache) -> None:
         """Drop the kept answers that the changes logged since the last look could alter."""
         rows = self._db.execute(
-            "SELECT seq, content_id, name_id, words FROM changes WHERE seq > ?"
+            "SELECT seq, kind, content_id, name_id, words FROM feed WHERE seq > ?"
             " ORDER BY seq LIMIT ?",
             (self._seen, _CHANGES_READ + 1),
         ).fetchall()
@@ -1126,15 +1201,17 @@ class SqliteRegistry:
             return
         if len(rows) > _CHANGES_READ or rows[0][0] != self._seen + 1:
             # too many to be worth reading, or trimmed before this process saw them
-            self._seen = int(self._db.execute("SELECT max(seq) FROM changes").fetchone()[0])
+            self._seen = int(self._db.execute("SELECT max(seq) FROM feed").fetchone()[0])
             cache.clear()
             return
         self._seen = rows[-1][0]
         contents: set[str] = set()
-        for _, content_id, name_id, name_words in rows:
-            if content_id is None:
+        for _, kind, content_id, name_id, name_words in rows:
+            if kind == "reset":
                 cache.clear()
                 return
+            if not content_id:
+                continue  # a peer joined or left: its files have rows of their own
             cache.forget_words(name_words.split(), name_id)
             contents.add(content_id)
         # an answer lists a content's providers whatever name matched: the answers of
