@@ -12,6 +12,7 @@ import httpx
 import pytest
 
 from p2pshare.localnet import LocalNetwork, wait_for
+from tests.integration.helpers import cli
 
 pytestmark = pytest.mark.integration
 
@@ -55,8 +56,18 @@ def test_a_forged_registration_neither_evicts_a_live_peer_nor_gets_handed_out(
     tracker = net.start_tracker()
     (tmp_path / "alice" / "share").mkdir(parents=True)
     (tmp_path / "alice" / "share" / "holiday photos.zip").write_bytes(b"x" * 1000)
-    alice = net.start_peer("alice", tracker=tracker.url)
+    alice = net.start_peer(
+        "alice", tracker=tracker.url, env={"P2PSHARE_PEER_HEARTBEAT_SECONDS": "0.3"}
+    )
     wait_for(lambda: alice.address in providers(tracker.url, "holiday"), 15, "alice handed out")
+    # the peer's status says what the tracker found (from its heartbeat answers)
+    wait_for(
+        lambda: "yes" in cli("status", "--api", alice.api).stdout,
+        15,
+        "alice to know it is reachable",
+    )
+    shown = cli("status", "--api", alice.api).stdout
+    assert f"reachable from the tracker: yes ({alice.address} answered as this peer)" in shown
 
     forged_files = [{"content_id": "ab" * 32, "name": "holiday fake.zip", "size": 1}]
     for _ in range(2):  # each waits out the dial-back's two retries

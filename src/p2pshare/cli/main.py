@@ -365,7 +365,9 @@ def status(api: ApiOpt = None, config: ConfigOpt = None, as_json: JsonOpt = Fals
     t = doc["tracker"]
     out.print(f"peer {doc['peer_id'] or '(unregistered)'} at {doc['address']}")
     out.print(f"share {doc['share']}: {doc['files']} files, {_size(doc['shared_bytes'])}")
-    out.print(f"tracker {t['url'] or '-'}: {t['state']}")
+    out.print(f"tracker {t['url'] or '-'}: {t['state']}", markup=False)
+    if t.get("reachable"):
+        out.print(f"reachable from the tracker: {t['reachable']}", markup=False)
     out.print(f"neighbours {len(doc['neighbours'])}: {' '.join(doc['neighbours']) or '-'}")
     out.print(f"served {_size(doc['bytes_served'])} in {doc['pieces_served']} pieces")
     if doc["downloads"]:

@@ -56,6 +56,12 @@ class TrackerSession:
     lease_seconds: float = 0.0
     last_ok: float | None = None
     neighbours: list[PeerRef] = field(default_factory=list)
+    reachable: str = "not known yet"
+    """Whether the tracker could dial this peer back, as its answers say."""
+
+    def note_reachability(self, reachable: bool | None, why: str) -> None:
+        known = "not known yet" if reachable is None else "yes" if reachable else "no"
+        self.reachable = f"{known} ({why})" if why else known
 
 
 class PeerNode:
@@ -224,6 +230,7 @@ class PeerNode:
         self.tracker.peer_id, self.tracker.token = reply.peer_id, reply.token
         self.tracker.lease_seconds = reply.lease_seconds
         self.tracker.neighbours = list(reply.neighbours)
+        self.tracker.note_reachability(reply.reachable, reply.reachability)
         self.overlay.offer(n.address for n in reply.neighbours)
         self.tracker.state = "registered"
         self.tracker.last_ok = time.time()
@@ -249,7 +256,10 @@ class PeerNode:
                     self._files_dirty.clear()
                     await self._send_changes()
                 else:
-                    await self._tracker_client.heartbeat(self.tracker.peer_id, self.tracker.token)
+                    beat = await self._tracker_client.heartbeat(
+                        self.tracker.peer_id, self.tracker.token
+                    )
+                    self.tracker.note_reachability(beat.reachable, beat.reachability)
                 self.tracker.state = "registered"
                 self.tracker.last_ok = time.time()
             except (errors.NotFound, errors.PermissionDenied):
