@@ -173,3 +173,20 @@ async def test_a_loopback_address_from_another_machine_is_refused_without_a_dial
         assert state["reachable"] is False
         assert 'advertise = "203.0.113.7:8461"' in str(state["reachability"])
         assert network.dialled == []
+
+
+async def test_an_unreachable_peer_is_dialled_again_when_it_heartbeats(
+    tracker, network, monkeypatch
+):
+    """A peer that opened its port (or read its new id after the last retry) becomes
+    reachable without registering again."""
+    monkeypatch.setattr(dial_back, "RECHECK_SECONDS", 0.0)
+    async with tracker() as http:
+        me = await join(http, files=[a_file(1, "late.txt")])
+        assert (await settled(http, me))["reachable"] is False
+        network.at[ADDRESS] = me["peer_id"]
+        for _ in range(500):
+            if (await settled(http, me))["reachable"]:
+                break
+            await asyncio.sleep(0.01)
+        assert await providers(http, 1) == [me["peer_id"]]

@@ -221,9 +221,11 @@ class HotRoutes:
         latency: Histogram,
         limits: RequestLimits,
         auth: RequestAuth | None = None,
+        address_check: AddressCheck | None = None,
     ) -> None:
         self.app = app
         self.registry = registry
+        self.address_check = address_check
         self.clock = clock
         self.limits = limits
         self.auth = auth
@@ -327,7 +329,9 @@ class HotRoutes:
             if key == b"authorization":
                 authorization = value.decode("latin-1")
         try:
-            body = heartbeat_answer(self.registry, peer_id, authorization, self.clock())
+            body = heartbeat_answer(
+                self.registry, peer_id, authorization, self.clock(), self.address_check
+            )
         except Exception as exc:  # noqa: BLE001 - answered as the FastAPI handlers would
             status, body = _failure(exc, "POST", path)
         else:
@@ -356,11 +360,18 @@ class HotRoutes:
 
 
 def heartbeat_answer(
-    registry: Registry, peer_id: str, authorization: str | None, now: float
+    registry: Registry,
+    peer_id: str,
+    authorization: str | None,
+    now: float,
+    address_check: AddressCheck | None = None,
 ) -> bytes:
     """The JSON body of a heartbeat's answer: the one code path of both the FastAPI
-    route and ``HotRoutes`` (errors are raised, and each answers them alike)."""
+    route and ``HotRoutes`` (errors are raised, and each answers them alike). A peer
+    whose address did not answer is dialled again now and then (``AddressCheck``)."""
     state = registry.heartbeat(peer_id, _token(authorization), now)
+    if state.reachable is False and address_check is not None:
+        address_check.recheck(peer_id)
     return _heartbeat_json(registry.lease_seconds, state)
 
 
@@ -513,6 +524,7 @@ def create_app(
     app.state.metrics = metrics
     checker = AddressCheck(registry, dial, clock=clock) if dial is not None else None
     app.state.address_check = checker
+    app.state.hot_routes["address_check"] = checker
     locks = _PeerLocks()
 
     http_errors.install(app, name="tracker")
@@ -567,7 +579,7 @@ def create_app(
     )
     async def heartbeat(peer_id: str, authorization: Token = None) -> Response:
         """Renew the lease; 404 means it ran out: register again."""
-        body = heartbeat_answer(registry, peer_id, authorization, clock())
+        body = heartbeat_answer(registry, peer_id, authorization, clock(), checker)
         return Response(body, media_type="application/json")
 
     @app.put("/v1/peers/{peer_id}/files", response_model=FilesResponse, responses=responses)

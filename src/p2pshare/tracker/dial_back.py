@@ -20,6 +20,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
+import math
 import os
 import time
 from collections.abc import Awaitable, Callable
@@ -41,6 +42,8 @@ HELLO_TIMEOUT = 3.0
 """Seconds a dial-back waits for ``Hello``'s answer."""
 MAX_PENDING = 10_000
 """Dial-backs waiting in one tracker process at most; later ones are not made."""
+RECHECK_SECONDS = 30.0
+"""A registration whose address did not answer is dialled again at most this often."""
 BUSY = "not checked: the tracker was too busy to dial you back (register again later)"
 _HELLO = "/p2pshare.v1.Peer/Hello"
 
@@ -66,6 +69,7 @@ class AddressCheck:
         self._slots = asyncio.Semaphore(concurrency)
         self._delays = RETRY_DELAYS if retry_delays is None else retry_delays
         self._tasks: set[asyncio.Task[None]] = set()
+        self._rechecked: dict[str, float] = {}  # peer id -> when it was last dialled again
 
     @property
     def pending(self) -> int:
@@ -81,6 +85,24 @@ class AddressCheck:
         task = asyncio.ensure_future(self._check(peer_id, address, client))
         self._tasks.add(task)
         task.add_done_callback(self._tasks.discard)
+
+    def recheck(self, peer_id: str) -> None:
+        """Dial a registration that did not answer again, at most once every
+        ``RECHECK_SECONDS`` (its heartbeats ask): a peer that opened its port, or that
+        read its id too late for the first dial, becomes reachable without registering
+        again."""
+        now = self._clock()
+        if now - self._rechecked.get(peer_id, -math.inf) < RECHECK_SECONDS:
+            return
+        if len(self._rechecked) >= MAX_PENDING:
+            cutoff = now - RECHECK_SECONDS
+            self._rechecked = {p: t for p, t in self._rechecked.items() if t > cutoff}
+            if len(self._rechecked) >= MAX_PENDING:
+                return
+        self._rechecked[peer_id] = now
+        found = self._registry.address_of(peer_id)
+        if found is not None:
+            self.start(peer_id, *found)
 
     async def _check(self, peer_id: str, address: str, client: str | None) -> None:
         why_not = loopback_mismatch(address, client)

@@ -224,6 +224,8 @@ class Registry(Protocol):
 
     def reachability(self, peer_id: str) -> Reachability: ...
 
+    def address_of(self, peer_id: str) -> tuple[str, str | None] | None: ...
+
     def heartbeat(self, peer_id: str, token: str, now: float) -> Reachability: ...
 
     def replace_files(
@@ -689,6 +691,13 @@ class SqliteRegistry:
         return [
             r[0] for r in self._db.execute(f"SELECT peer_id FROM peers WHERE id IN ({marks})", pks)
         ]
+
+    def address_of(self, peer_id: str) -> tuple[str, str | None] | None:
+        """The address of a live registration and the client address it came from."""
+        row = self._db.execute(
+            "SELECT address, client FROM peers WHERE peer_id = ? AND expires > 0", (peer_id,)
+        ).fetchone()
+        return None if row is None else (row[0], row[1] or None)
 
     def reachability(self, peer_id: str) -> Reachability:
         """What the tracker knows of whether ``peer_id``'s address answers as it."""
