@@ -783,3 +783,15 @@ def test_client_limits_bound_peers_and_files_per_address(tmp_path):
         reg.register("10.0.0.4:1", [], T0 + LEASE + 1, client="192.0.2.9")
     finally:
         reg.close()
+
+
+def test_a_big_peer_shown_after_its_dial_back_is_announced_in_slices(reg, tmp_path):
+    n = 2 * registry_module.SLICE_ROWS + 7
+    me = reg.register("10.0.0.1:1", [entry(i, f"f{i}") for i in range(n)], T0, check=True)
+    db = sqlite3.connect(tmp_path / "tracker.db")
+    assert db.execute("SELECT count(*) FROM feed WHERE kind = 'added'").fetchone()[0] == 0
+    steps = reg.settle_steps(me.peer_id, reachable=True, reason="ok", evict_holders=False, now=T0)
+    assert sum(1 for _ in steps) == 2  # three transactions
+    kinds = dict(db.execute("SELECT kind, count(*) FROM feed GROUP BY kind").fetchall())
+    assert kinds == {"reset": 1, "peer_joined": 1, "added": n}
+    db.close()

@@ -13,7 +13,7 @@ import asyncio
 import functools
 import logging
 import time
-from collections.abc import AsyncIterator, Awaitable, Callable, Generator, Iterable, MutableMapping
+from collections.abc import AsyncIterator, Awaitable, Callable, Iterable, MutableMapping
 from contextlib import asynccontextmanager
 from pathlib import Path
 from typing import Annotated, Any, TypeVar
@@ -62,13 +62,13 @@ from p2pshare.tracker.models import (
     compact_json,
 )
 from p2pshare.tracker.registry import Reachability, Registry
+from p2pshare.tracker.slices import run_sliced
 
 __all__ = [
     "MAX_BODY_BYTES",
     "HotRoutes",
     "create_app",
     "heartbeat_answer",
-    "run_sliced",
     "search_answer",
     "with_hot_routes",
 ]
@@ -386,17 +386,6 @@ def _heartbeat_json(lease_seconds: float, state: Reachability) -> bytes:
 def search_answer(registry: Registry, q: str, limit: int, now: float) -> bytes:
     """The JSON body of a search's answer (``SearchResponse``), for both routes."""
     return b'{"hits":' + registry.search_json(check_query(q), limit, now) + b"}"
-
-
-async def run_sliced(steps: Generator[None, None, T]) -> T:
-    """Run a registry write's steps, letting the event loop serve others after each
-    slice (see ``Registry``: a 60,000-file write no longer stalls ``/healthz``)."""
-    while True:
-        try:
-            next(steps)
-        except StopIteration as stop:
-            return stop.value  # type: ignore[no-any-return]
-        await asyncio.sleep(0)
 
 
 class _PeerLocks:

@@ -30,6 +30,7 @@ from p2pshare.core.addresses import loopback_mismatch
 from p2pshare.core.auth import GRPC_PURPOSE, HEADER, NONCE_BYTES, CallSigner
 from p2pshare.core.reachability import RETRY_DELAYS, Answer, Failure, judge
 from p2pshare.tracker.registry import Registry
+from p2pshare.tracker.slices import run_sliced
 
 if TYPE_CHECKING:
     from p2pshare.tls import Tls
@@ -119,13 +120,14 @@ class AddressCheck:
                     if verdict.retry:
                         await asyncio.sleep(self._delays[len(self._delays) - tries_left])
                         continue
-                    self._registry.settle(
+                    steps = self._registry.settle_steps(
                         peer_id,
                         reachable=verdict.reachable,
                         reason=verdict.reason,
                         evict_holders=verdict.evict_holders,
                         now=now,
                     )
+                    await run_sliced(steps)
                     return
         except asyncio.CancelledError:
             raise

@@ -108,6 +108,7 @@ SLICE_ROWS = 500
 """A write changes at most this many file rows per transaction, then lets others in
 (``*_steps``): replacing, deleting or purging 60,000 files froze the tracker for 5-31 s
 in one transaction; a slice holds the write lock for tens of milliseconds."""
+_READ_ROWS = 5_000
 CHECKING = "the tracker is dialling this address back"
 NOT_CHECKED = "not checked: this tracker does not dial peers back (verify_addresses = false)"
 
@@ -219,6 +220,10 @@ class Registry(Protocol):
     def settle(
         self, peer_id: str, *, reachable: bool, reason: str, evict_holders: bool, now: float
     ) -> bool: ...
+
+    def settle_steps(
+        self, peer_id: str, *, reachable: bool, reason: str, evict_holders: bool, now: float
+    ) -> Generator[None, None, bool]: ...
 
     def holders(self, peer_id: str, now: float) -> list[str]: ...
 
@@ -389,13 +394,11 @@ CREATE TRIGGER IF NOT EXISTS feed_peer_out AFTER DELETE ON peers WHEN old.reacha
 BEGIN
     INSERT INTO feed(kind, peer_id, address) VALUES ('peer_left', old.peer_id, old.address);
 END;
+DROP TRIGGER IF EXISTS feed_peer_shown;
 CREATE TRIGGER IF NOT EXISTS feed_peer_shown AFTER UPDATE OF reachable ON peers
 WHEN new.reachable = 1 AND old.reachable != 1
 BEGIN
     INSERT INTO feed(kind, peer_id, address) VALUES ('peer_joined', new.peer_id, new.address);
-    INSERT INTO feed(kind, content_id, name_id, words, name, size, peer_id, address)
-    SELECT 'added', f.content_id, f.name_id, n.words, n.name, f.size, new.peer_id, new.address
-    FROM files f JOIN names n ON n.id = f.name_id WHERE f.peer = new.id;
 END;
 """
 _MARK_SHARED = """
@@ -654,28 +657,70 @@ class SqliteRegistry:
     def settle(
         self, peer_id: str, *, reachable: bool, reason: str, evict_holders: bool, now: float
     ) -> bool:
+        """``settle_steps`` run to the end at once."""
+        return run_steps(
+            self.settle_steps(
+                peer_id, reachable=reachable, reason=reason, evict_holders=evict_holders, now=now
+            )
+        )
+
+    def settle_steps(
+        self, peer_id: str, *, reachable: bool, reason: str, evict_holders: bool, now: float
+    ) -> Generator[None, None, bool]:
         """Record the dial-back's verdict on a registration (``core.reachability``);
         with ``evict_holders`` the other live registrations of its address are dropped
         at once from every answer (the purge deletes them). False if the registration
-        is gone meanwhile."""
+        is gone meanwhile. A peer shown joins the feed with its files' ``added`` rows,
+        ``SLICE_ROWS`` a step."""
         with self._transaction() as db:
             row = db.execute(
-                "SELECT id, address, reachable FROM peers WHERE peer_id = ? AND expires > 0",
+                "SELECT id, address, reachable, file_count FROM peers"
+                " WHERE peer_id = ? AND expires > 0",
                 (peer_id,),
             ).fetchone()
             if row is None:
                 return False
-            pk, address, was = row
+            pk, address, was, files = row
             db.execute(
                 "UPDATE peers SET reachable = ?, checked = 1, reason = ? WHERE id = ?",
                 (int(reachable), reason[:500], pk),
             )
             if was and not reachable:
-                self._log_files_of(pk)  # shown: the feed_peer_shown trigger logs its files
+                self._log_files_of(pk)
+            shown = reachable and not was
+            if shown and files > _CHANGES_READ:
+                # the kept answers go at once; the files' rows follow in slices
+                db.execute("INSERT INTO feed(kind) VALUES ('reset')")
             if evict_holders:
                 for old in self._holders(address, pk, now):
                     self._hide(old)
+            after = self._announce_files(pk, "") if shown else None
+        while after is not None:
+            yield
+            with self._transaction():
+                if not self._db.execute(
+                    "SELECT 1 FROM peers WHERE id = ? AND expires > 0 AND reachable = 1", (pk,)
+                ).fetchone():
+                    break
+                after = self._announce_files(pk, after)
         return True
+
+    def _announce_files(self, pk: int, after: str) -> str | None:
+        """Log ``added`` for up to ``SLICE_ROWS`` files of a peer just shown, those with a
+        content id past ``after``; the last content id logged (None: all are)."""
+        logged = [
+            r[0]
+            for r in self._db.execute(
+                "INSERT INTO feed(kind, content_id, name_id, words, name, size, peer_id, address)"
+                " SELECT 'added', f.content_id, f.name_id, n.words, n.name, f.size, p.peer_id,"
+                " p.address FROM files f JOIN names n ON n.id = f.name_id"
+                " JOIN peers p ON p.id = f.peer"
+                " WHERE f.peer = ? AND f.content_id > ? ORDER BY f.content_id LIMIT ?"
+                " RETURNING content_id",
+                (pk, after, SLICE_ROWS),
+            )
+        ]
+        return max(logged) if len(logged) >= SLICE_ROWS else None
 
     def holders(self, peer_id: str, now: float) -> list[str]:
         """The peer ids of the other live registrations of ``peer_id``'s address."""
@@ -770,14 +815,20 @@ class SqliteRegistry:
         read."""
         pk, _ = self._authorize(peer_id, token, now)
         self._check_files(len(files))
-        current = {
-            cid: (name, size)
-            for cid, name, size in self._db.execute(
+        current: dict[str, tuple[str, int]] = {}
+        after = ""
+        while True:  # read in slices too: 100,000 rows take a while
+            rows = self._db.execute(
                 "SELECT f.content_id, n.name, f.size FROM files f"
-                " JOIN names n ON n.id = f.name_id WHERE f.peer = ?",
-                (pk,),
-            )
-        }
+                " JOIN names n ON n.id = f.name_id WHERE f.peer = ? AND f.content_id > ?"
+                " ORDER BY f.content_id LIMIT ?",
+                (pk, after, _READ_ROWS),
+            ).fetchall()
+            current.update((cid, (name, size)) for cid, name, size in rows)
+            if len(rows) < _READ_ROWS:
+                break
+            after = rows[-1][0]
+            yield
         wanted: dict[str, FileEntry] = {}
         for f in files:
             wanted.setdefault(f.content_id, f)  # a repeated content id keeps its first name
