@@ -3,11 +3,17 @@
 ``Registry`` is the interface a store follows (SQLite here; memory or Redis
 later). Every method takes the current time ``now`` as an argument, so leases are
 tested with exact clocks. A peer whose lease ran out is never in an answer, even
-before ``purge`` deletes it.
+before ``purge`` deletes it; nor is one whose address has not answered the tracker's
+dial-back as it (``reachable`` 0: see ``settle`` and ``core.reachability``). Several
+registrations may name one address; one replaces another only with proof (its token,
+or the dial-back). A logged-out or evicted peer gets ``expires`` 0: out of every
+answer at once, its rows deleted in slices.
 
 ``SqliteRegistry`` keeps everything in one SQLite file (WAL, ``synchronous=NORMAL``)::
 
-    peers(id, peer_id, address, token_hash, expires, file_count)   index on expires, address
+    peers(id, peer_id, address, token_hash, expires, file_count,
+          client, reachable, checked, reason)
+                                            indexes on expires, address, (client, expires)
     names(id, name, words)                  each distinct share name once
     names_fts(words)                        FTS5 over names.words (external content),
                                             prefix indexes for terms of 1 to 3 letters
