@@ -34,3 +34,9 @@ def test_a_loopback_address_from_another_machine_is_refused_with_the_address_see
     assert loopback_mismatch("127.0.0.1:8461", "127.0.0.1") is None  # one machine
     assert loopback_mismatch("203.0.113.7:8461", "198.51.100.1") is None  # NAT, a proxy
     assert loopback_mismatch("127.0.0.1:8461", None) is None
+
+
+def test_a_loopback_address_from_the_trackers_own_other_address_is_fine() -> None:
+    """A peer on the tracker's machine that reaches it at 10.0.0.1 (not 127.0.0.1)."""
+    assert loopback_mismatch("127.0.0.1:8461", "10.0.0.1", this_machine={"10.0.0.1"}) is None
+    assert loopback_mismatch("127.0.0.1:8461", "10.0.0.2", this_machine={"10.0.0.1"})

@@ -10,6 +10,7 @@ or unspecified host from another machine gave an address nobody else can dial.
 from __future__ import annotations
 
 import ipaddress
+from collections.abc import Collection
 
 __all__ = [
     "MAX_ADDRESS_LENGTH",
@@ -58,16 +59,21 @@ def is_loopback(host: str) -> bool:
     return ip.is_loopback or ip.is_unspecified
 
 
-def loopback_mismatch(address: str, seen_from: str | None) -> str | None:
+def loopback_mismatch(
+    address: str, seen_from: str | None, *, this_machine: Collection[str] = ()
+) -> str | None:
     """Why ``address`` cannot be dialled by others when its registration came from
     ``seen_from`` (the client address the tracker saw), or None if it may be.
 
     A loopback host advertised from another machine names the tracker's own machine
     (and dialling it would reach whatever listens there): it is refused without a
-    dial. From a loopback client (a test, one machine) it is fine.
+    dial. From the tracker's machine itself (a loopback client, or one of
+    ``this_machine``: the machine's other addresses) it is fine: a test, one machine.
     """
     host = host_of(address)
     if not is_loopback(host) or seen_from is None or is_loopback(seen_from):
+        return None
+    if seen_from in this_machine:
         return None
     port = address.rpartition(":")[2]
     return (

@@ -551,6 +551,9 @@ def create_app(
         reg = await run_sliced(steps)
         state = registry.reachability(reg.peer_id)
         if checker is not None:
+            local = request.scope.get("server")
+            if client is not None and local and local[0] == client:
+                checker.note_own_address(client)  # from this machine to itself
             checker.start(reg.peer_id, body.address, client)
         reply = RegisterResponse(
             peer_id=reg.peer_id,

@@ -71,10 +71,17 @@ class AddressCheck:
         self._delays = RETRY_DELAYS if retry_delays is None else retry_delays
         self._tasks: set[asyncio.Task[None]] = set()
         self._rechecked: dict[str, float] = {}  # peer id -> when it was last dialled again
+        self._own: set[str] = set()  # this machine's addresses that clients came from
 
     @property
     def pending(self) -> int:
         return len(self._tasks)
+
+    def note_own_address(self, host: str) -> None:
+        """``host`` is one of this machine's own addresses (a request came from it to
+        it): a peer there may advertise a loopback address."""
+        if len(self._own) < 64:
+            self._own.add(host)
 
     def start(self, peer_id: str, address: str, client: str | None) -> None:
         """Check registration ``peer_id`` of ``address``, made from ``client``."""
@@ -106,7 +113,7 @@ class AddressCheck:
             self.start(peer_id, *found)
 
     async def _check(self, peer_id: str, address: str, client: str | None) -> None:
-        why_not = loopback_mismatch(address, client)
+        why_not = loopback_mismatch(address, client, this_machine=self._own)
         try:
             async with self._slots:
                 for tries_left in range(len(self._delays), -1, -1):
