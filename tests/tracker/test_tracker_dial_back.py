@@ -190,3 +190,21 @@ async def test_an_unreachable_peer_is_dialled_again_when_it_heartbeats(
                 break
             await asyncio.sleep(0.01)
         assert await providers(http, 1) == [me["peer_id"]]
+
+
+async def test_one_address_cannot_make_the_tracker_dial_at_the_rate_it_registers(
+    tracker, network, monkeypatch
+):
+    """Reflection through the tracker itself: each registration is a dial-back."""
+    monkeypatch.setattr(dial_back, "RECHECK_SECONDS", 3600.0)
+    async with tracker("203.0.113.66") as http:
+        victim = "198.51.100.9:443"
+        states = []
+        for _ in range(dial_back.DIAL_BURST + 4):
+            me = await join(http, victim)
+            states.append((await settled(http, me))["reachability"])
+        assert network.dialled.count(victim) == dial_back.DIAL_BURST
+        assert all("too many registrations" in str(s) for s in states[dial_back.DIAL_BURST :])
+    async with tracker("192.0.2.1") as http:  # another address is dialled as usual
+        await settled(http, await join(http, victim))
+        assert network.dialled.count(victim) == dial_back.DIAL_BURST + 1

@@ -26,8 +26,9 @@ import time
 from collections.abc import Awaitable, Callable
 from typing import TYPE_CHECKING, Any
 
-from p2pshare.core.addresses import loopback_mismatch
+from p2pshare.core.addresses import is_loopback, loopback_mismatch
 from p2pshare.core.auth import GRPC_PURPOSE, HEADER, NONCE_BYTES, CallSigner
+from p2pshare.core.rate import ClientBuckets, client_key
 from p2pshare.core.reachability import RETRY_DELAYS, Answer, Failure, judge
 from p2pshare.tracker.registry import Registry
 from p2pshare.tracker.slices import run_sliced
@@ -43,6 +44,15 @@ HELLO_TIMEOUT = 3.0
 """Seconds a dial-back waits for ``Hello``'s answer."""
 MAX_PENDING = 10_000
 """Dial-backs waiting in one tracker process at most; later ones are not made."""
+DIALS_PER_SECOND = 1.0
+DIAL_BURST = 16
+"""Dial-backs one client address (not this machine's) may cause: on average, and at
+once. Beyond them a registration is not dialled (nor handed out) until a heartbeat
+asks again (``RECHECK_SECONDS``)."""
+DIAL_LIMITED = (
+    "not checked yet: too many registrations from your address to dial back at once"
+    " (the tracker tries again within a minute)"
+)
 RECHECK_SECONDS = 30.0
 """A registration whose address did not answer is dialled again at most this often."""
 BUSY = "not checked: the tracker was too busy to dial you back (register again later)"
@@ -72,6 +82,9 @@ class AddressCheck:
         self._tasks: set[asyncio.Task[None]] = set()
         self._rechecked: dict[str, float] = {}  # peer id -> when it was last dialled again
         self._own: set[str] = set()  # this machine's addresses that clients came from
+        # dial-backs that one client address may cause: the tracker itself must not be
+        # a tool that dials a third party's port at the rate of registrations
+        self._dials: ClientBuckets[str] = ClientBuckets(rate=DIALS_PER_SECOND, burst=DIAL_BURST)
 
     @property
     def pending(self) -> int:
@@ -85,9 +98,15 @@ class AddressCheck:
 
     def start(self, peer_id: str, address: str, client: str | None) -> None:
         """Check registration ``peer_id`` of ``address``, made from ``client``."""
+        refusal = None
         if len(self._tasks) >= MAX_PENDING:
+            refusal = BUSY
+        elif self._over_dial_rate(client):
+            refusal = DIAL_LIMITED
+        self._note_dialled(peer_id)
+        if refusal is not None:
             self._registry.settle(
-                peer_id, reachable=False, reason=BUSY, evict_holders=False, now=self._clock()
+                peer_id, reachable=False, reason=refusal, evict_holders=False, now=self._clock()
             )
             return
         task = asyncio.ensure_future(self._check(peer_id, address, client))
@@ -99,18 +118,25 @@ class AddressCheck:
         ``RECHECK_SECONDS`` (its heartbeats ask): a peer that opened its port, or that
         read its id too late for the first dial, becomes reachable without registering
         again."""
-        now = self._clock()
-        if now - self._rechecked.get(peer_id, -math.inf) < RECHECK_SECONDS:
+        if self._clock() - self._rechecked.get(peer_id, -math.inf) < RECHECK_SECONDS:
             return
-        if len(self._rechecked) >= MAX_PENDING:
-            cutoff = now - RECHECK_SECONDS
-            self._rechecked = {p: t for p, t in self._rechecked.items() if t > cutoff}
-            if len(self._rechecked) >= MAX_PENDING:
-                return
-        self._rechecked[peer_id] = now
         found = self._registry.address_of(peer_id)
         if found is not None:
             self.start(peer_id, *found)
+
+    def _note_dialled(self, peer_id: str) -> None:
+        """Remember when ``peer_id`` was last checked (``recheck`` waits after it)."""
+        now = self._clock()
+        if len(self._rechecked) >= MAX_PENDING:
+            cutoff = now - RECHECK_SECONDS
+            self._rechecked = {p: t for p, t in self._rechecked.items() if t > cutoff}
+        if len(self._rechecked) < MAX_PENDING:
+            self._rechecked[peer_id] = now
+
+    def _over_dial_rate(self, client: str | None) -> bool:
+        if client is None or is_loopback(client) or client in self._own:
+            return False  # this machine: tests, one host
+        return bool(self._dials.check(client_key(client), time.monotonic()))
 
     async def _check(self, peer_id: str, address: str, client: str | None) -> None:
         why_not = loopback_mismatch(address, client, this_machine=self._own)
