@@ -126,3 +126,11 @@ async def test_registering_again_with_the_previous_token_replaces_the_registrati
     assert [p.peer_id for p in await client.peers()] == [again.peer_id]
     with pytest.raises(PermissionDenied):
         await client.register("127.0.0.1:9", [], previous=(again.peer_id, "not the token"))
+
+
+async def test_a_newer_trackers_extra_answer_fields_are_ignored():
+    def handler(request: httpx.Request) -> httpx.Response:
+        return httpx.Response(200, json={"lease_seconds": 60, "some_new_field": [1, 2]})
+
+    async with mock(handler) as c:
+        assert (await c.heartbeat("p", "t")).lease_seconds == 60

@@ -74,6 +74,13 @@ class _Model(BaseModel):
     model_config = ConfigDict(extra="forbid", frozen=True)
 
 
+class _Answer(BaseModel):
+    """An answer of the tracker: a client ignores fields it does not know, so a newer
+    tracker can add some (as ``reachable`` was) without breaking older peers."""
+
+    model_config = ConfigDict(extra="ignore", frozen=True)
+
+
 class FileEntry(_Model):
     """One shared file as the tracker indexes it."""
 
@@ -82,7 +89,7 @@ class FileEntry(_Model):
     size: int = Field(ge=0, le=MAX_FILE_SIZE)
 
 
-class PeerRef(_Model):
+class PeerRef(_Answer):
     """A live peer: its id at the tracker and the address it is dialled at."""
 
     peer_id: str
@@ -109,7 +116,7 @@ class RegisterRequest(_Model):
     previous: PreviousRegistration | None = None
 
 
-class RegisterResponse(_Model):
+class RegisterResponse(_Answer):
     """The new registration: the token alone may update or remove it."""
 
     peer_id: str
@@ -127,7 +134,7 @@ class RegisterResponse(_Model):
     reachability: str = Field("", description="Why reachable is what it is.")
 
 
-class HeartbeatResponse(_Model):
+class HeartbeatResponse(_Answer):
     """The lease was renewed for this many seconds from now; and what the tracker knows
     of whether the peer's address answers as it (only then is it handed out)."""
 
@@ -149,14 +156,14 @@ class PatchFilesRequest(_Model):
     remove: list[ContentId] = Field(default_factory=list, max_length=MAX_FILES_PER_REQUEST)
 
 
-class FilesResponse(_Model):
+class FilesResponse(_Answer):
     """How many files the tracker now indexes for the peer (its lease is renewed too)."""
 
     files: int
     lease_seconds: float
 
 
-class SearchHit(_Model):
+class SearchHit(_Answer):
     """One content id whose name matched, with the live peers that provide it."""
 
     content_id: str
@@ -165,13 +172,13 @@ class SearchHit(_Model):
     providers: list[PeerRef]
 
 
-class SearchResponse(_Model):
+class SearchResponse(_Answer):
     """``GET /v1/search``."""
 
     hits: list[SearchHit]
 
 
-class ProvidersResponse(_Model):
+class ProvidersResponse(_Answer):
     """``GET /v1/files/{content_id}/providers``."""
 
     content_id: str
@@ -180,13 +187,13 @@ class ProvidersResponse(_Model):
     providers: list[PeerRef]
 
 
-class PeersResponse(_Model):
+class PeersResponse(_Answer):
     """``GET /v1/peers``."""
 
     peers: list[PeerRef]
 
 
-class HealthResponse(_Model):
+class HealthResponse(_Answer):
     """``GET /healthz``."""
 
     status: str
@@ -194,7 +201,7 @@ class HealthResponse(_Model):
     files: int
 
 
-class ErrorResponse(_Model):
+class ErrorResponse(_Answer):
     """The body of every 4xx/5xx answer."""
 
     error: str
