@@ -795,3 +795,13 @@ def test_a_big_peer_shown_after_its_dial_back_is_announced_in_slices(reg, tmp_pa
     kinds = dict(db.execute("SELECT kind, count(*) FROM feed GROUP BY kind").fetchall())
     assert kinds == {"reset": 1, "peer_joined": 1, "added": n}
     db.close()
+
+
+def test_a_registration_never_handed_out_leaves_kept_answers_alone(reg, tmp_path):
+    """Only a peer that was in answers can change them: an unchecked registration
+    coming and going (a flood) does not make every worker drop its kept answers."""
+    me = reg.register("10.0.0.1:1", [entry(i, f"f{i}") for i in range(300)], T0, check=True)
+    reg.remove(me.peer_id, me.token, T0)
+    db = sqlite3.connect(tmp_path / "tracker.db")
+    assert db.execute("SELECT kind FROM feed").fetchall() == []
+    db.close()

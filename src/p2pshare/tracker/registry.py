@@ -997,8 +997,11 @@ class SqliteRegistry:
         """Take a peer out of every answer at once (inside a transaction): its lease
         ends (``expires`` 0, which a renewal never undoes); the purge deletes it."""
         self._pending.pop(pk, None)
-        self._db.execute("UPDATE peers SET expires = 0 WHERE id = ?", (pk,))
-        self._log_files_of(pk)
+        row = self._db.execute(
+            "UPDATE peers SET expires = 0 WHERE id = ? RETURNING reachable", (pk,)
+        ).fetchone()
+        if row is not None and row[0]:  # answers held its files: they must go
+            self._log_files_of(pk)
 
     def _log_files_of(self, pk: int) -> None:
         """Log the files of a peer taken out of the answers (``hidden``, for kept
