@@ -265,6 +265,14 @@ def start_tracker(
         # every simulated peer comes from 127.0.0.1: one client to the per-address
         # rate limit, which would answer most of the load with 429
         "P2PSHARE_TRACKER_RATE_LIMIT": str(rate_limit),
+        # the simulated peers run no gRPC server: nothing would answer the tracker's
+        # dial-back (and --churn's would dial 11.x.x.x); the registry built above is
+        # written as unchecked, handed out at once, as a tracker with checks off does
+        "P2PSHARE_TRACKER_VERIFY_ADDRESSES": "false",
+        # and they all come from 127.0.0.1: one client to the per-address caps
+        "P2PSHARE_TRACKER_MAX_PEERS_PER_CLIENT": "0",
+        "P2PSHARE_TRACKER_MAX_FILES_PER_CLIENT": "0",
+        "P2PSHARE_TRACKER_FILES_PER_SECOND": "0",
     }
     if workers is not None:
         env["P2PSHARE_TRACKER_WORKERS"] = str(workers)

@@ -134,6 +134,29 @@ class TrackerSettings(_NetworkSettings):
         description="Memory (MiB) each worker process may keep search answers in until a"
         " change could alter them (0: none kept).",
     )
+    verify_addresses: bool = Field(
+        True,
+        description="Dial each registered address back (gRPC Hello) and hand out only those"
+        " that answer as the peer that registered them; a takeover of a live peer's address"
+        " needs that answer or its token.",
+    )
+    max_peers_per_client: int = Field(
+        64, ge=0, description="Live registrations one client address may hold (0: no limit)."
+    )
+    max_files_per_client: int = Field(
+        250_000,
+        ge=0,
+        description="Files the registrations of one client address may index (0: no limit).",
+    )
+    max_files_per_peer: int = Field(
+        100_000, ge=0, description="Files one registration, or one request, may list (0: no limit)."
+    )
+    files_per_second: float = Field(
+        20_000,
+        ge=0,
+        description="Files one client address may add or remove per second, in bursts of"
+        " max_files_per_peer (0: no limit); more get 429. Per worker process.",
+    )
     log_level: LogLevel = Field("warning", description="debug, info, warning or error.")
 
 

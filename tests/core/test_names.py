@@ -96,3 +96,15 @@ def test_folding_is_idempotent(text):
 def test_compatibility_letters_fold_like_their_plain_letters():
     assert words("𝑨𝒃𝒄 ﬁle") == ["abc", "file"]
     assert parse_query("A").matches("𝑨")
+
+
+def test_check_query_refuses_a_client_query_as_a_usage_error():
+    from p2pshare.core.names import MAX_QUERY_LENGTH, check_query
+    from p2pshare.errors import UsageError
+
+    assert check_query(" lin iso ").terms == ("lin", "iso")
+    for bad, message in [("", "empty"), ("--", "no letters"), ("x" * 5000, "longer")]:
+        with pytest.raises(UsageError, match=message):
+            check_query(bad)
+    with pytest.raises(UsageError, match="longer"):
+        check_query("x" * (MAX_QUERY_LENGTH + 1))

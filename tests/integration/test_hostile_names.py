@@ -70,10 +70,12 @@ class LyingProvider:
             (grpc.method_handlers_generic_handler("p2pshare.v1.Peer", handlers),)
         )
         self.address = f"127.0.0.1:{self.server.add_insecure_port('127.0.0.1:0')}"
+        self.peer_id = ""  # its id at the tracker, once registered (the dial-back asks)
         self.server.start()
 
     def hello(self, request: Any, context: Any) -> pb.HelloResponse:
-        return pb.HelloResponse(peer=pb.PeerInfo(address=self.address), protocol_version=1)
+        me = pb.PeerInfo(peer_id=self.peer_id, address=self.address)
+        return pb.HelloResponse(peer=me, protocol_version=1)
 
     def get_manifest(self, request: Any, context: Any) -> pb.Manifest:
         return manifest_to_pb(self.files[request.content_id][0])
@@ -104,9 +106,16 @@ def test_hostile_names_in_a_providers_manifest_are_never_written(
             {"content_id": cid, "name": f"innocent {i}.bin", "size": m.size}
             for i, (cid, (m, _)) in enumerate(liar.files.items())
         ]
-        httpx.post(
+        joined = httpx.post(
             tracker.url + "/v1/peers", json={"address": liar.address, "files": entries}
-        ).raise_for_status()
+        )
+        liar.peer_id = joined.raise_for_status().json()["peer_id"]
+        first = next(iter(liar.files))
+        wait_for(
+            lambda: httpx.get(f"{tracker.url}/v1/files/{first}/providers").status_code == 200,
+            10,
+            "the tracker to hand the provider out (its dial-back answered)",
+        )
         # two levels below tmp_path: the relative escapes of the table stay inside it
         out = tmp_path / "a" / "b" / "out"
         out.mkdir(parents=True)

@@ -17,7 +17,7 @@ import pytest
 from p2pshare.core.auth import HEADER, HTTP_PURPOSE, NONCE_BYTES, CallSigner, http_call
 from p2pshare.localnet import LocalNetwork, wait_for
 from p2pshare.peer.rpc.auth import GrpcAuth
-from p2pshare.tracker.auth import TrackerAuth
+from p2pshare.tracker.client_auth import TrackerAuth
 from tests.grpc_probe import METHODS, statuses
 from tests.http_probe import requests_of
 from tests.integration.helpers import api, cli, sha256, wait_registered, write_random

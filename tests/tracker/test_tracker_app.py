@@ -97,7 +97,8 @@ async def test_heartbeat_renews_the_lease(http, clock):
     me = await join(http, files=[file(1, "a.iso")])
     clock.now += 50
     r = await http.post(f"/v1/peers/{me['peer_id']}/heartbeat", headers=bearer(me["token"]))
-    assert r.status_code == 200 and r.json() == {"lease_seconds": LEASE}
+    assert r.status_code == 200 and r.json()["lease_seconds"] == LEASE
+    assert r.json()["reachable"] is None and "not checked" in r.json()["reachability"]
     clock.now += 50
     assert (await http.get(f"/v1/files/{cid(1)}/providers")).status_code == 200
 
@@ -273,3 +274,22 @@ async def test_streamed_body_over_the_limit_is_413(http):
 
     r = await http.post("/v1/peers", content=chunks(), headers={"Content-Type": "application/json"})
     assert_readable_error(r, 413, "larger than")
+
+
+async def test_a_file_size_past_what_the_registry_stores_gets_a_422_not_a_500(http):
+    """A size of 2**64 overflowed SQLite's integer: a 500 and an OverflowError trace."""
+    for path, body in [
+        ("/v1/peers", {"address": "10.0.0.9:1", "files": [file(1, "huge.bin", 2**64)]}),
+        ("/v1/peers", {"address": "10.0.0.9:1", "files": [file(1, "huge.bin", 2**63)]}),
+    ]:
+        r = await http.post(path, json=body)
+        assert_readable_error(r, 422, "size", "less than or equal to")
+    peer = await join(http, files=[file(2, "big.bin", 2**63 - 1)])
+    r = await http.patch(
+        f"/v1/peers/{peer['peer_id']}/files",
+        json={"add": [file(3, "huge.bin", 2**64)]},
+        headers=bearer(peer["token"]),
+    )
+    assert_readable_error(r, 422, "size")
+    r = await http.get("/v1/search", params={"q": "big"})
+    assert r.json()["hits"][0]["size"] == 2**63 - 1

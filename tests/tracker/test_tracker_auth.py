@@ -14,8 +14,8 @@ import pytest
 from p2pshare.core.auth import HEADER, HTTP_PURPOSE, CallSigner, http_call
 from p2pshare.errors import Unauthenticated
 from p2pshare.tracker.app import create_app, with_hot_routes
-from p2pshare.tracker.auth import TrackerAuth
 from p2pshare.tracker.client import TrackerClient
+from p2pshare.tracker.client_auth import TrackerAuth
 from p2pshare.tracker.registry import SqliteRegistry
 from tests.http_probe import requests_of
 
@@ -111,3 +111,14 @@ async def test_a_proof_does_not_carry_over_to_another_body_or_query(asgi: object
         forged.headers[HEADER] = post.headers[HEADER]
         r = await plain.send(forged)
         assert refused(r) and "wrong network key" in r.json()["error"]
+
+
+def test_the_tracker_client_loads_no_server_side_auth():
+    """Peers and the CLI sign requests (``client_auth``); the middleware that checks
+    them (``auth``) is the tracker's alone."""
+    import subprocess
+    import sys
+
+    probe = "import sys, p2pshare.tracker.client; print('p2pshare.tracker.auth' in sys.modules)"
+    done = subprocess.run([sys.executable, "-c", probe], capture_output=True, text=True, check=True)
+    assert done.stdout.strip() == "False"

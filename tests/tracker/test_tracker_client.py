@@ -118,3 +118,19 @@ async def test_requests_carry_the_bearer_token():
     async with mock(handler) as c:
         await c.heartbeat("p1", "tok")
     assert seen == ["Bearer tok"]
+
+
+async def test_registering_again_with_the_previous_token_replaces_the_registration(client):
+    first = await client.register("127.0.0.1:9", [])
+    again = await client.register("127.0.0.1:9", [], previous=(first.peer_id, first.token))
+    assert [p.peer_id for p in await client.peers()] == [again.peer_id]
+    with pytest.raises(PermissionDenied):
+        await client.register("127.0.0.1:9", [], previous=(again.peer_id, "not the token"))
+
+
+async def test_a_newer_trackers_extra_answer_fields_are_ignored():
+    def handler(request: httpx.Request) -> httpx.Response:
+        return httpx.Response(200, json={"lease_seconds": 60, "some_new_field": [1, 2]})
+
+    async with mock(handler) as c:
+        assert (await c.heartbeat("p", "t")).lease_seconds == 60

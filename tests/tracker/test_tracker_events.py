@@ -32,6 +32,15 @@ async def take(it: AsyncIterator[IndexEvent | None], n: int) -> list[tuple[str, 
     return out
 
 
+async def tailing(hub: EventHub) -> None:
+    """Once the subscriber is in: from then on every change reaches it."""
+    for _ in range(1000):
+        if hub.subscribers:
+            return
+        await asyncio.sleep(0)
+    raise AssertionError("the subscription did not start")
+
+
 @pytest.fixture
 def registry(tmp_path: Path):
     reg = SqliteRegistry(tmp_path / "t.db", lease_seconds=60)
@@ -40,10 +49,10 @@ def registry(tmp_path: Path):
 
 
 async def test_join_patch_logout_and_expiry_each_publish(registry, tmp_path: Path) -> None:
-    hub = EventHub(tmp_path / "t.db", poll=0.01)
+    hub = EventHub(registry, poll=0.01)
     it = hub.subscribe(None)
     pending = asyncio.ensure_future(anext(it))
-    await asyncio.sleep(0.2)  # the hub installs its triggers and starts tailing
+    await tailing(hub)
     reg = registry.register("10.0.0.1:1", [entry(1, "a.txt")], NOW)
     joined = await pending
     assert joined is not None and (joined.kind, joined.address) == ("peer_joined", "10.0.0.1:1")
@@ -63,10 +72,10 @@ async def test_join_patch_logout_and_expiry_each_publish(registry, tmp_path: Pat
 
 async def test_another_process_on_the_same_file_sees_the_events(registry, tmp_path: Path) -> None:
     # a second registry connection stands for another worker process
-    hub = EventHub(tmp_path / "t.db", poll=0.01)
+    hub = EventHub(registry, poll=0.01)
     it = hub.subscribe(parse_query("song"))
     pending = asyncio.ensure_future(anext(it))
-    await asyncio.sleep(0.2)
+    await tailing(hub)
     worker2 = SqliteRegistry(tmp_path / "t.db", lease_seconds=60)
     try:
         worker2.register("10.0.0.3:1", [entry(3, "notes.txt"), entry(4, "a song.flac")], NOW)
@@ -82,10 +91,10 @@ async def test_a_slow_subscriber_is_dropped_not_buffered(
     registry, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     monkeypatch.setattr(events, "QUEUE_SIZE", 3)
-    hub = EventHub(tmp_path / "t.db", poll=0.01)
+    hub = EventHub(registry, poll=0.01)
     it = hub.subscribe(None)
     pending = asyncio.ensure_future(anext(it))
-    await asyncio.sleep(0.2)
+    await tailing(hub)
     registry.register("10.0.0.1:1", [entry(i, f"f{i}") for i in range(1, 10)], NOW)
     got = [await asyncio.wait_for(pending, 5)]
     await asyncio.sleep(0.2)  # it does not read: the queue overflows
@@ -101,3 +110,41 @@ def test_an_event_is_one_server_sent_event() -> None:
     body = e.to_sse().decode()
     assert body.startswith("id: 7\nevent: added\ndata: {") and body.endswith("}\n\n")
     assert '"provider":"10.0.0.1:1"' in body and '"content_id"' in body
+
+
+async def test_a_peer_being_checked_is_announced_only_once_it_answered(registry) -> None:
+    """The stream hands out addresses too: an unchecked one would make subscribers dial
+    it (reflection, issue 14)."""
+    hub = EventHub(registry, poll=0.01)
+    it = hub.subscribe(None)
+    pending = asyncio.ensure_future(anext(it))
+    await tailing(hub)
+    bad = registry.register("198.51.100.1:1", [entry(1, "bait.iso")], NOW, check=True)
+    good = registry.register("10.0.0.1:1", [entry(2, "song.flac")], NOW, check=True)
+    registry.settle(bad.peer_id, reachable=False, reason="closed", evict_holders=False, now=NOW)
+    registry.settle(good.peer_id, reachable=True, reason="ok", evict_holders=False, now=NOW)
+    first = await asyncio.wait_for(pending, 5)
+    assert first is not None and (first.kind, first.address) == ("peer_joined", "10.0.0.1:1")
+    assert await take(it, 1) == [("added", "song.flac")]
+    registry.remove(bad.peer_id, bad.token, NOW)
+    registry.remove(good.peer_id, good.token, NOW)
+    assert await take(it, 2) == [("removed", "song.flac"), ("peer_left", "10.0.0.1:1")]
+    await it.aclose()  # type: ignore[attr-defined]
+
+
+async def test_the_search_cache_and_the_event_stream_read_one_feed(registry, tmp_path) -> None:
+    """Issue 17: two change logs (``changes``, ``index_events``) were fed by triggers on
+    the same table, and the event stream opened the registry's private connection."""
+    import sqlite3
+
+    hub = EventHub(registry, poll=0.01)
+    it = hub.subscribe(None)
+    pending = asyncio.ensure_future(anext(it))
+    await tailing(hub)
+    registry.register("10.0.0.1:1", [entry(1, "a.txt")], NOW)
+    assert (await asyncio.wait_for(pending, 5)) is not None
+    db = sqlite3.connect(tmp_path / "t.db")
+    tables = {r[0] for r in db.execute("SELECT name FROM sqlite_master WHERE type = 'table'")}
+    db.close()
+    assert "feed" in tables and not {"changes", "index_events"} & tables
+    await it.aclose()  # type: ignore[attr-defined]

@@ -151,3 +151,61 @@ async def test_too_many_headers_is_431(clients):
 )
 def test_clients_are_keyed_by_ipv4_address_or_ipv6_slash_64(host, key):
     assert client_key(host) == key
+
+
+@pytest.fixture
+async def capped(tmp_path) -> AsyncIterator[tuple[Client, Clock]]:
+    """A tracker app with small per-address caps: 2 peers, 6 files, 4 files per
+    request, 4 files per second."""
+    from p2pshare.tracker.limits import FileRate
+    from p2pshare.tracker.registry import ClientLimits
+
+    limits = ClientLimits(max_peers_per_client=2, max_files_per_client=6, max_files_per_peer=4)
+    registry = SqliteRegistry(tmp_path / "t.db", lease_seconds=60, client_limits=limits)
+    clock = Clock()
+    app = create_app(registry, file_rate=FileRate(rate=4, burst=4, clock=clock))
+    opened: list[httpx.AsyncClient] = []
+
+    def client(address: str) -> httpx.AsyncClient:
+        transport = httpx.ASGITransport(app=app, client=(address, 40000))
+        opened.append(httpx.AsyncClient(transport=transport, base_url="http://tracker"))
+        return opened[-1]
+
+    yield client, clock
+    for c in opened:
+        await c.aclose()
+    registry.close()
+
+
+def files(*ns: int) -> list[dict[str, object]]:
+    from tests.tracker.test_tracker_app import file
+
+    return [file(n, f"file {n}.bin") for n in ns]
+
+
+async def test_one_address_cannot_flood_the_index(capped):
+    """Issue 14: one address registered 223 peers and 490,000 files in seconds."""
+    client, clock = capped
+    flood = client("10.0.0.9")
+    first = await join(flood, "10.0.0.9:1", files(1, 2, 3))
+    r = await flood.post("/v1/peers", json={"address": "10.0.0.9:2", "files": files(4, 5)})
+    assert_readable_error(r, 429, "too many files from 10.0.0.9", "4 files added or removed")
+    clock.now += 1.0
+    await join(flood, "10.0.0.9:2", files(4, 5))
+    clock.now += 1.0
+    r = await flood.post("/v1/peers", json={"address": "10.0.0.9:3"})
+    assert_readable_error(r, 429, "already has 2 live registrations")
+    r = await flood.patch(
+        f"/v1/peers/{first['peer_id']}/files",
+        json={"add": files(6, 7)},
+        headers=bearer(first["token"]),
+    )
+    assert_readable_error(r, 429, "would index 7 files", "at most 6")
+    clock.now += 10.0
+    r = await flood.put(
+        f"/v1/peers/{first['peer_id']}/files",
+        json={"files": files(10, 11, 12, 13, 14)},
+        headers=bearer(first["token"]),
+    )
+    assert_readable_error(r, 422, "5 files in one request", "at most 4")
+    await join(client("10.0.0.10"), "10.0.0.10:1", files(20, 21, 22, 23))  # another address

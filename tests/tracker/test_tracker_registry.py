@@ -142,12 +142,55 @@ def test_remove_logs_out_at_once(reg):
         reg.heartbeat(a.peer_id, a.token, T0)
 
 
-def test_registering_an_address_again_replaces_the_old_registration(reg):
+def test_registering_another_peers_address_does_not_evict_it(reg):
+    """Issue 14: one unauthenticated registration removed a live peer and its files."""
     old = reg.register("10.0.0.1:1", [entry(1, "a.txt")], T0)
-    new = reg.register("10.0.0.1:1", [entry(1, "a.txt")], T0 + 1)
+    new = reg.register("10.0.0.1:1", [entry(2, "b.txt")], T0 + 1)
+    reg.heartbeat(old.peer_id, old.token, T0 + 1)
+    assert [p.peer_id for p in reg.providers(cid(1), T0 + 1).providers] == [old.peer_id]
+    assert reg.holders(new.peer_id, T0 + 1) == [old.peer_id]
+
+
+def test_the_old_token_takes_an_address_over_at_once(reg):
+    old = reg.register("10.0.0.1:1", [entry(1, "a.txt")], T0)
+    with pytest.raises(PermissionDenied):
+        reg.register("10.0.0.1:1", [], T0 + 1, previous=(old.peer_id, "wrong"))
+    new = reg.register("10.0.0.1:1", [entry(1, "a.txt")], T0 + 1, previous=(old.peer_id, old.token))
     assert [p.peer_id for p in reg.providers(cid(1), T0 + 1).providers] == [new.peer_id]
     with pytest.raises(NotFound):
         reg.heartbeat(old.peer_id, old.token, T0 + 1)
+    # a previous registration of another address proves nothing here
+    other = reg.register("10.0.0.2:1", [], T0 + 2)
+    reg.register("10.0.0.1:1", [], T0 + 2, previous=(other.peer_id, other.token))
+    reg.heartbeat(other.peer_id, other.token, T0 + 2)
+
+
+def test_a_checked_registration_is_handed_out_only_once_it_answered(reg):
+    holder = reg.register("10.0.0.1:1", [entry(1, "a.txt")], T0)
+    new = reg.register("10.0.0.1:1", [entry(1, "a.txt")], T0 + 1, check=True)
+    assert reg.reachability(new.peer_id).reachable is None
+    assert [p.peer_id for p in reg.providers(cid(1), T0 + 1).providers] == [holder.peer_id]
+    assert new.peer_id not in {p.peer_id for p in reg.live_peers(10, T0 + 1)}
+    assert reg.settle(
+        new.peer_id, reachable=True, reason="answered", evict_holders=True, now=T0 + 1
+    )
+    assert [p.peer_id for p in reg.providers(cid(1), T0 + 1).providers] == [new.peer_id]
+    assert reg.heartbeat(new.peer_id, new.token, T0 + 2).reachable is True
+    with pytest.raises(NotFound):
+        reg.heartbeat(holder.peer_id, holder.token, T0 + 2)
+    reg.purge(T0 + 2)
+    assert [p.peer_id for p in reg.live_peers(10, T0 + 2)] == [new.peer_id]
+
+
+def test_a_registration_that_failed_its_dial_back_is_never_handed_out(reg):
+    bad = reg.register("198.51.100.1:1", [entry(1, "a.txt")], T0, check=True)
+    reg.settle(bad.peer_id, reachable=False, reason="port 1 closed?", evict_holders=False, now=T0)
+    state = reg.heartbeat(bad.peer_id, bad.token, T0 + 1)
+    assert (state.reachable, state.reason) == (False, "port 1 closed?")
+    assert names_of(reg, "a", T0 + 1) == set()
+    assert reg.live_peers(10, T0 + 1) == [] and reg.sample(5, (), T0 + 1) == []
+    with pytest.raises(NotFound):
+        reg.providers(cid(1), T0 + 1)
 
 
 def test_neighbours_are_other_live_peers(reg):
@@ -199,7 +242,8 @@ def test_live_peers_lists_the_most_recent_first(reg):
 def test_purge_deletes_expired_peers_and_their_names(reg, tmp_path):
     reg.register("10.0.0.1:1", [entry(1, "gone.txt")], T0)
     keep = reg.register("10.0.0.2:1", [entry(2, "kept.txt")], T0 + 30)
-    assert reg.purge(T0 + LEASE) == 1
+    assert reg.purge(T0 + LEASE) == 2  # a file row and its peer
+    assert reg.purge(T0 + LEASE) == 0
     db = sqlite3.connect(tmp_path / "tracker.db")
     assert [r[0] for r in db.execute("SELECT name FROM names")] == ["kept.txt"]
     assert [r[0] for r in db.execute("SELECT peer_id FROM peers")] == [keep.peer_id]
@@ -659,9 +703,105 @@ def test_tidy_trims_the_change_log_and_a_process_behind_it_starts_over(tmp_path,
         other.register("10.0.0.2:1", [entry(n, f"tuxedo {n}.iso") for n in range(8, 20)], T0)
         tidy(path)
         db = sqlite3.connect(path)
-        assert db.execute("SELECT count(*) FROM changes").fetchone()[0] == 5
+        assert db.execute("SELECT count(*) FROM feed").fetchone()[0] == 5
         db.close()
         assert len(reg.search(parse_query("tux"), 50, T0 + 1)) == 20
     finally:
         reg.close()
         other.close()
+
+
+def test_large_writes_are_done_in_slices_that_each_commit(reg, tmp_path):
+    """Issue 14: one 60,000-file transaction froze the tracker for seconds."""
+    n = 3 * registry_module.SLICE_ROWS + 1
+    files = [entry(i, f"file {i}.bin") for i in range(n)]
+    steps = reg.register_steps("10.0.0.1:1", files, T0)
+    other = sqlite3.connect(tmp_path / "tracker.db", timeout=0)
+    taken = 0
+    try:
+        while True:
+            next(steps)
+            taken += 1
+            # between steps nothing is held: another connection writes at once
+            other.execute("BEGIN IMMEDIATE")
+            other.execute("ROLLBACK")
+    except StopIteration as stop:
+        me = stop.value
+    assert taken >= 4
+    replaced = [entry(i, f"file {i}.bin") for i in range(1, n + 1)]
+    steps = reg.replace_files_steps(me.peer_id, me.token, replaced, T0)
+    assert registry_module.run_steps(steps) == n
+    assert sum(1 for _ in reg.remove_steps(me.peer_id, me.token, T0)) >= 4
+    assert other.execute("SELECT count(*) FROM files").fetchone()[0] == 0
+    other.close()
+
+
+def test_replacing_a_list_by_itself_writes_nothing(reg, tmp_path):
+    files = [entry(i, f"file {i}.bin") for i in range(2000)]
+    me = reg.register("10.0.0.1:1", files, T0)
+    db = sqlite3.connect(tmp_path / "tracker.db")
+    before = db.execute("SELECT max(seq) FROM feed").fetchone()[0]
+    assert reg.replace_files(me.peer_id, me.token, files, T0 + 1) == 2000
+    assert db.execute("SELECT max(seq) FROM feed").fetchone()[0] == before
+    renamed = [*files[:-1], entry(1999, "renamed.bin")]
+    assert reg.replace_files(me.peer_id, me.token, renamed, T0 + 2) == 2000
+    assert names_of(reg, "renamed", T0 + 2) == {"renamed.bin"}
+    assert db.execute("SELECT max(seq) FROM feed").fetchone()[0] == before + 2
+    db.close()
+
+
+def test_expired_peers_are_purged_a_slice_at_a_time(reg):
+    n = 2 * registry_module.SLICE_ROWS
+    reg.register("10.0.0.1:1", [entry(i, f"f{i}") for i in range(n)], T0)
+    done = [reg.purge(T0 + LEASE + 1) for _ in range(4)]
+    assert done == [registry_module.SLICE_ROWS, registry_module.SLICE_ROWS, 1, 0]
+
+
+def test_client_limits_bound_peers_and_files_per_address(tmp_path):
+    limits = registry_module.ClientLimits(
+        max_peers_per_client=2, max_files_per_client=5, max_files_per_peer=4
+    )
+    reg = SqliteRegistry(tmp_path / "t.db", lease_seconds=LEASE, client_limits=limits)
+    try:
+        from p2pshare.errors import Busy, UsageError
+
+        a = reg.register("10.0.0.1:1", [entry(1, "a"), entry(2, "b")], T0, client="192.0.2.9")
+        reg.register("10.0.0.2:1", [entry(3, "c")], T0, client="192.0.2.9")
+        with pytest.raises(Busy, match="2 live registrations"):
+            reg.register("10.0.0.3:1", [], T0, client="192.0.2.9")
+        reg.register("10.0.0.3:1", [], T0, client="192.0.2.10")  # another address
+        with pytest.raises(UsageError, match="at most 4"):
+            reg.replace_files(a.peer_id, a.token, [entry(i, f"x{i}") for i in range(5)], T0)
+        with pytest.raises(Busy, match="would index 6 files"):
+            reg.patch_files(
+                a.peer_id, a.token, [entry(4, "d"), entry(5, "e"), entry(6, "f")], [], T0
+            )
+        assert (
+            reg.patch_files(a.peer_id, a.token, [entry(4, "d"), entry(5, "e")], [cid(1)], T0) == 3
+        )
+        # an expired registration no longer counts
+        reg.register("10.0.0.4:1", [], T0 + LEASE + 1, client="192.0.2.9")
+    finally:
+        reg.close()
+
+
+def test_a_big_peer_shown_after_its_dial_back_is_announced_in_slices(reg, tmp_path):
+    n = 2 * registry_module.SLICE_ROWS + 7
+    me = reg.register("10.0.0.1:1", [entry(i, f"f{i}") for i in range(n)], T0, check=True)
+    db = sqlite3.connect(tmp_path / "tracker.db")
+    assert db.execute("SELECT count(*) FROM feed WHERE kind = 'added'").fetchone()[0] == 0
+    steps = reg.settle_steps(me.peer_id, reachable=True, reason="ok", evict_holders=False, now=T0)
+    assert sum(1 for _ in steps) == 2  # three transactions
+    kinds = dict(db.execute("SELECT kind, count(*) FROM feed GROUP BY kind").fetchall())
+    assert kinds == {"reset": 1, "peer_joined": 1, "added": n}
+    db.close()
+
+
+def test_a_registration_never_handed_out_leaves_kept_answers_alone(reg, tmp_path):
+    """Only a peer that was in answers can change them: an unchecked registration
+    coming and going (a flood) does not make every worker drop its kept answers."""
+    me = reg.register("10.0.0.1:1", [entry(i, f"f{i}") for i in range(300)], T0, check=True)
+    reg.remove(me.peer_id, me.token, T0)
+    db = sqlite3.connect(tmp_path / "tracker.db")
+    assert db.execute("SELECT kind FROM feed").fetchall() == []
+    db.close()

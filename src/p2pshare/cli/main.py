@@ -397,14 +397,17 @@ def status(api: ApiOpt = None, config: ConfigOpt = None, as_json: JsonOpt = Fals
         _print_json(doc)
         return
     t = doc["tracker"]
+    reachable = f"reachable from the tracker: {t['reachable']}" if t.get("reachable") else None
     for line in (
         f"peer {doc['peer_id'] or '(unregistered)'} at {doc['address']}",
         f"share {doc['share']}: {doc['files']} files, {_size(doc['shared_bytes'])}",
         f"tracker {t['url'] or '-'}: {t['state']}",
+        reachable,
         f"neighbours {len(doc['neighbours'])}: {' '.join(doc['neighbours']) or '-'}",
         f"served {_size(doc['bytes_served'])} in {doc['pieces_served']} pieces",
     ):
-        out.print(shown(line))
+        if line is not None:
+            out.print(shown(line))
     if doc["downloads"]:
         table = _table("download", "state", "progress", "rate", "providers", "note")
         for d in doc["downloads"]:

@@ -18,7 +18,7 @@ import re
 import unicodedata
 from dataclasses import dataclass
 
-from p2pshare.errors import InvalidQuery
+from p2pshare.errors import InvalidQuery, UsageError
 
 MAX_QUERY_LENGTH = 256
 _WORD = re.compile(r"[^\W_]+")
@@ -64,3 +64,15 @@ def parse_query(text: str) -> Query:
     if not terms:
         raise InvalidQuery("the query has no letters or digits")
     return Query(text, terms, None)
+
+
+def check_query(text: str) -> Query:
+    """``parse_query`` for a query that came in from a client: a ``UsageError`` (a
+    4xx with its message) if it is empty or too long. A text far over the limit is
+    refused before it is folded, so a 1 MiB query costs no Unicode work."""
+    if len(text) > MAX_QUERY_LENGTH * 4:
+        raise UsageError(f"the query is longer than {MAX_QUERY_LENGTH} characters")
+    try:
+        return parse_query(text)
+    except ValueError as exc:
+        raise UsageError(str(exc)) from exc

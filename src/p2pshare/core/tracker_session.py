@@ -29,6 +29,8 @@ class Registration:
     token: str = ""
     lease_seconds: float = 0.0
     last_ok: float | None = None
+    reachable: str = "not known yet"
+    """Whether the tracker could dial this peer back, and why not, as its answers say."""
 
     def __post_init__(self) -> None:
         if self.url is None:
@@ -47,6 +49,10 @@ class Registration:
         """A heartbeat or a patch of the index went through."""
         self.state = "registered"
         self.last_ok = now
+
+    def note_reachability(self, reachable: bool | None, why: str) -> None:
+        known = "not known yet" if reachable is None else "yes" if reachable else "no"
+        self.reachable = f"{known} ({why})" if why else known
 
     def refused(self, why: str) -> None:
         """The tracker refused this peer (a private network's key, say)."""

@@ -36,8 +36,8 @@ from p2pshare.peer.sharing.hash_cache import HashCache
 from p2pshare.peer.sharing.share import ScanResult, Share, SharedFile
 from p2pshare.peer.sharing.watcher import ShareWatcher
 from p2pshare.peer.transfer.downloads import DownloadManager
-from p2pshare.tracker.auth import TrackerAuth
 from p2pshare.tracker.client import TrackerClient
+from p2pshare.tracker.client_auth import TrackerAuth
 from p2pshare.tracker.models import FileEntry, PeerRef, SearchHit
 
 log = logging.getLogger(__name__)

@@ -9,14 +9,17 @@ a failure (no traceback) reaches the client.
 
 from __future__ import annotations
 
+import asyncio
+import functools
 import logging
 import time
-from collections.abc import Awaitable, Callable, Iterable, MutableMapping
+from collections.abc import AsyncIterator, Awaitable, Callable, Iterable, MutableMapping
+from contextlib import asynccontextmanager
 from pathlib import Path
-from typing import Annotated, Any
+from typing import Annotated, Any, TypeVar
 from urllib.parse import parse_qsl
 
-from fastapi import FastAPI, Header, Query
+from fastapi import FastAPI, Header, Query, Request
 from fastapi.responses import Response
 from prometheus_client import Counter, Histogram
 from prometheus_client.exposition import CONTENT_TYPE_LATEST
@@ -25,21 +28,21 @@ from starlette.exceptions import HTTPException as StarletteHTTPException
 
 from p2pshare import __version__, http_errors
 from p2pshare.core.manifest import check_content_id
-from p2pshare.core.names import MAX_QUERY_LENGTH, parse_query
-from p2pshare.core.names import Query as ParsedQuery
+from p2pshare.core.names import check_query
 from p2pshare.errors import (
     P2PShareError,
     PermissionDenied,
     Unauthenticated,
-    UsageError,
 )
 from p2pshare.http_errors import error_response, status_of
 from p2pshare.tracker import events
 from p2pshare.tracker.auth import AuthMiddleware, RequestAuth
+from p2pshare.tracker.dial_back import AddressCheck, Dial
 from p2pshare.tracker.limits import (
     MAX_HEADER_BYTES,
     MAX_HEADERS,
     MAX_URL_BYTES,
+    FileRate,
     Refusal,
     RequestLimits,
 )
@@ -55,13 +58,22 @@ from p2pshare.tracker.models import (
     RegisterRequest,
     RegisterResponse,
     ReplaceFilesRequest,
-    SearchHit,
     SearchResponse,
     compact_json,
 )
-from p2pshare.tracker.registry import Registry
+from p2pshare.tracker.registry import Reachability, Registry
+from p2pshare.tracker.slices import run_sliced
 
-__all__ = ["MAX_BODY_BYTES", "HotRoutes", "create_app", "with_hot_routes"]
+__all__ = [
+    "MAX_BODY_BYTES",
+    "HotRoutes",
+    "create_app",
+    "heartbeat_answer",
+    "search_answer",
+    "with_hot_routes",
+]
+
+T = TypeVar("T")
 
 log = logging.getLogger(__name__)
 
@@ -209,9 +221,11 @@ class HotRoutes:
         latency: Histogram,
         limits: RequestLimits,
         auth: RequestAuth | None = None,
+        address_check: AddressCheck | None = None,
     ) -> None:
         self.app = app
         self.registry = registry
+        self.address_check = address_check
         self.clock = clock
         self.limits = limits
         self.auth = auth
@@ -222,8 +236,6 @@ class HotRoutes:
             route: latency.labels(route, method)
             for route, method in ((_HEARTBEAT_ROUTE, "POST"), (_SEARCH_ROUTE, "GET"))
         }
-        heartbeat = HeartbeatResponse(lease_seconds=registry.lease_seconds)
-        self._heartbeat_body = heartbeat.model_dump_json().encode()
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         # oversized requests go on to the app, which refuses them (``http_server``
@@ -317,24 +329,24 @@ class HotRoutes:
             if key == b"authorization":
                 authorization = value.decode("latin-1")
         try:
-            self.registry.heartbeat(peer_id, _token(authorization), self.clock())
+            body = heartbeat_answer(
+                self.registry, peer_id, authorization, self.clock(), self.address_check
+            )
         except Exception as exc:  # noqa: BLE001 - answered as the FastAPI handlers would
             status, body = _failure(exc, "POST", path)
         else:
-            status, body = 200, self._heartbeat_body
+            status = 200
         self._count(_HEARTBEAT_ROUTE, "POST", status, start)
         return status, body, ()
 
     def _search(self, q: str, limit: int) -> Refusal:
         start = time.perf_counter()
         try:
-            query = _parse_search(q)
-            hits = self.registry.search_json(query, limit, self.clock())
+            body = search_answer(self.registry, q, limit, self.clock())
         except Exception as exc:  # noqa: BLE001 - answered as the FastAPI handlers would
             status, body = _failure(exc, "GET", _SEARCH_ROUTE)
         else:
             status = 200
-            body = b'{"hits":' + hits + b"}"
         self._count(_SEARCH_ROUTE, "GET", status, start)
         return status, body, ()
 
@@ -345,6 +357,57 @@ class HotRoutes:
             counter = self._counters[key] = self.requests.labels(route, method, str(status))
         counter.inc()
         self._timers[route].observe(time.perf_counter() - start)
+
+
+def heartbeat_answer(
+    registry: Registry,
+    peer_id: str,
+    authorization: str | None,
+    now: float,
+    address_check: AddressCheck | None = None,
+) -> bytes:
+    """The JSON body of a heartbeat's answer: the one code path of both the FastAPI
+    route and ``HotRoutes`` (errors are raised, and each answers them alike). A peer
+    whose address did not answer is dialled again now and then (``AddressCheck``)."""
+    state = registry.heartbeat(peer_id, _token(authorization), now)
+    if state.reachable is False and address_check is not None:
+        address_check.recheck(peer_id)
+    return _heartbeat_json(registry.lease_seconds, state)
+
+
+@functools.lru_cache(maxsize=1024)
+def _heartbeat_json(lease_seconds: float, state: Reachability) -> bytes:
+    reply = HeartbeatResponse(
+        lease_seconds=lease_seconds, reachable=state.reachable, reachability=state.reason
+    )
+    return reply.model_dump_json().encode()
+
+
+def search_answer(registry: Registry, q: str, limit: int, now: float) -> bytes:
+    """The JSON body of a search's answer (``SearchResponse``), for both routes."""
+    return b'{"hits":' + registry.search_json(check_query(q), limit, now) + b"}"
+
+
+class _PeerLocks:
+    """One sliced write at a time per registration in this process (a second one
+    waits), so two replacements of one index never interleave their slices."""
+
+    def __init__(self) -> None:
+        self._locks: dict[str, tuple[asyncio.Lock, int]] = {}
+
+    @asynccontextmanager
+    async def hold(self, peer_id: str) -> AsyncIterator[None]:
+        lock, users = self._locks.get(peer_id, (asyncio.Lock(), 0))
+        self._locks[peer_id] = (lock, users + 1)
+        try:
+            async with lock:
+                yield
+        finally:
+            lock, users = self._locks[peer_id]
+            if users <= 1:
+                del self._locks[peer_id]
+            else:
+                self._locks[peer_id] = (lock, users - 1)
 
 
 def with_hot_routes(app: FastAPI) -> HotRoutes:
@@ -381,15 +444,6 @@ def _plain_search_params(query_string: bytes) -> tuple[str, int] | None:
     return q, limit
 
 
-def _parse_search(q: str) -> ParsedQuery:
-    if len(q) > MAX_QUERY_LENGTH * 4:
-        raise UsageError(f"the query is longer than {MAX_QUERY_LENGTH} characters")
-    try:
-        return parse_query(q)
-    except ValueError as exc:
-        raise UsageError(str(exc)) from exc
-
-
 def _failure(exc: Exception, method: str, path: str) -> tuple[int, bytes]:
     if isinstance(exc, P2PShareError):
         status = status_of(exc)
@@ -422,12 +476,18 @@ def create_app(
     limits: RequestLimits | None = None,
     network_key: str | None = None,
     shared_metrics: Path | None = None,
+    dial: Dial | None = None,
+    file_rate: FileRate | None = None,
 ) -> FastAPI:
     """The tracker's REST API around ``registry``; ``clock`` gives ``now`` to every call;
     ``limits``: the request rate limit (default: none). With ``network_key`` (a private
     network) every route but ``/healthz`` needs proof of the key (``tracker.auth``).
     ``shared_metrics``: the directory where every worker of the tracker keeps its
-    metrics (see ``tracker.metrics``); None: this process alone serves the tracker."""
+    metrics (see ``tracker.metrics``); None: this process alone serves the tracker.
+    ``dial``: how to call ``Hello`` at a registered address (``dial_back.GrpcHello``);
+    with it a registration is handed out only once its address answered as it; None:
+    no address is checked (each is handed out at once). ``file_rate``: the files one
+    client address may add or remove per second (default: no limit)."""
     limits = limits or RequestLimits(rate=0, burst=1)
     app = FastAPI(
         title="p2pshare tracker",
@@ -451,6 +511,10 @@ def create_app(
     }
     app.state.registry = registry
     app.state.metrics = metrics
+    checker = AddressCheck(registry, dial, clock=clock) if dial is not None else None
+    app.state.address_check = checker
+    app.state.hot_routes["address_check"] = checker
+    locks = _PeerLocks()
 
     http_errors.install(app, name="tracker")
 
@@ -465,14 +529,40 @@ def create_app(
     }
 
     @app.post("/v1/peers", status_code=201, response_model=RegisterResponse, responses=responses)
-    async def register(body: RegisterRequest) -> Response:
-        """Join: the answer's token alone may update or remove this registration."""
-        reg = registry.register(body.address, body.files, clock(), neighbours=neighbour_sample)
+    async def register(body: RegisterRequest, request: Request) -> Response:
+        """Join: the answer's token alone may update or remove this registration.
+
+        With address checks on, the registration is handed out (search hits,
+        providers, neighbours) once the tracker dialled the address back and it
+        answered as this peer; heartbeat answers say whether it did, and why not."""
+        client = request.client.host if request.client else None
+        if file_rate is not None:
+            file_rate.charge(client, len(body.files))
+        previous = (body.previous.peer_id, body.previous.token) if body.previous else None
+        steps = registry.register_steps(
+            body.address,
+            body.files,
+            clock(),
+            neighbours=neighbour_sample,
+            client=client,
+            check=checker is not None,
+            previous=previous,
+        )
+        reg = await run_sliced(steps)
+        state = registry.reachability(reg.peer_id)
+        if checker is not None:
+            local = request.scope.get("server")
+            if client is not None and local and local[0] == client:
+                checker.note_own_address(client)  # from this machine to itself
+            checker.start(reg.peer_id, body.address, client)
         reply = RegisterResponse(
             peer_id=reg.peer_id,
             token=reg.token,
             lease_seconds=registry.lease_seconds,
             neighbours=reg.neighbours,
+            seen_from=client or "",
+            reachable=state.reachable,
+            reachability=state.reason,
         )
         return _json(reply, 201)
 
@@ -481,29 +571,41 @@ def create_app(
     )
     async def heartbeat(peer_id: str, authorization: Token = None) -> Response:
         """Renew the lease; 404 means it ran out: register again."""
-        registry.heartbeat(peer_id, _token(authorization), clock())
-        return _json(HeartbeatResponse(lease_seconds=registry.lease_seconds))
+        body = heartbeat_answer(registry, peer_id, authorization, clock(), checker)
+        return Response(body, media_type="application/json")
 
     @app.put("/v1/peers/{peer_id}/files", response_model=FilesResponse, responses=responses)
     async def replace_files(
-        peer_id: str, body: ReplaceFilesRequest, authorization: Token = None
+        peer_id: str, body: ReplaceFilesRequest, request: Request, authorization: Token = None
     ) -> Response:
         """Replace the peer's whole file index."""
-        n = registry.replace_files(peer_id, _token(authorization), body.files, clock())
+        token = _token(authorization)
+        if file_rate is not None:
+            file_rate.charge(request.client.host if request.client else None, len(body.files))
+        async with locks.hold(peer_id):
+            steps = registry.replace_files_steps(peer_id, token, body.files, clock())
+            n = await run_sliced(steps)
         return _json(FilesResponse(files=n, lease_seconds=registry.lease_seconds))
 
     @app.patch("/v1/peers/{peer_id}/files", response_model=FilesResponse, responses=responses)
     async def patch_files(
-        peer_id: str, body: PatchFilesRequest, authorization: Token = None
+        peer_id: str, body: PatchFilesRequest, request: Request, authorization: Token = None
     ) -> Response:
         """Remove the content ids in ``remove``, then add the files in ``add``."""
-        n = registry.patch_files(peer_id, _token(authorization), body.add, body.remove, clock())
+        token = _token(authorization)
+        if file_rate is not None:
+            changed = len(body.add) + len(body.remove)
+            file_rate.charge(request.client.host if request.client else None, changed)
+        async with locks.hold(peer_id):
+            steps = registry.patch_files_steps(peer_id, token, body.add, body.remove, clock())
+            n = await run_sliced(steps)
         return _json(FilesResponse(files=n, lease_seconds=registry.lease_seconds))
 
     @app.delete("/v1/peers/{peer_id}", status_code=204, responses=responses)
     async def logout(peer_id: str, authorization: Token = None) -> Response:
-        """Leave: the registration and its files are gone at once."""
-        registry.remove(peer_id, _token(authorization), clock())
+        """Leave: the registration and its files are gone from every answer at once."""
+        async with locks.hold(peer_id):
+            await run_sliced(registry.remove_steps(peer_id, _token(authorization), clock()))
         return Response(status_code=204)
 
     @app.get("/v1/peers", response_model=PeersResponse, responses=responses)
@@ -517,14 +619,7 @@ def create_app(
         limit: Annotated[int, Query(ge=1, le=MAX_SEARCH_LIMIT)] = 50,
     ) -> Response:
         """Files whose name matches ``q``, one hit per content id, with live providers."""
-        if len(q) > MAX_QUERY_LENGTH * 4:
-            raise UsageError(f"the query is longer than {MAX_QUERY_LENGTH} characters")
-        try:
-            query = parse_query(q)
-        except ValueError as exc:
-            raise UsageError(str(exc)) from exc
-        hits: list[SearchHit] = registry.search(query, limit, clock())
-        return _json(SearchResponse(hits=hits))
+        return Response(search_answer(registry, q, limit, clock()), media_type="application/json")
 
     @app.get(
         "/v1/files/{content_id}/providers",

@@ -1,4 +1,4 @@
-"""The network key on the tracker's REST API (see ``p2pshare.core.auth``).
+"""The network key on the tracker's REST API, server side (see ``p2pshare.core.auth``).
 
 Server side, ``RequestAuth.check`` is the one check of a request: the FastAPI app
 runs it in ``AuthMiddleware`` for every route, and ``HotRoutes`` runs it for the
@@ -6,7 +6,8 @@ heartbeats and searches it answers itself. Only ``OPEN_PATHS`` (``/healthz``) ar
 answered without proof; everything else, the OpenAPI document, ``/docs``,
 ``/metrics``, ``/v1/events`` and paths that match no route included, gets 401.
 
-Client side, ``TrackerAuth`` signs each request of an ``httpx`` client.
+The client side, ``TrackerAuth`` (signing each request of an ``httpx`` client), is
+``p2pshare.tracker.client_auth``: peers and the CLI import it without this middleware.
 
 The replay memory belongs to one process: with ``workers`` > 1 each worker keeps
 its own, so within the time window a captured request could be accepted once by
@@ -17,26 +18,16 @@ and with TLS nothing can be captured in the first place.
 
 from __future__ import annotations
 
-import os
 import time
-from collections.abc import Callable, Generator, Iterable
+from collections.abc import Callable, Iterable
 from typing import Any
 
-import httpx
-
-from p2pshare.core.auth import (
-    HEADER,
-    HTTP_PURPOSE,
-    NO_PROOF,
-    NONCE_BYTES,
-    CallSigner,
-    CallVerifier,
-)
+from p2pshare.core.auth import HEADER, HTTP_PURPOSE, NO_PROOF, CallVerifier
 from p2pshare.core.auth import http_call as _http_call
 from p2pshare.errors import Unauthenticated
 from p2pshare.http_errors import error_response
 
-__all__ = ["OPEN_PATHS", "AuthMiddleware", "RequestAuth", "TrackerAuth"]
+__all__ = ["OPEN_PATHS", "AuthMiddleware", "RequestAuth"]
 
 OPEN_PATHS = frozenset({"/healthz"})
 """Answered to anyone: a load balancer's liveness probe knows no key."""
@@ -125,19 +116,3 @@ class AuthMiddleware:
     @staticmethod
     async def _refuse(scope: Scope, receive: Any, send: Any, exc: Unauthenticated) -> None:
         await error_response(401, str(exc))(scope, receive, send)
-
-
-class TrackerAuth(httpx.Auth):
-    """Signs every request of an ``httpx`` client with the network key."""
-
-    requires_request_body = True
-
-    def __init__(self, network_key: str) -> None:
-        self._signer = CallSigner(network_key, HTTP_PURPOSE)
-
-    def auth_flow(self, request: httpx.Request) -> Generator[httpx.Request, httpx.Response, None]:
-        call = _http_call(request.method, request.url.path, request.url.query.decode("latin-1"))
-        request.headers[HEADER] = self._signer.sign(
-            call, now=time.time(), nonce=os.urandom(NONCE_BYTES), body=request.content
-        )
-        yield request

@@ -32,7 +32,7 @@ from p2pshare.errors import (
     Unreachable,
     UsageError,
 )
-from p2pshare.tracker.auth import TrackerAuth
+from p2pshare.tracker.client_auth import TrackerAuth
 from p2pshare.tracker.models import (
     FileEntry,
     FilesResponse,
@@ -40,6 +40,7 @@ from p2pshare.tracker.models import (
     PatchFilesRequest,
     PeerRef,
     PeersResponse,
+    PreviousRegistration,
     ProvidersResponse,
     RegisterRequest,
     RegisterResponse,
@@ -90,9 +91,19 @@ class TrackerClient:
     async def aclose(self) -> None:
         await self._http.aclose()
 
-    async def register(self, address: str, files: Sequence[FileEntry]) -> RegisterResponse:
-        """Join the network; keep the token: it alone updates or removes the registration."""
-        body = RegisterRequest(address=address, files=list(files))
+    async def register(
+        self,
+        address: str,
+        files: Sequence[FileEntry],
+        *,
+        previous: tuple[str, str] | None = None,
+    ) -> RegisterResponse:
+        """Join the network; keep the token: it alone updates or removes the registration.
+        ``previous``: the (peer id, token) of this peer's last registration, which the
+        new one replaces at once (without it, a live registration of the same address
+        gives way only once the tracker's dial-back finds this peer there)."""
+        before = PreviousRegistration(peer_id=previous[0], token=previous[1]) if previous else None
+        body = RegisterRequest(address=address, files=list(files), previous=before)
         return await self._call("POST", "/v1/peers", RegisterResponse, body=body)
 
     async def heartbeat(self, peer_id: str, token: str) -> HeartbeatResponse:

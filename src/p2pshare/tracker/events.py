@@ -5,16 +5,14 @@ address, or an expired lease when it is purged), ``added`` and ``removed`` (a fi
 of a peer, with content id, name, size and the provider's address). With ``q``
 only file events whose name matches are sent; without it, every event.
 
-Where they come from: SQLite triggers on the registry's ``peers`` and ``files``
-tables append each change to a table ``index_events`` in the registry's own file,
-and every tracker process that has subscribers tails that table (an indexed read
-every ``POLL_SECONDS``). So events are complete whichever path changed the index
-(any REST route, the purge of expired leases) and whichever worker process made the
-change: all workers share the file, and a subscriber connected to any of them sees
-every event. The triggers are installed when the first subscriber ever connects, so
-a tracker nobody watches pays nothing; from then on each change of the index writes
-one more row, and the table keeps only its last ``KEEP_EVENTS`` rows (a trigger
-trims it).
+Where they come from: the registry's change feed (``Registry.feed_after``; see
+``tracker.registry``), the one log of index changes that the search cache reads too.
+Triggers write it whichever path changed the index (any REST route, the purge of
+expired leases) and whichever worker process made the change: all workers share the
+file, and a subscriber connected to any of them sees every event. Every tracker
+process that has subscribers tails it (an indexed read every ``POLL_SECONDS``). A peer
+whose address is being checked is announced once it answered (``peer_joined`` and
+its files' ``added``), never before: the stream hands out only checked addresses.
 
 Memory is bounded: each subscriber has a queue of ``QUEUE_SIZE`` events; one that
 does not keep up is sent ``event: dropped`` and disconnected, never buffered.
@@ -26,61 +24,26 @@ import asyncio
 import contextlib
 import json
 import logging
-import sqlite3
 from collections.abc import AsyncIterator
 from dataclasses import dataclass
-from pathlib import Path
 from typing import Annotated
 
 from fastapi import FastAPI, Query
 from fastapi.responses import StreamingResponse
 
-from p2pshare.core.names import MAX_QUERY_LENGTH, parse_query
 from p2pshare.core.names import Query as ParsedQuery
-from p2pshare.errors import UsageError
+from p2pshare.core.names import check_query
+from p2pshare.tracker.registry import Registry
 
 __all__ = ["EventHub", "IndexEvent", "install"]
 
 log = logging.getLogger(__name__)
 
 POLL_SECONDS = 0.1
-KEEP_EVENTS = 10_000
 QUEUE_SIZE = 1_000
 KEEPALIVE_SECONDS = 15.0
 BATCH = 1_000
-
-_TRIGGERS = f"""
-CREATE TABLE IF NOT EXISTS index_events (
-    seq INTEGER PRIMARY KEY AUTOINCREMENT,
-    kind TEXT NOT NULL,
-    content_id TEXT NOT NULL DEFAULT '',
-    name TEXT NOT NULL DEFAULT '',
-    size INTEGER NOT NULL DEFAULT 0,
-    peer_id TEXT NOT NULL,
-    address TEXT NOT NULL
-);
-CREATE TRIGGER IF NOT EXISTS index_events_trim AFTER INSERT ON index_events BEGIN
-    DELETE FROM index_events WHERE seq <= new.seq - {KEEP_EVENTS};
-END;
-CREATE TRIGGER IF NOT EXISTS index_events_peer_in AFTER INSERT ON peers BEGIN
-    INSERT INTO index_events(kind, peer_id, address)
-    VALUES ('peer_joined', new.peer_id, new.address);
-END;
-CREATE TRIGGER IF NOT EXISTS index_events_peer_out AFTER DELETE ON peers BEGIN
-    INSERT INTO index_events(kind, peer_id, address)
-    VALUES ('peer_left', old.peer_id, old.address);
-END;
-CREATE TRIGGER IF NOT EXISTS index_events_file_in AFTER INSERT ON files BEGIN
-    INSERT INTO index_events(kind, content_id, name, size, peer_id, address)
-    SELECT 'added', new.content_id, n.name, new.size, p.peer_id, p.address
-    FROM peers p, names n WHERE p.id = new.peer AND n.id = new.name_id;
-END;
-CREATE TRIGGER IF NOT EXISTS index_events_file_out AFTER DELETE ON files BEGIN
-    INSERT INTO index_events(kind, content_id, name, size, peer_id, address)
-    SELECT 'removed', old.content_id, n.name, old.size, p.peer_id, p.address
-    FROM peers p, names n WHERE p.id = old.peer AND n.id = old.name_id;
-END;
-"""
+EVENT_KINDS = frozenset({"peer_joined", "peer_left", "added", "removed"})
 
 
 @dataclass(frozen=True, slots=True)
@@ -126,12 +89,11 @@ class _Subscriber:
 
 
 class EventHub:
-    """Tails ``index_events`` of one registry file for this process's subscribers."""
+    """Tails the change feed of one registry for this process's subscribers."""
 
-    def __init__(self, db: Path | str, *, poll: float = POLL_SECONDS) -> None:
-        self._path = str(db)
+    def __init__(self, registry: Registry, *, poll: float = POLL_SECONDS) -> None:
+        self._registry = registry
         self._poll = poll
-        self._db: sqlite3.Connection | None = None
         self._subscribers: set[_Subscriber] = set()
         self._task: asyncio.Task[None] | None = None
         self._last = 0
@@ -140,35 +102,25 @@ class EventHub:
     def subscribers(self) -> int:
         return len(self._subscribers)
 
-    def _connect(self) -> sqlite3.Connection:
-        db = sqlite3.connect(self._path, isolation_level=None, check_same_thread=False)
-        db.execute("PRAGMA busy_timeout=5000")
-        db.executescript("BEGIN IMMEDIATE;" + _TRIGGERS + "COMMIT;")
-        return db
-
-    async def _start(self) -> None:
-        if self._db is None:
-            self._db = await asyncio.to_thread(self._connect)
+    def _start(self) -> None:
         if self._task is None or self._task.done():
-            row = self._db.execute("SELECT coalesce(max(seq), 0) FROM index_events").fetchone()
-            self._last = int(row[0])
+            self._last = self._registry.feed_end()
             self._task = asyncio.create_task(self._tail(), name="index events")
 
     async def _tail(self) -> None:
-        assert self._db is not None
         while self._subscribers:
             try:
-                rows = self._db.execute(
-                    "SELECT seq, kind, content_id, name, size, peer_id, address"
-                    " FROM index_events WHERE seq > ? ORDER BY seq LIMIT ?",
-                    (self._last, BATCH),
-                ).fetchall()
-            except sqlite3.Error as exc:
+                rows = self._registry.feed_after(self._last, BATCH)
+            except Exception as exc:  # noqa: BLE001 - a store's error: try again later
                 log.warning("reading index events failed: %s", exc)
                 rows = []
             for row in rows:
-                event = IndexEvent(*row)
-                self._last = event.seq
+                self._last = row.seq
+                if row.kind not in EVENT_KINDS:
+                    continue
+                event = IndexEvent(
+                    row.seq, row.kind, row.content_id, row.name, row.size, row.peer_id, row.address
+                )
                 for sub in list(self._subscribers):
                     sub.offer(event)
             if len(rows) < BATCH:
@@ -180,7 +132,7 @@ class EventHub:
         sub = _Subscriber(query)
         self._subscribers.add(sub)
         try:
-            await self._start()
+            self._start()
             while True:
                 event = await sub.queue.get()
                 yield event
@@ -219,21 +171,9 @@ class EventHub:
             await events.aclose()  # type: ignore[attr-defined]
 
 
-def _db_path(registry: object) -> str | None:
-    """The file of a SQLite registry (``None`` for any other kind)."""
-    db = getattr(registry, "_db", None)
-    if not isinstance(db, sqlite3.Connection):
-        return None
-    for _, name, path in db.execute("PRAGMA database_list"):
-        if name == "main" and path:
-            return str(path)
-    return None
-
-
-def install(app: FastAPI, registry: object) -> None:
-    """Add ``GET /v1/events`` to the tracker's ``app`` for ``registry``'s file."""
-    path = _db_path(registry)
-    hub = EventHub(path) if path else None
+def install(app: FastAPI, registry: Registry) -> None:
+    """Add ``GET /v1/events`` to the tracker's ``app`` for ``registry``'s feed."""
+    hub = EventHub(registry)
     app.state.events = hub
 
     @app.get(
@@ -249,16 +189,7 @@ def install(app: FastAPI, registry: object) -> None:
     ) -> StreamingResponse:
         """Index events as server-sent events: ``peer_joined``, ``peer_left``, ``added``,
         ``removed`` (file events carry content_id, name, size, provider)."""
-        if hub is None:
-            raise UsageError("this tracker's registry publishes no events")
-        query = None
-        if q:
-            if len(q) > MAX_QUERY_LENGTH * 4:
-                raise UsageError(f"the query is longer than {MAX_QUERY_LENGTH} characters")
-            try:
-                query = parse_query(q)
-            except ValueError as exc:
-                raise UsageError(str(exc)) from exc
+        query = check_query(q) if q else None
         return StreamingResponse(
             hub.stream(query),
             media_type="text/event-stream",

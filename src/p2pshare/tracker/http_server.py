@@ -133,6 +133,7 @@ class _Connection(asyncio.Protocol):
         self.can_write = asyncio.Event()
         self.can_write.set()
         self.client: tuple[str, int] | None = None
+        self.local: tuple[str, int] | None = None
 
     # -- asyncio.Protocol ------------------------------------------------------------
 
@@ -144,6 +145,10 @@ class _Connection(asyncio.Protocol):
                 sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
         peer = transport.get_extra_info("peername")
         self.client = (str(peer[0]), int(peer[1])) if peer else None
+        local = transport.get_extra_info("sockname")
+        # this connection's own end, as uvicorn gives it (not the listening address,
+        # which may be 0.0.0.0): a client at this address is on the tracker's machine
+        self.local = (str(local[0]), int(local[1])) if local else self.server.address
         self.server.connections.add(self)
 
     def connection_lost(self, exc: Exception | None) -> None:
@@ -267,7 +272,7 @@ class _Connection(asyncio.Protocol):
             "type": "http",
             "asgi": {"version": "3.0", "spec_version": "2.3"},
             "http_version": "1.1",
-            "server": self.server.address,
+            "server": self.local,
             "client": self.client,
             "scheme": self.server.scheme,
             "method": req.method,

@@ -23,15 +23,18 @@ from __future__ import annotations
 import json
 import math
 import time
+from collections import OrderedDict
 from collections.abc import Callable
 
 from p2pshare.core.rate import ClientBuckets, client_key
+from p2pshare.errors import Busy
 
 __all__ = [
     "MAX_HEADERS",
     "MAX_HEADER_BYTES",
     "MAX_URL_BYTES",
     "REQUEST_SECONDS",
+    "FileRate",
     "Refusal",
     "RequestLimits",
 ]
@@ -89,3 +92,51 @@ class RequestLimits:
         )
         body = json.dumps({"error": message}).encode()
         return 429, body, ((b"retry-after", b"%d" % seconds),)
+
+
+class FileRate:
+    """Files one client address may add or remove per second (``rate``, bursts of
+    ``burst``): a registration or a change of the index spends one per file in it.
+
+    A request over the rate is refused whole with ``Busy`` (429) and spends nothing;
+    a request larger than ``burst`` passes only into a full bucket (so a peer with a
+    share that size still registers, then waits). Per worker process, like the request
+    rate; at most ``capacity`` addresses are remembered.
+    """
+
+    def __init__(
+        self,
+        *,
+        rate: float,
+        burst: float,
+        clock: Callable[[], float] = time.monotonic,
+        capacity: int = MAX_CLIENTS,
+    ) -> None:
+        self.rate = rate
+        self.burst = float(burst)
+        self._clock = clock
+        self._capacity = capacity
+        self._buckets: OrderedDict[str, list[float]] = OrderedDict()  # key -> [tokens, last]
+
+    def charge(self, client: str | None, files: int) -> None:
+        """Spend ``files`` of ``client``'s allowance, or raise ``Busy`` with the wait."""
+        if self.rate <= 0 or client is None or files <= 0:
+            return
+        key = client_key(client)
+        now = self._clock()
+        bucket = self._buckets.pop(key, None) or [self.burst, now]
+        tokens = min(self.burst, bucket[0] + (now - bucket[1]) * self.rate)
+        need = min(float(files), self.burst)
+        if tokens < need:
+            self._remember(key, [tokens, now])
+            wait = max(1, math.ceil((need - tokens) / self.rate))
+            raise Busy(
+                f"too many files from {client}: the limit is {self.rate:g} files added or"
+                f" removed per second; retry after {wait} s"
+            )
+        self._remember(key, [tokens - files, now])
+
+    def _remember(self, key: str, bucket: list[float]) -> None:
+        self._buckets[key] = bucket
+        if len(self._buckets) > self._capacity:
+            self._buckets.popitem(last=False)

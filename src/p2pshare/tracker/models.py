@@ -2,7 +2,8 @@
 
 Every field that comes in from the network is validated here: content ids are 64
 lowercase hex characters, names pass ``check_share_name``, addresses are
-``HOST:PORT``.
+``HOST:PORT`` (``p2pshare.core.addresses``; ``check_address`` is re-exported for
+the peer modules that still import it from here).
 """
 
 from __future__ import annotations
@@ -12,12 +13,14 @@ from typing import Annotated
 
 from pydantic import AfterValidator, BaseModel, ConfigDict, Field, TypeAdapter
 
+from p2pshare.core.addresses import check_address as check_address
 from p2pshare.core.manifest import check_content_id
 from p2pshare.core.paths import check_share_name
 from p2pshare.errors import UsageError
 
 __all__ = [
     "MAX_FILES_PER_REQUEST",
+    "MAX_FILE_SIZE",
     "Address",
     "ContentId",
     "ErrorResponse",
@@ -28,6 +31,7 @@ __all__ = [
     "PatchFilesRequest",
     "PeerRef",
     "PeersResponse",
+    "PreviousRegistration",
     "ProvidersResponse",
     "SEARCH_HITS",
     "RegisterRequest",
@@ -40,7 +44,8 @@ __all__ = [
 ]
 
 MAX_FILES_PER_REQUEST = 200_000
-MAX_ADDRESS_LENGTH = 262
+MAX_FILE_SIZE = (1 << 63) - 1
+"""The largest file size the registry stores (SQLite's largest integer: 8 EiB)."""
 
 
 def _content_id(value: str) -> str:
@@ -57,22 +62,6 @@ def _share_name(value: str) -> str:
         raise ValueError(str(exc)) from exc
 
 
-def check_address(value: str) -> str:
-    """Return ``value`` if it is ``HOST:PORT`` (``[v6]:PORT`` allowed); else ``ValueError``."""
-    host, sep, port = value.rpartition(":")
-    if (
-        not sep
-        or not host
-        or len(value) > MAX_ADDRESS_LENGTH
-        or not port.isascii()
-        or not port.isdigit()
-        or not 0 < int(port) < 65536
-        or any(c.isspace() or c in "/@?#" for c in host)
-    ):
-        raise ValueError("address must be HOST:PORT, for example 203.0.113.7:8461")
-    return value
-
-
 ContentId = Annotated[str, AfterValidator(_content_id)]
 """A full content id: 64 lowercase hex characters."""
 ShareName = Annotated[str, AfterValidator(_share_name)]
@@ -85,41 +74,73 @@ class _Model(BaseModel):
     model_config = ConfigDict(extra="forbid", frozen=True)
 
 
+class _Answer(BaseModel):
+    """An answer of the tracker: a client ignores fields it does not know, so a newer
+    tracker can add some (as ``reachable`` was) without breaking older peers."""
+
+    model_config = ConfigDict(extra="ignore", frozen=True)
+
+
 class FileEntry(_Model):
     """One shared file as the tracker indexes it."""
 
     content_id: ContentId
     name: ShareName
-    size: int = Field(ge=0)
+    size: int = Field(ge=0, le=MAX_FILE_SIZE)
 
 
-class PeerRef(_Model):
+class PeerRef(_Answer):
     """A live peer: its id at the tracker and the address it is dialled at."""
 
     peer_id: str
     address: str
 
 
+class PreviousRegistration(_Model):
+    """A registration of the same address that the new one replaces (its token proves
+    it: a peer registering again after it lost its lease or the tracker)."""
+
+    peer_id: str = Field(max_length=64)
+    token: str = Field(max_length=128)
+
+
 class RegisterRequest(_Model):
-    """``POST /v1/peers``: join with an address and the files shared."""
+    """``POST /v1/peers``: join with an address and the files shared.
+
+    Another live registration of the same address is taken over only with its token
+    (``previous``) or when the tracker's dial-back of the address answers as the new
+    registration (or nothing answers there any more)."""
 
     address: Address
     files: list[FileEntry] = Field(default_factory=list, max_length=MAX_FILES_PER_REQUEST)
+    previous: PreviousRegistration | None = None
 
 
-class RegisterResponse(_Model):
+class RegisterResponse(_Answer):
     """The new registration: the token alone may update or remove it."""
 
     peer_id: str
     token: str
     lease_seconds: float
     neighbours: list[PeerRef]
+    seen_from: str = Field(
+        "", description="The address the tracker sees this peer's requests come from."
+    )
+    reachable: bool | None = Field(
+        None,
+        description="Whether the address answered the tracker's dial-back as this peer"
+        " (null: not known yet: heartbeat answers tell when it is).",
+    )
+    reachability: str = Field("", description="Why reachable is what it is.")
 
 
-class HeartbeatResponse(_Model):
-    """The lease was renewed for this many seconds from now."""
+class HeartbeatResponse(_Answer):
+    """The lease was renewed for this many seconds from now; and what the tracker knows
+    of whether the peer's address answers as it (only then is it handed out)."""
 
     lease_seconds: float
+    reachable: bool | None = None
+    reachability: str = ""
 
 
 class ReplaceFilesRequest(_Model):
@@ -135,14 +156,14 @@ class PatchFilesRequest(_Model):
     remove: list[ContentId] = Field(default_factory=list, max_length=MAX_FILES_PER_REQUEST)
 
 
-class FilesResponse(_Model):
+class FilesResponse(_Answer):
     """How many files the tracker now indexes for the peer (its lease is renewed too)."""
 
     files: int
     lease_seconds: float
 
 
-class SearchHit(_Model):
+class SearchHit(_Answer):
     """One content id whose name matched, with the live peers that provide it."""
 
     content_id: str
@@ -151,13 +172,13 @@ class SearchHit(_Model):
     providers: list[PeerRef]
 
 
-class SearchResponse(_Model):
+class SearchResponse(_Answer):
     """``GET /v1/search``."""
 
     hits: list[SearchHit]
 
 
-class ProvidersResponse(_Model):
+class ProvidersResponse(_Answer):
     """``GET /v1/files/{content_id}/providers``."""
 
     content_id: str
@@ -166,13 +187,13 @@ class ProvidersResponse(_Model):
     providers: list[PeerRef]
 
 
-class PeersResponse(_Model):
+class PeersResponse(_Answer):
     """``GET /v1/peers``."""
 
     peers: list[PeerRef]
 
 
-class HealthResponse(_Model):
+class HealthResponse(_Answer):
     """``GET /healthz``."""
 
     status: str
@@ -181,7 +202,7 @@ class HealthResponse(_Model):
     files: int
 
 
-class ErrorResponse(_Model):
+class ErrorResponse(_Answer):
     """The body of every 4xx/5xx answer."""
 
     error: str

@@ -49,15 +49,19 @@ from pathlib import Path
 from typing import TYPE_CHECKING, NoReturn
 
 import uvicorn
+from fastapi import FastAPI
 
 from p2pshare.config import TrackerSettings
 from p2pshare.serving import LOG_FORMAT, bind, bound_url, quiet_logs
 from p2pshare.tracker import http_server, supervisor
 from p2pshare.tracker.app import HotRoutes, create_app, with_hot_routes
-from p2pshare.tracker.limits import RequestLimits
+from p2pshare.tracker.dial_back import GrpcHello
+from p2pshare.tracker.limits import FileRate, RequestLimits
 from p2pshare.tracker.metrics import TrackerMetrics, share_across_workers
+from p2pshare.tracker.models import MAX_FILES_PER_REQUEST
 from p2pshare.tracker.registry import (
     HEARTBEAT_FLUSH_SECONDS,
+    ClientLimits,
     Registry,
     SqliteRegistry,
     tidy,
@@ -209,19 +213,34 @@ async def serve(
             lease_seconds=settings.lease_seconds,
             auto_checkpoint=False,
             search_cache_bytes=settings.search_cache_mb << 20,
+            client_limits=ClientLimits(
+                max_peers_per_client=settings.max_peers_per_client,
+                max_files_per_client=settings.max_files_per_client,
+                max_files_per_peer=settings.max_files_per_peer,
+            ),
         )
     except Exception:
         sock.close()
         raise
     tasks: list[asyncio.Task[None]] = []
+    api: FastAPI | None = None
     try:
         limits = RequestLimits(rate=settings.rate_limit, burst=settings.rate_burst)
+        file_rate = None
+        if settings.files_per_second > 0:
+            burst = settings.max_files_per_peer or MAX_FILES_PER_REQUEST
+            file_rate = FileRate(rate=settings.files_per_second, burst=burst)
+        dial = None
+        if settings.verify_addresses:
+            dial = GrpcHello(tls=security, network_key=settings.network_key)
         api = create_app(
             registry,
             neighbour_sample=settings.neighbour_sample,
             limits=limits,
             network_key=settings.network_key,
             shared_metrics=shared_metrics,
+            dial=dial,
+            file_rate=file_rate,
         )
         app = with_hot_routes(api)
         if purge:  # and tidy: one process of several does
@@ -258,6 +277,8 @@ async def serve(
             task.cancel()
             with contextlib.suppress(asyncio.CancelledError):
                 await task
+        if api is not None and api.state.address_check is not None:
+            await api.state.address_check.close()
         registry.close()
         sock.close()
         sys.stdout.flush()

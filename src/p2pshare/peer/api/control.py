@@ -206,6 +206,7 @@ class TrackerView(_Model):
     state: str
     peer_id: str
     last_ok: float | None
+    reachable: str = Field("not known yet", description="Whether the tracker dialled us back.")
 
 
 class ScanView(_Model):
@@ -323,7 +324,13 @@ def create_app(
                 cached=node.scan.cached,
                 skipped=[f"{path}: {why}" for path, why in node.scan.skipped],
             ),
-            tracker=TrackerView(url=t.url, state=t.state, peer_id=t.peer_id, last_ok=t.last_ok),
+            tracker=TrackerView(
+                url=t.url,
+                state=t.state,
+                peer_id=t.peer_id,
+                last_ok=t.last_ok,
+                reachable=t.reachable,
+            ),
             neighbours=node.overlay.neighbours(),
             overlay=OverlayView(**dataclasses.asdict(node.overlay_stats())),
             pubsub=PubSubView(

@@ -14,6 +14,7 @@ import logging
 from collections.abc import Callable, Iterable
 
 from p2pshare import errors
+from p2pshare.core.addresses import check_address
 from p2pshare.core.hits import Hit, HitMerger, Provider
 from p2pshare.core.manifest import check_content_id
 from p2pshare.core.names import parse_query
@@ -22,7 +23,7 @@ from p2pshare.core.query_router import DEFAULT_TTL
 from p2pshare.peer.overlay.network import Overlay
 from p2pshare.peer.sharing.share import Share
 from p2pshare.tracker.client import TrackerClient
-from p2pshare.tracker.models import PeerRef, SearchHit, check_address
+from p2pshare.tracker.models import PeerRef, SearchHit
 
 log = logging.getLogger(__name__)
 

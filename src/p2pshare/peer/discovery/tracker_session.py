@@ -78,6 +78,7 @@ class TrackerSession:
             lease_seconds=reply.lease_seconds,
             now=time.time(),
         )
+        self.registration.note_reachability(reply.reachable, reply.reachability)
         self._dirty.clear()
         self._sent = {f.content_id: f for f in self._files()}
         self._on_join(list(reply.neighbours))
@@ -114,7 +115,7 @@ class TrackerSession:
                     self._dirty.clear()
                     await self._send_changes()
                 else:
-                    await self._client.heartbeat(reg.peer_id, reg.token)
+                    await self._heartbeat()
                 reg.answered(time.time())
             except (errors.NotFound, errors.PermissionDenied):
                 reg.lost()
@@ -131,7 +132,7 @@ class TrackerSession:
             return
         try:
             async with asyncio.timeout(timeout):
-                await self._client.heartbeat(reg.peer_id, reg.token)
+                await self._heartbeat()
             reg.answered(time.time())
         except TimeoutError:
             reg.silent(f"no answer in {timeout:g} s")
@@ -141,13 +142,18 @@ class TrackerSession:
         except errors.P2PShareError as exc:
             reg.silent(str(exc))
 
+    async def _heartbeat(self) -> None:
+        reg = self.registration
+        beat = await self._client.heartbeat(reg.peer_id, reg.token)
+        reg.note_reachability(beat.reachable, beat.reachability)
+
     async def _send_changes(self) -> None:
         """Patch the tracker's index of this peer with what changed since it was sent."""
         now = {f.content_id: f for f in self._files()}
         add, remove = index_diff(self._sent, now)
         reg = self.registration
         if not add and not remove:
-            await self._client.heartbeat(reg.peer_id, reg.token)
+            await self._heartbeat()
             return
         self._sent = now  # a failure below re-registers with the whole index
         await self._client.patch_files(reg.peer_id, reg.token, add=add, remove=remove)

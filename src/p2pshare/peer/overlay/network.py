@@ -60,6 +60,7 @@ from pathlib import Path
 
 from p2pshare import errors
 from p2pshare._proto import peer_pb2 as pb
+from p2pshare.core.addresses import check_address
 from p2pshare.core.manifest import check_content_id
 from p2pshare.core.names import parse_query
 from p2pshare.core.neighbours import Change, Dropped, NeighbourTable
@@ -74,7 +75,6 @@ from p2pshare.core.query_router import (
 from p2pshare.core.reverse_paths import Relay, ReversePaths
 from p2pshare.peer.rpc.client import PeerClients
 from p2pshare.peer.sharing.share import Share
-from p2pshare.tracker.models import check_address
 
 log = logging.getLogger(__name__)
 

@@ -28,13 +28,13 @@ import httpx
 
 from p2pshare import errors
 from p2pshare._proto import peer_pb2 as pb
+from p2pshare.core.addresses import check_address
 from p2pshare.core.manifest import check_content_id
 from p2pshare.core.names import Query
 from p2pshare.core.neighbours import Added, Change, Dropped
 from p2pshare.core.paths import check_share_name
 from p2pshare.core.pubsub import ADDED, REMOVED, ChangeDeduper, Kind, ShareChange
 from p2pshare.peer.rpc.client import PeerClients
-from p2pshare.tracker.models import check_address
 
 __all__ = [
     "MAX_HOPS",
