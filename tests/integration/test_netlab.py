@@ -52,7 +52,12 @@ def start_tracker(net: LocalNetwork, host: Host, *extra: str) -> TrackerProc:
 
 
 def start_peer(
-    net: LocalNetwork, host: Host, tracker: str, env: dict[str, str] | None = None
+    net: LocalNetwork,
+    host: Host,
+    tracker: str,
+    env: dict[str, str] | None = None,
+    *,
+    advertise: bool = True,
 ) -> PeerProc:
     share, data = net.root / host.name / "share", net.root / host.name / "data"
     share.mkdir(parents=True, exist_ok=True)
@@ -62,7 +67,7 @@ def start_peer(
         "--data", str(data),
         "--host", "0.0.0.0",
         "--port", str(PEER_PORT),
-        "--advertise", f"{host.address}:{PEER_PORT}",
+        *(("--advertise", f"{host.address}:{PEER_PORT}") if advertise else ()),
         "--api-port", str(API_PORT),
         "--tracker", tracker,
     )  # fmt: skip
@@ -128,6 +133,26 @@ def test_a_file_on_one_host_is_found_and_downloaded_from_another(
     assert got.returncode == 0, got.stderr
     assert sha256(fetcher.share / "report.pdf") == sha256(original)
     assert a.tx_bytes > 3 << 20  # the bytes crossed the lab, from a's link
+
+
+def test_a_peer_bound_to_every_address_advertises_what_the_tracker_sees_and_is_dialled(
+    lab: NetLab, net: LocalNetwork
+) -> None:
+    """One peer per machine, set up with no --advertise: it used to register
+    127.0.0.1:8461, which the tracker handed to other hosts, who then dialled themselves."""
+    t, a, b = lab.add_host("tracker"), lab.add_host("a"), lab.add_host("b")
+    original = write_random(net.root / "a" / "share" / "plain.iso", 1 << 20)
+    tracker = start_tracker(net, t)
+    holder = start_peer(net, a, tracker.url, advertise=False)
+    fetcher = start_peer(net, b, tracker.url, advertise=False)
+    cid = content_id(holder, "plain.iso")
+
+    wait_for(lambda: str(status(holder)["tracker"]["reachable"]).startswith("yes"), 20,  # type: ignore[index]
+             "the tracker to dial a back")  # fmt: skip
+    assert status(holder)["address"] == f"{a.address}:{PEER_PORT}"
+    got = cli("get", cid, "--api", fetcher.api)
+    assert got.returncode == 0, got.stderr
+    assert sha256(fetcher.share / "plain.iso") == sha256(original)
 
 
 def test_downloaders_on_separate_hosts_with_shaped_uplinks_all_get_the_file(

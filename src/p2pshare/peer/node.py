@@ -18,6 +18,7 @@ import httpx
 from p2pshare import errors
 from p2pshare._proto import peer_pb2 as pb
 from p2pshare.config import PeerSettings
+from p2pshare.core.browser_origin import is_loopback
 from p2pshare.core.manifest import Manifest, check_content_id_prefix
 from p2pshare.core.names import parse_query
 from p2pshare.core.pubsub import ADDED, REMOVED, ShareChange
@@ -135,6 +136,7 @@ class PeerNode:
                 address=lambda: self.address,
                 files=self.file_entries,
                 on_join=self._joined,
+                seen_at=self._seen_at,
                 heartbeat_seconds=s.heartbeat_seconds,
             )
         self.network_search = NetworkSearch(
@@ -197,6 +199,8 @@ class PeerNode:
         )
         self._bound = f"{_dialable(s.host)}:{port}"
         self.address = s.advertise or self._bound
+        if s.host in UNSPECIFIED and not s.advertise and not s.tracker:
+            log.warning("listening on all addresses with no tracker: set --advertise HOST:PORT")
         self.clients.set_me(self.me())
         self.overlay.start()
         if self.session is not None:
@@ -240,6 +244,22 @@ class PeerNode:
                 m.content_id, FileEntry(content_id=m.content_id, name=m.name, size=m.size)
             )
         return list(entries.values())
+
+    def _seen_at(self, host: str) -> bool:
+        """One peer per machine, bound to every address with none advertised: the
+        address the tracker sees is the one other machines dial (127.0.0.1, which it
+        advertised until now, reaches only this machine). True if it was taken."""
+        s = self.settings
+        if s.advertise or s.host not in UNSPECIFIED or is_loopback(host):
+            return False
+        port = self._bound.rsplit(":", 1)[1]
+        seen = f"[{host}]:{port}" if ":" in host else f"{host}:{port}"
+        if seen == self.address:
+            return False
+        log.info("advertising %s, the address the tracker sees this peer at", seen)
+        self.address = seen
+        self.clients.set_me(self.me())
+        return True
 
     def _own_addresses(self) -> tuple[str, ...]:
         """The addresses a caller may dial this peer by: a private network's proof
@@ -386,9 +406,10 @@ class PeerNode:
             self._files_changed()
 
 
+UNSPECIFIED = ("0.0.0.0", "::", "")
+
+
 def _dialable(host: str) -> str:
-    """The host other peers dial when none was advertised."""
-    if host in ("0.0.0.0", "::", ""):
-        log.warning("listening on all addresses: set --advertise HOST:PORT for other machines")
-        return "127.0.0.1"
-    return host
+    """The host other peers dial when none was advertised (until the tracker says
+    which address it sees: ``PeerNode._seen_at``)."""
+    return "127.0.0.1" if host in UNSPECIFIED else host

@@ -36,13 +36,17 @@ class TrackerSession:
         address: Callable[[], str],
         files: Callable[[], list[FileEntry]],
         on_join: Callable[[list[PeerRef]], None],
+        seen_at: Callable[[str], bool] = lambda host: False,
         heartbeat_seconds: float = 0.0,
     ) -> None:
+        """``seen_at(host)``: the tracker sees this peer's requests come from ``host``;
+        True if this peer's address changed for it (it then registers again)."""
         self.registration = registration
         self._client = client
         self._address = address
         self._files = files
         self._on_join = on_join
+        self._seen_at = seen_at
         self._heartbeat_seconds = heartbeat_seconds
         self._dirty = asyncio.Event()
         self._sent: dict[str, FileEntry] = {}  # the index as the tracker has it
@@ -72,6 +76,10 @@ class TrackerSession:
     async def join(self) -> None:
         """Register with the whole index; raises the tracker client's errors."""
         reply = await self._client.register(self._address(), self._files())
+        if reply.seen_from and self._seen_at(reply.seen_from):
+            # the address the tracker sees replaces ours: register it in place of this one
+            previous = (reply.peer_id, reply.token)
+            reply = await self._client.register(self._address(), self._files(), previous=previous)
         self.registration.registered(
             peer_id=reply.peer_id,
             token=reply.token,
