@@ -43,8 +43,12 @@ class Relay:
     """A TCP relay on 127.0.0.1 to ``target`` that records every byte, both ways, of
     every connection through it: what a wire tap on that path would see."""
 
-    def __init__(self, target: tuple[str, int]) -> None:
+    def __init__(self, target: tuple[str, int] | None = None) -> None:
+        """``target`` may be set later (``aim``): a connection waits for it."""
         self.target = target
+        self._aimed = threading.Event()
+        if target is not None:
+            self._aimed.set()
         self.listener = socket.create_server(("127.0.0.1", 0))
         self.port: int = self.listener.getsockname()[1]
         self._streams: list[bytearray] = []
@@ -59,6 +63,8 @@ class Relay:
             except OSError:
                 return  # closed
             try:
+                if not self._aimed.wait(10) or self.target is None:
+                    raise OSError("the relay has no target")
                 upstream = socket.create_connection(self.target, timeout=5)
             except OSError:
                 client.close()
@@ -85,6 +91,10 @@ class Relay:
             with contextlib.suppress(OSError):
                 sock.shutdown(how)
 
+    def aim(self, target: tuple[str, int]) -> None:
+        self.target = target
+        self._aimed.set()
+
     def streams(self) -> list[bytes]:
         with self._lock:
             return [bytes(s) for s in self._streams]
@@ -94,13 +104,6 @@ class Relay:
         with self._lock:
             for sock in self._socks:
                 sock.close()
-
-
-def _free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        port: int = sock.getsockname()[1]
-        return port
 
 
 def _host_port(url: str) -> tuple[str, int]:
@@ -124,8 +127,7 @@ def test_a_wire_tap_sees_the_file_only_without_tls(tmp_path: Path, encrypted: bo
         tracker = net.start_tracker()
         assert tracker.url.startswith("https://" if encrypted else "http://")
         to_tracker = Relay(_host_port(tracker.url))
-        grpc_port = _free_port()
-        to_alice = Relay(("127.0.0.1", grpc_port))
+        to_alice = Relay()  # aimed at alice once she has a port
         relays += [to_tracker, to_alice]
         tapped_tracker = f"{urlsplit(tracker.url).scheme}://127.0.0.1:{to_tracker.port}"
 
@@ -139,10 +141,10 @@ def test_a_wire_tap_sees_the_file_only_without_tls(tmp_path: Path, encrypted: bo
         # alice is dialled through the relay: that is the address the tracker hands out
         alice = net.start_peer(
             "alice",
-            "--port", str(grpc_port),
             "--advertise", f"127.0.0.1:{to_alice.port}",
             tracker=tapped_tracker,
         )  # fmt: skip
+        to_alice.aim(_host_port("//" + api(alice, "/v1/status")["listening"]))
         bob = net.start_peer("bob", tracker=tapped_tracker)
         wait_registered(alice)
         wait_registered(bob)

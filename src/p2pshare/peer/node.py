@@ -245,6 +245,11 @@ class PeerNode:
             )
         return list(entries.values())
 
+    @property
+    def listening(self) -> str:
+        """HOST:PORT the gRPC server is bound to (``address`` is what others dial)."""
+        return f"{self.settings.host}:{self._bound.rsplit(':', 1)[1]}" if self._bound else ""
+
     def _seen_at(self, host: str) -> bool:
         """One peer per machine, bound to every address with none advertised: the
         address the tracker sees is the one other machines dial (127.0.0.1, which it

@@ -261,7 +261,8 @@ class PubSubView(_Model):
 class StatusView(_Model):
     version: str
     peer_id: str
-    address: str
+    address: str = Field(description="HOST:PORT other peers dial (advertised).")
+    listening: str = Field(description="HOST:PORT the gRPC server is bound to.")
     share: str
     files: int
     shared_bytes: int
@@ -316,6 +317,7 @@ def create_app(
             version=__version__,
             peer_id=t.peer_id,
             address=node.address,
+            listening=node.listening,
             share=str(node.share_root),
             files=len(files),
             shared_bytes=sum(f.size for f in files),
