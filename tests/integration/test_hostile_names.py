@@ -73,6 +73,20 @@ class LyingProvider:
         self.peer_id = ""  # its id at the tracker, once registered (the dial-back asks)
         self.server.start()
 
+    def join(self, tracker_url: str, entries: list[dict[str, Any]]) -> None:
+        """Register at the tracker and wait until it hands this provider out (once its
+        dial-back got ``Hello`` answered with the new id)."""
+        joined = httpx.post(
+            tracker_url + "/v1/peers", json={"address": self.address, "files": entries}
+        )
+        self.peer_id = joined.raise_for_status().json()["peer_id"]
+        first = entries[0]["content_id"]
+        wait_for(
+            lambda: httpx.get(f"{tracker_url}/v1/files/{first}/providers").status_code == 200,
+            10,
+            "the tracker to hand the provider out (its dial-back answered)",
+        )
+
     def hello(self, request: Any, context: Any) -> pb.HelloResponse:
         me = pb.PeerInfo(peer_id=self.peer_id, address=self.address)
         return pb.HelloResponse(peer=me, protocol_version=1)
@@ -106,16 +120,7 @@ def test_hostile_names_in_a_providers_manifest_are_never_written(
             {"content_id": cid, "name": f"innocent {i}.bin", "size": m.size}
             for i, (cid, (m, _)) in enumerate(liar.files.items())
         ]
-        joined = httpx.post(
-            tracker.url + "/v1/peers", json={"address": liar.address, "files": entries}
-        )
-        liar.peer_id = joined.raise_for_status().json()["peer_id"]
-        first = next(iter(liar.files))
-        wait_for(
-            lambda: httpx.get(f"{tracker.url}/v1/files/{first}/providers").status_code == 200,
-            10,
-            "the tracker to hand the provider out (its dial-back answered)",
-        )
+        liar.join(tracker.url, entries)
         # two levels below tmp_path: the relative escapes of the table stay inside it
         out = tmp_path / "a" / "b" / "out"
         out.mkdir(parents=True)

@@ -7,7 +7,6 @@ from pathlib import Path
 from typing import Any
 
 import grpc
-import httpx
 import pytest
 
 from p2pshare.localnet import LocalNetwork, wait_for
@@ -54,9 +53,7 @@ def test_a_rogue_providers_error_text_is_printed_escaped_by_get_and_status(
         peer = net.start_peer("p", tracker=tracker.url)
         ((cid, (manifest, _)),) = rude.files.items()
         entry = {"content_id": cid, "name": "victim.bin", "size": manifest.size}
-        httpx.post(
-            tracker.url + "/v1/peers", json={"address": rude.address, "files": [entry]}
-        ).raise_for_status()
+        rude.join(tracker.url, [entry])
 
         got = cli("get", cid, "--api", peer.api)
         assert got.returncode == 1

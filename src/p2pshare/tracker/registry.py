@@ -982,9 +982,10 @@ class SqliteRegistry:
         orphans = [
             r[0]
             for r in self._db.execute(
-                "DELETE FROM files WHERE peer = ?1 AND content_id IN"
-                " (SELECT content_id FROM files WHERE peer = ?1 LIMIT ?2) RETURNING name_id",
-                (pk, max(budget, 1)),
+                # plain ? only: Python 3.12 deprecates ?NNN with a sequence of values
+                "DELETE FROM files WHERE peer = ? AND content_id IN"
+                " (SELECT content_id FROM files WHERE peer = ? LIMIT ?) RETURNING name_id",
+                (pk, pk, max(budget, 1)),
             )
         ]
         self._drop_orphan_names(orphans)
@@ -1135,9 +1136,9 @@ class SqliteRegistry:
 
     def _drop_orphan_names(self, name_ids: Iterable[int]) -> None:
         self._db.executemany(
-            "DELETE FROM names WHERE id = ?1"
-            " AND NOT EXISTS (SELECT 1 FROM files WHERE name_id = ?1)",
-            ((i,) for i in set(name_ids)),
+            "DELETE FROM names WHERE id = ?"
+            " AND NOT EXISTS (SELECT 1 FROM files WHERE name_id = ?)",
+            ((i, i) for i in set(name_ids)),
         )
 
     # -- reads -------------------------------------------------------------------------
