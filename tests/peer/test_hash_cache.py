@@ -3,13 +3,13 @@
 from __future__ import annotations
 
 import os
-import sqlite3
 
 import pytest
 
 from p2pshare.errors import P2PShareError
 from p2pshare.peer.sharing.hash_cache import HashCache
 from p2pshare.peer.sharing.hashing import hash_file
+from tests.sqlite_raw import raw_db
 
 PS = 16384
 
@@ -56,7 +56,7 @@ def test_the_cache_survives_reopening(tmp_path, file):
 
 def test_the_database_is_in_wal_mode(tmp_path):
     HashCache(tmp_path / "c.db").close()
-    with sqlite3.connect(tmp_path / "c.db") as db:
+    with raw_db(tmp_path / "c.db") as db:
         assert db.execute("PRAGMA journal_mode").fetchone()[0] == "wal"
 
 
@@ -107,7 +107,7 @@ def test_a_damaged_row_is_a_miss(tmp_path, file):
     db = tmp_path / "c.db"
     with HashCache(db) as c:
         c.put(file, file.stat(), hash_file(file, name="f", piece_size=PS))
-    with sqlite3.connect(db) as raw:
+    with raw_db(db) as raw:
         raw.execute("UPDATE hashes SET piece_hashes = zeroblob(length(piece_hashes))")
     with HashCache(db) as c:
         assert c.get(file, file.stat(), name="f") is None

@@ -15,6 +15,7 @@ from p2pshare.tracker import events
 from p2pshare.tracker.events import EventHub, IndexEvent
 from p2pshare.tracker.models import FileEntry
 from p2pshare.tracker.registry import SqliteRegistry
+from tests.sqlite_raw import raw_db
 
 NOW = 1_000_000.0
 
@@ -135,7 +136,6 @@ async def test_a_peer_being_checked_is_announced_only_once_it_answered(registry)
 async def test_the_search_cache_and_the_event_stream_read_one_feed(registry, tmp_path) -> None:
     """Issue 17: two change logs (``changes``, ``index_events``) were fed by triggers on
     the same table, and the event stream opened the registry's private connection."""
-    import sqlite3
 
     hub = EventHub(registry, poll=0.01)
     it = hub.subscribe(None)
@@ -143,7 +143,7 @@ async def test_the_search_cache_and_the_event_stream_read_one_feed(registry, tmp
     await tailing(hub)
     registry.register("10.0.0.1:1", [entry(1, "a.txt")], NOW)
     assert (await asyncio.wait_for(pending, 5)) is not None
-    db = sqlite3.connect(tmp_path / "t.db")
+    db = raw_db(tmp_path / "t.db")
     tables = {r[0] for r in db.execute("SELECT name FROM sqlite_master WHERE type = 'table'")}
     db.close()
     assert "feed" in tables and not {"changes", "index_events"} & tables

@@ -5,7 +5,6 @@ from __future__ import annotations
 import hashlib
 import json
 import random
-import sqlite3
 from unittest import mock
 
 import pytest
@@ -17,6 +16,7 @@ from p2pshare.errors import NotFound, PermissionDenied
 from p2pshare.tracker import registry as registry_module
 from p2pshare.tracker.models import FileEntry
 from p2pshare.tracker.registry import SqliteRegistry, fts_terms, tidy
+from tests.sqlite_raw import raw_db
 
 LEASE = 60.0
 T0 = 1_000_000.0
@@ -108,7 +108,7 @@ def test_wrong_token_is_denied_for_every_update(reg):
 
 def test_only_a_hash_of_the_token_is_stored(reg, tmp_path):
     a = reg.register("10.0.0.1:1", [], T0)
-    dump = "\n".join(sqlite3.connect(tmp_path / "tracker.db").iterdump())
+    dump = "\n".join(raw_db(tmp_path / "tracker.db").iterdump())
     assert a.token not in dump
 
 
@@ -244,7 +244,7 @@ def test_purge_deletes_expired_peers_and_their_names(reg, tmp_path):
     keep = reg.register("10.0.0.2:1", [entry(2, "kept.txt")], T0 + 30)
     assert reg.purge(T0 + LEASE) == 2  # a file row and its peer
     assert reg.purge(T0 + LEASE) == 0
-    db = sqlite3.connect(tmp_path / "tracker.db")
+    db = raw_db(tmp_path / "tracker.db")
     assert [r[0] for r in db.execute("SELECT name FROM names")] == ["kept.txt"]
     assert [r[0] for r in db.execute("SELECT peer_id FROM peers")] == [keep.peer_id]
 
@@ -426,7 +426,7 @@ _OPS = st.lists(
 
 
 def _shared_is_exact(db_path) -> None:
-    db = sqlite3.connect(db_path)
+    db = raw_db(db_path)
     try:
         wrong = db.execute(
             "SELECT content_id, shared, (SELECT count(*) FROM files g"
@@ -484,7 +484,7 @@ def test_a_file_of_an_older_tracker_gets_its_shared_marks(tmp_path):
     b = reg.register("10.0.0.2:1", [entry(1, "common copy.iso")], T0)
     reg.close()
     # the file as the tracker before files.shared left it
-    db = sqlite3.connect(path)
+    db = raw_db(path)
     db.executescript(
         "DROP TRIGGER files_shared_in; DROP TRIGGER files_shared_out;"
         " DROP INDEX files_by_content; DROP INDEX files_by_name;"
@@ -543,7 +543,7 @@ def test_tidy_merges_the_name_index_and_searches_answer_the_same(tmp_path):
         for i in range(90):  # names_of answers up to 100
             reg.register(f"10.0.{i}.1:1", [entry(i, f"show {i % 7} part-{i}.mkv")], T0)
         before = {q: names_of(reg, q) for q in ("show", "part", "show 3", "pa*")}
-        db = sqlite3.connect(path)
+        db = raw_db(path)
         pages = db.execute("SELECT count(*) FROM names_fts_data").fetchone()[0]
         for _ in range(20):
             tidy(path)
@@ -702,7 +702,7 @@ def test_tidy_trims_the_change_log_and_a_process_behind_it_starts_over(tmp_path,
         assert len(reg.search(parse_query("tux"), 50, T0)) == 8
         other.register("10.0.0.2:1", [entry(n, f"tuxedo {n}.iso") for n in range(8, 20)], T0)
         tidy(path)
-        db = sqlite3.connect(path)
+        db = raw_db(path)
         assert db.execute("SELECT count(*) FROM feed").fetchone()[0] == 5
         db.close()
         assert len(reg.search(parse_query("tux"), 50, T0 + 1)) == 20
@@ -716,7 +716,7 @@ def test_large_writes_are_done_in_slices_that_each_commit(reg, tmp_path):
     n = 3 * registry_module.SLICE_ROWS + 1
     files = [entry(i, f"file {i}.bin") for i in range(n)]
     steps = reg.register_steps("10.0.0.1:1", files, T0)
-    other = sqlite3.connect(tmp_path / "tracker.db", timeout=0)
+    other = raw_db(tmp_path / "tracker.db", timeout=0)
     taken = 0
     try:
         while True:
@@ -739,7 +739,7 @@ def test_large_writes_are_done_in_slices_that_each_commit(reg, tmp_path):
 def test_replacing_a_list_by_itself_writes_nothing(reg, tmp_path):
     files = [entry(i, f"file {i}.bin") for i in range(2000)]
     me = reg.register("10.0.0.1:1", files, T0)
-    db = sqlite3.connect(tmp_path / "tracker.db")
+    db = raw_db(tmp_path / "tracker.db")
     before = db.execute("SELECT max(seq) FROM feed").fetchone()[0]
     assert reg.replace_files(me.peer_id, me.token, files, T0 + 1) == 2000
     assert db.execute("SELECT max(seq) FROM feed").fetchone()[0] == before
@@ -788,7 +788,7 @@ def test_client_limits_bound_peers_and_files_per_address(tmp_path):
 def test_a_big_peer_shown_after_its_dial_back_is_announced_in_slices(reg, tmp_path):
     n = 2 * registry_module.SLICE_ROWS + 7
     me = reg.register("10.0.0.1:1", [entry(i, f"f{i}") for i in range(n)], T0, check=True)
-    db = sqlite3.connect(tmp_path / "tracker.db")
+    db = raw_db(tmp_path / "tracker.db")
     assert db.execute("SELECT count(*) FROM feed WHERE kind = 'added'").fetchone()[0] == 0
     steps = reg.settle_steps(me.peer_id, reachable=True, reason="ok", evict_holders=False, now=T0)
     assert sum(1 for _ in steps) == 2  # three transactions
@@ -802,6 +802,6 @@ def test_a_registration_never_handed_out_leaves_kept_answers_alone(reg, tmp_path
     coming and going (a flood) does not make every worker drop its kept answers."""
     me = reg.register("10.0.0.1:1", [entry(i, f"f{i}") for i in range(300)], T0, check=True)
     reg.remove(me.peer_id, me.token, T0)
-    db = sqlite3.connect(tmp_path / "tracker.db")
+    db = raw_db(tmp_path / "tracker.db")
     assert db.execute("SELECT kind FROM feed").fetchall() == []
     db.close()
