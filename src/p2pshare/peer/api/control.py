@@ -388,6 +388,8 @@ def create_app(
                     last_status = now
                     doc = _status(node, downloads=False).model_dump(exclude={"downloads"})
                     yield _sse("status", doc)
+                    # the rate of a stalled download falls with no change to announce it
+                    sent = {cid: v for cid, v in sent.items() if not _moving(node, cid)}
                 for d in node.downloads.all():
                     if sent.get(d.content_id) != d.version:
                         sent[d.content_id] = d.version
@@ -568,6 +570,10 @@ def create_app(
 
     web_page.install(app)
     return app
+
+
+def _moving(node: PeerNode, content_id: str) -> bool:
+    return node.downloads.get(content_id).state in ("starting", "downloading")
 
 
 def _sse(event: str, doc: object) -> bytes:

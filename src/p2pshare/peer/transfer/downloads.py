@@ -165,9 +165,10 @@ class DownloadManager:
         return download
 
     async def cancel(self, content_id: str) -> Download:
-        """Stop fetching ``content_id`` and delete its partial file and record."""
+        """Stop fetching ``content_id`` and delete its partial file and record (a failed
+        download too: its partial file is kept for a resume until then)."""
         download = self.get(content_id)
-        if download.done:
+        if download.state in ("complete", "cancelled"):
             raise errors.UsageError(f"the download is {download.state}: nothing to cancel")
         await self._stop(content_id)
         record = self._records / f"{content_id}.json"

@@ -311,7 +311,7 @@ function drawDownload(d) {
       }),
     ),
   );
-  const actions = actionsFor(d.state).join(",");
+  const actions = `${actionsFor(d.state).join(",")} ${name}`; // labels name the file
   if (actions !== parts.actionState) {
     parts.actionState = actions;
     parts.actions.replaceChildren(

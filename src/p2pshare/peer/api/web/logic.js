@@ -77,6 +77,7 @@ export function sseParser(onEvent) {
     buffer += chunk;
     let end;
     while ((end = buffer.search(/\r\n|\r|\n/)) >= 0) {
+      if (buffer[end] === "\r" && end === buffer.length - 1) break; // "\r\n" cut in two?
       const text = buffer.slice(0, end);
       const sep = buffer[end] === "\r" && buffer[end + 1] === "\n" ? 2 : 1;
       buffer = buffer.slice(end + sep);
@@ -180,6 +181,7 @@ export function whyText(view) {
 /** Which actions a download in `state` offers. */
 export function actionsFor(state) {
   if (state === "paused") return ["resume", "cancel"];
+  if (state === "failed") return ["cancel"]; // deletes the partial file kept for a resume
   if (state === "starting" || state === "downloading") return ["pause", "cancel"];
   return [];
 }
