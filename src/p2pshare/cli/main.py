@@ -529,11 +529,15 @@ def demo(
     workdir: Annotated[
         Path | None, typer.Option(help="Folder for the demo network (default: a temporary one).")
     ] = None,
+    keep: Annotated[
+        bool, typer.Option("--keep", help="Keep the network running (Ctrl-C stops it).")
+    ] = False,
 ) -> None:
-    """Start a local network (tracker + 3 peers), search, download, and summarize."""
+    """Start a local network (tracker + 3 peers), search, download, and summarize;
+    prints each peer's web page."""
     from p2pshare.demo import run_demo
 
-    run_demo(workdir)
+    run_demo(workdir, keep=keep)
 
 
 def _exit_with(exc: errors.P2PShareError, code: int) -> None:
