@@ -121,6 +121,26 @@ function el(tag, props = {}, ...children) {
   return node;
 }
 
+/** `fn` run once, `ms` after the first of a burst of calls (50 downloads ending at
+ * once ask for one reload of the shared files, not 50). */
+function coalesced(fn, ms) {
+  let timer = 0;
+  return () => {
+    if (timer) return;
+    timer = setTimeout(() => {
+      timer = 0;
+      fn();
+    }, ms);
+  };
+}
+
+/** Reload a view's list if it is on screen; else when it is shown next. */
+function whenShown(view, load) {
+  return coalesced(() => {
+    if (!$(`view-${view}`).hidden) load();
+  }, 300);
+}
+
 function say(id, text) {
   $(id).textContent = text;
 }
@@ -235,8 +255,8 @@ function onDownload(view) {
   dirty.add(view.content_id);
   if (!frame) frame = requestAnimationFrame(drawDownloads);
   if (before === undefined || before.state !== view.state) {
-    if (view.state === "complete") loadFiles();
-    loadSubscriptions();
+    if (view.state === "complete") refreshFiles();
+    refreshSubscriptions();
   }
 }
 
@@ -328,18 +348,32 @@ function drawDownload(d) {
   (trace.downloads[d.content_id] ??= []).push([Date.now(), d.bytes_done, d.state]);
 }
 
+// the strip's colours, read once per colour scheme: reading styles for each of 50
+// strips at once forced a style recalculation each (a 190 ms long task)
+let colours = null;
+matchMedia("(prefers-color-scheme: dark)").addEventListener("change", () => {
+  colours = null;
+  for (const d of downloads.values()) dirty.add(d.content_id);
+  if (!frame) frame = requestAnimationFrame(drawDownloads);
+});
+
+function stripColours() {
+  if (colours === null) {
+    const style = getComputedStyle(document.documentElement);
+    colours = {};
+    for (const key of ["verified", "partial", "flight", "missing"]) {
+      colours[key] = style.getPropertyValue(`--${key}`).trim();
+    }
+  }
+  return colours;
+}
+
 function drawStrip(canvas, d) {
   const cells = piecesStrip(d.have, d.pieces, d.in_flight, STRIP_CELLS);
   const n = cells.length;
-  canvas.width = Math.max(n, 1);
+  if (canvas.width !== Math.max(n, 1)) canvas.width = Math.max(n, 1);
   const ctx = canvas.getContext("2d");
-  const style = getComputedStyle(canvas);
-  const colours = {
-    verified: style.getPropertyValue("--verified"),
-    partial: style.getPropertyValue("--partial"),
-    flight: style.getPropertyValue("--flight"),
-    missing: style.getPropertyValue("--missing"),
-  };
+  const colours = stripColours();
   cells.forEach((cell, i) => {
     ctx.fillStyle = colours[cell];
     ctx.fillRect(i, 0, 1, 1);
@@ -361,6 +395,8 @@ async function act(action, cid) {
 }
 
 // -- shared files ------------------------------------------------------------------
+
+const refreshFiles = whenShown("shared", () => loadFiles());
 
 async function loadFiles() {
   let doc;
@@ -407,6 +443,7 @@ async function copyText(text, button) {
 // -- subscriptions -----------------------------------------------------------------
 
 let subsPending = false;
+const refreshSubscriptions = whenShown("subscriptions", () => loadSubscriptions());
 
 async function loadSubscriptions() {
   if (subsPending) return;
@@ -491,7 +528,7 @@ function onStatus(s) {
   say("rate-top", formatRate(top));
   if (s.files !== lastFiles) {
     lastFiles = s.files;
-    if (!$("view-shared").hidden) loadFiles();
+    refreshFiles();
   }
 }
 
