@@ -12,7 +12,7 @@ from typing import Any
 import httpx
 import pytest
 
-from p2pshare.localnet import LocalNetwork, PeerProc, wait_for
+from p2pshare.localnet import LocalNetwork, PeerProc, TrackerProc, wait_for
 from p2pshare.peer.transfer.partial import partial_path
 from tests.integration.helpers import api, cli, sha256, wait_registered, write_random
 
@@ -49,19 +49,30 @@ def _sse(peer: PeerProc, path: str, **params: Any) -> Iterator[tuple[str, Any]]:
                 yield event, json.loads(line[6:])
 
 
-def test_pause_keeps_the_partial_file_and_resume_finishes_from_it(
+def test_pause_keeps_the_partial_file_across_a_restart_and_resume_finishes_from_it(
     net: LocalNetwork, tmp_path: Path
 ) -> None:
     seed, fetcher, cid = _slow_pair(net, tmp_path, 4 << 20)
     _post(fetcher, "/v1/downloads", {"content_id": cid})
     wait_for(lambda: api(fetcher, f"/v1/downloads/{cid}")["bytes_done"] > 0, 20, "progress")
-    paused = _post(fetcher, f"/v1/downloads/{cid}/pause")
-    assert paused["state"] == "paused"
+    paused = cli("pause", cid[:12], "--api", fetcher.api)
+    assert paused.returncode == 0, paused.stderr
+    assert paused.stdout.startswith("paused: slow.bin")
     assert partial_path(fetcher.share / "slow.bin").exists()
-    kept = api(fetcher, f"/v1/downloads/{cid}")["bytes_done"]
     view = api(fetcher, f"/v1/downloads/{cid}")
     assert view["state"] == "paused" and view["rate"] == 0
-    assert base64.b64decode(view["have"]).count(0) < len(base64.b64decode(view["have"]))
+    kept = view["bytes_done"]
+    have = base64.b64decode(view["have"])
+    assert 0 < sum(bin(b).count("1") for b in have) == view["pieces_done"]
+
+    # a restart of the peer keeps it paused, with what it holds
+    fetcher.stop()
+    tracker = next(p for p in net.procs if isinstance(p, TrackerProc))
+    config = str(tmp_path / "slow.toml")
+    fetcher = net.start_peer("fetcher", "--config", config, tracker=tracker.url)
+    view = api(fetcher, f"/v1/downloads/{cid}")
+    assert (view["state"], view["name"], view["bytes_done"]) == ("paused", "slow.bin", kept)
+    wait_registered(fetcher)
 
     result = cli("resume", cid[:12], "--api", fetcher.api)
     assert result.returncode == 0, result.stderr

@@ -19,7 +19,12 @@ from p2pshare.core.manifest import Manifest, check_content_id
 from p2pshare.core.paths import check_share_name
 from p2pshare.peer.rpc.client import PeerClients
 from p2pshare.peer.sharing.hashing import hash_file
-from p2pshare.peer.transfer.partial import PartialDownload, load_record, partial_path
+from p2pshare.peer.transfer.partial import (
+    PartialDownload,
+    load_record,
+    partial_path,
+    recorded_pieces,
+)
 from p2pshare.peer.transfer.progress import Download
 from p2pshare.peer.transfer.swarm import DownloadLimit, FindProviders, Swarm, SwarmTools
 
@@ -132,9 +137,28 @@ class DownloadManager:
             manifest, target = loaded
             download = Download(manifest.content_id, target.parent, listener=self._changed)
             self._downloads[manifest.content_id] = download
+            if self._paused_mark(manifest.content_id).exists():  # paused: it stays so
+                self._show_paused(download, manifest, record)
+                continue
             self._tasks[manifest.content_id] = asyncio.create_task(self._run(download, manifest))
             count += 1
         return count
+
+    def _paused_mark(self, content_id: str) -> Path:
+        """A file beside the record that keeps a download paused across restarts."""
+        return self._records / f"{content_id}.paused"
+
+    def _show_paused(self, download: Download, manifest: Manifest, record: Path) -> None:
+        have = recorded_pieces(record, manifest)
+        download.name, download.size, download.pieces = (
+            manifest.name,
+            manifest.size,
+            manifest.piece_count,
+        )
+        download.pieces_done = len(have)
+        download.bytes_done = sum(manifest.piece_length(i) for i in have)
+        download.state, download.why_stalled = "paused", "paused by the user"
+        self._have[manifest.content_id] = have.to_bytes()
 
     def _changed(self) -> None:
         self.changed()
@@ -148,6 +172,10 @@ class DownloadManager:
             raise errors.UsageError(f"the download is {download.state}: nothing to pause")
         await self._stop(content_id)
         download.state, download.why_stalled = "paused", "paused by the user"
+        try:
+            self._paused_mark(content_id).touch()
+        except OSError as exc:  # paused all the same, until the next start of the peer
+            log.warning("cannot keep %s paused across restarts: %s", content_id[:12], exc)
         download.touch()
         return download
 
@@ -158,6 +186,7 @@ class DownloadManager:
             raise errors.UsageError(f"the download is {download.state}, not paused")
         earlier = load_record(self._records / f"{content_id}.json")
         manifest = earlier[0] if earlier and earlier[0].content_id == content_id else None
+        self._paused_mark(content_id).unlink(missing_ok=True)
         download.restart()
         self._tasks[content_id] = asyncio.create_task(
             self._run(download, manifest), name=f"download-{content_id[:12]}"
@@ -177,7 +206,7 @@ class DownloadManager:
         if download.name:
             with contextlib.suppress(errors.DownloadFailed):  # a name we never wrote under
                 targets.append(_target_path(download.out_dir, download.name))
-        for path in [record, *(partial_path(t) for t in targets)]:
+        for path in [record, self._paused_mark(content_id), *(partial_path(t) for t in targets)]:
             try:
                 path.unlink(missing_ok=True)
             except OSError as exc:
