@@ -27,9 +27,11 @@ CHROMIUM_ARGS = [
 ]
 
 
-@pytest.fixture(scope="session")
+@pytest.fixture(scope="module")
 def browser(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Any]:
-    """A persistent Chromium context with a fresh profile (one per test session)."""
+    """A persistent Chromium context with a fresh profile, one per test module: while
+    it is open, Playwright's sync API keeps an event loop running on this thread, where
+    later tests' ``asyncio.run`` would fail ("cannot be called from a running loop")."""
     if not Path(CHROMIUM).exists():
         pytest.skip(f"{CHROMIUM} is missing (scripts/test installs Debian's chromium)")
     sync_api = pytest.importorskip("playwright.sync_api")

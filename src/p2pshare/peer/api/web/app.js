@@ -29,6 +29,7 @@ window.p2pshareTrace = trace;
 // -- talking to the control API ------------------------------------------------
 
 class ApiError extends Error {}
+class TokenRefused extends ApiError {}
 
 function headers(extra = {}) {
   const token = sessionStorage.getItem(TOKEN_KEY);
@@ -59,7 +60,10 @@ async function call(method, path, body) {
  */
 async function readEvents(path, onEvent, signal) {
   const answer = await fetch(path, { headers: headers(), signal });
-  if (answer.status === 401) askToken("the peer refused the token");
+  if (answer.status === 401) {
+    askToken("the peer refused the token");
+    throw new TokenRefused("the control API asks for its token");
+  }
   if (!answer.ok) {
     let detail = `HTTP ${answer.status}`;
     try {
@@ -87,6 +91,10 @@ function follow(path, onEvent, onState) {
         await readEvents(path, onEvent);
         onState("reconnecting");
       } catch (err) {
+        if (err instanceof TokenRefused) {
+          onState("waiting for the token"); // the token form reloads the page
+          return;
+        }
         onState(`reconnecting (${err.message})`);
       }
       await new Promise((done) => setTimeout(done, 1000));
