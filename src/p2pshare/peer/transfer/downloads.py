@@ -272,6 +272,7 @@ class DownloadManager:
                 download.pieces_done = len(partial.have)
                 download.bytes_done = sum(manifest.piece_length(i) for i in partial.have)
                 download.state = "downloading"
+                download.why_stalled = None  # the swarm says from now on why it waits
                 download.touch()
                 swarm = Swarm(self._tools, download, partial, providers)
                 self._swarms[manifest.content_id] = swarm

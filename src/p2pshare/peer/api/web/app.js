@@ -322,8 +322,8 @@ function drawDownload(d) {
   parts.line.textContent = [
     `${pct}%`,
     `${formatSize(d.bytes_done)} of ${formatSize(d.size)}`,
-    running ? formatRate(d.rate) : d.state,
-    running ? `ETA ${formatEta(d.size - d.bytes_done, d.rate)}` : "",
+    running ? `rate ${formatRate(d.rate)}` : d.state,
+    running ? `time left ${formatEta(d.size - d.bytes_done, d.rate)}` : "",
   ]
     .filter(Boolean)
     .join(" · ");
