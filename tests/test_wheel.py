@@ -11,6 +11,8 @@ from pathlib import Path
 
 import pytest
 
+from p2pshare.peer.api.web_page import ASSETS
+
 pytestmark = [pytest.mark.slow, pytest.mark.integration]
 ROOT = Path(__file__).resolve().parent.parent
 UV = str(ROOT / "scripts" / "uv")
@@ -19,6 +21,8 @@ PACKAGE_FILES = [
     "p2pshare/_proto/peer_pb2.py",
     "p2pshare/_proto/peer_pb2.pyi",
     "p2pshare/_proto/peer_pb2_grpc.py",
+    # the web page: every file it loads (web_page.ASSETS), so a missing one fails here
+    *(f"p2pshare/peer/api/web/{name}" for name in ASSETS),
 ]
 
 

@@ -63,7 +63,7 @@ def _sha256(path: Path) -> str:
     return h.hexdigest()
 
 
-def run_demo(workdir: Path | None) -> None:
+def run_demo(workdir: Path | None, *, keep: bool = False) -> None:
     root = Path(workdir or tempfile.mkdtemp(prefix="p2pshare-demo-")).resolve()
     root.mkdir(parents=True, exist_ok=True)
     net = LocalNetwork(root)
@@ -77,6 +77,8 @@ def run_demo(workdir: Path | None) -> None:
         peers = [net.start_peer(name, tracker=tracker.url) for name in ("alice", "bob", "carol")]
         for p in peers:
             console.print(f"peer     {p.name:6} grpc {p.address}  control API {p.api}")
+        for p in peers:
+            console.print(f"web page {p.name:6} {p.api}/")
         carol = peers[2]
 
         _run("carol searches the network for 'holiday':", "search", "holiday", "--api", carol.api)
@@ -104,5 +106,9 @@ def run_demo(workdir: Path | None) -> None:
         console.print(table)
         if not same:
             raise DownloadFailed("the downloaded file differs from the original")
+        if keep:
+            console.print("\nthe network keeps running: open a web page above; Ctrl-C stops it")
+            while all(p.alive() for p in peers):
+                time.sleep(1)
     finally:
         net.stop_all()

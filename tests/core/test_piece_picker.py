@@ -268,3 +268,18 @@ def test_have_updates_keep_rarity_right() -> None:
     picker.update_have("y", PieceSet(3, [2]))
     picker.failed("seed", 1)
     assert picker.pick("seed", 3) == [1, 0, 2]  # 1 is the rarest; 0 and 2 tie, index order
+
+
+def test_bytes_per_provider_are_counted_and_kept_after_the_provider_goes() -> None:
+    picker: PiecePicker[str] = PiecePicker(4, piece_size=100)
+    picker.add_provider("a")
+    picker.add_provider("b")
+    assert picker.pick("a", 2) == [0, 1]
+    assert picker.pick("b", 1) == [2]
+    assert picker.all_in_flight() == {0, 1, 2}
+    picker.received("a", 0, now=1.0, size=100)
+    picker.received("b", 2, now=1.0, size=100)
+    picker.received("a", 1, now=1.5, size=100)
+    assert picker.all_in_flight() == set()
+    picker.remove_provider("a")
+    assert picker.delivered() == {"a": 200, "b": 100}

@@ -42,3 +42,19 @@ def test_a_stall_brings_the_rate_to_zero_and_not_the_last_speed(clock: Clock) ->
     assert 0 < download.rate < 6 << 20  # half the window without anything
     clock.now += 1.5
     assert download.rate == 0.0
+
+
+def test_bytes_received_listeners_and_a_restart_after_a_pause(clock: Clock) -> None:
+    told: list[int] = []
+    d = Download("c" * 64, Path("/tmp"))
+    d.listener = lambda: told.append(d.version)
+    d.bytes_done = 1000  # resumed from disk: not received by this run
+    d.add_bytes(500)
+    assert (d.received, d.bytes_done, told) == (500, 1500, [1])
+    d.state = "paused"
+    assert d.rate == 0.0 and not d.done
+    d.restart()
+    assert (d.state, d.finished, d.why_stalled) == ("starting", None, None)
+    assert told == [1, 2]
+    d.state = "cancelled"
+    assert d.done

@@ -352,7 +352,7 @@ def get(
             transient=True,
         ) as bar:
             task = bar.add_task(_label(view), total=view["size"] or None)
-            while view["state"] not in ("complete", "failed"):
+            while view["state"] not in ("complete", "failed", "cancelled"):
                 view = client.get(path, after=view["version"], wait=5)
                 bar.update(
                     task,
@@ -364,6 +364,8 @@ def get(
         _print_json(view)
     if view["state"] == "failed":
         raise errors.DownloadFailed(view["error"] or "the download failed")
+    if view["state"] == "cancelled":
+        raise errors.DownloadFailed("the download was cancelled")
     if not as_json:
         rate = view["size"] / view["seconds"] if view["seconds"] > 0 else 0
         # one line, never wrapped, whatever the width: path=$(p2pshare get ...) reads it
@@ -496,16 +498,49 @@ def unsubscribe(
     out.print(shown(f"removed subscription {sub['id']} ({sub['query']!r})"))
 
 
+def _act_on_download(action: str, content_id: str, api: str | None, config: Path | None) -> None:
+    with _control(api, config) as client:
+        view = client.post(f"/v1/downloads/{content_id}/{action}", {})
+    out.print(shown(f"{view['state']}: {_label(view)}"), highlight=False)
+
+
+DownloadIdArg = Annotated[
+    str, typer.Argument(metavar="ID", help="Content id (or a unique prefix) of the download.")
+]
+
+
+@app.command()
+def pause(content_id: DownloadIdArg, api: ApiOpt = None, config: ConfigOpt = None) -> None:
+    """Pause a download: the partial file and its record stay for 'resume'."""
+    _act_on_download("pause", content_id, api, config)
+
+
+@app.command()
+def resume(content_id: DownloadIdArg, api: ApiOpt = None, config: ConfigOpt = None) -> None:
+    """Resume a paused download from the pieces it already holds."""
+    _act_on_download("resume", content_id, api, config)
+
+
+@app.command()
+def cancel(content_id: DownloadIdArg, api: ApiOpt = None, config: ConfigOpt = None) -> None:
+    """Cancel a download and delete its partial file."""
+    _act_on_download("cancel", content_id, api, config)
+
+
 @app.command()
 def demo(
     workdir: Annotated[
         Path | None, typer.Option(help="Folder for the demo network (default: a temporary one).")
     ] = None,
+    keep: Annotated[
+        bool, typer.Option("--keep", help="Keep the network running (Ctrl-C stops it).")
+    ] = False,
 ) -> None:
-    """Start a local network (tracker + 3 peers), search, download, and summarize."""
+    """Start a local network (tracker + 3 peers), search, download, and summarize;
+    prints each peer's web page."""
     from p2pshare.demo import run_demo
 
-    run_demo(workdir)
+    run_demo(workdir, keep=keep)
 
 
 def _exit_with(exc: errors.P2PShareError, code: int) -> None:

@@ -92,6 +92,7 @@ class PiecePicker(Generic[P]):
         self._seeders = 0
         self._availability = [0] * count  # from providers with a partial have-map
         self._requested: dict[int, set[P]] = {}
+        self._delivered: dict[P, int] = {}  # verified bytes from each provider, kept after it goes
 
     @property
     def held(self) -> PieceSet:
@@ -194,6 +195,7 @@ class PiecePicker(Generic[P]):
 
     def received(self, provider: P, index: int, *, now: float | None = None, size: int = 0) -> bool:
         """A verified piece of ``size`` bytes arrived at ``now``; True if it was new."""
+        self._delivered[provider] = self._delivered.get(provider, 0) + size
         state = self._providers.get(provider)
         if state is not None:
             state.in_flight.discard(index)
@@ -244,6 +246,14 @@ class PiecePicker(Generic[P]):
     def ranking(self, now: float) -> list[P]:
         """Providers, fastest first: the order to prefer them in."""
         return sorted(self._providers, key=lambda p: -self._providers[p].rate(now))
+
+    def delivered(self) -> dict[P, int]:
+        """Verified bytes received from each provider so far, gone ones included."""
+        return dict(self._delivered)
+
+    def all_in_flight(self) -> set[int]:
+        """Pieces asked of some provider and not yet received."""
+        return set(self._requested)
 
     def in_flight(self, provider: P) -> frozenset[int]:
         state = self._providers.get(provider)

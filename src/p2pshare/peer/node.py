@@ -25,7 +25,7 @@ from p2pshare.core.pubsub import ADDED, REMOVED, ShareChange
 from p2pshare.core.query_router import DEFAULT_TTL
 from p2pshare.core.tracker_session import Registration
 from p2pshare.peer.discovery.providers import ProviderLookup
-from p2pshare.peer.discovery.search import OVERLAY_TIMEOUT, NetworkSearch
+from p2pshare.peer.discovery.search import OVERLAY_TIMEOUT, HitsFound, NetworkSearch
 from p2pshare.peer.discovery.tracker_session import TrackerSession
 from p2pshare.peer.overlay.network import SAVED_NAME, Overlay
 from p2pshare.peer.overlay.publisher import NeighbourFeeds, Publisher, tracker_changes
@@ -380,6 +380,25 @@ class PeerNode:
         return await self.network_search.search_everywhere(
             query, limit, source=source, ttl=ttl, walkers=walkers, timeout=timeout
         )
+
+    def search_stream(
+        self,
+        query: str,
+        limit: int,
+        *,
+        source: str = "both",
+        ttl: int = DEFAULT_TTL,
+        walkers: int = 0,
+        timeout: float = OVERLAY_TIMEOUT,
+    ) -> AsyncIterator[HitsFound]:
+        """Hits as each source gives them (``NetworkSearch.search_stream``)."""
+        return self.network_search.search_stream(
+            query, limit, source=source, ttl=ttl, walkers=walkers, timeout=timeout
+        )
+
+    def bytes_received(self) -> int:
+        """Bytes of verified pieces downloaded since the start."""
+        return sum(d.received for d in self.downloads.all())
 
     def resolve_content_id(self, id_or_prefix: str) -> str:
         """A full content id from an id or a unique prefix of one seen by this peer."""

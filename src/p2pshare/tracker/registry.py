@@ -1136,8 +1136,7 @@ class SqliteRegistry:
 
     def _drop_orphan_names(self, name_ids: Iterable[int]) -> None:
         self._db.executemany(
-            "DELETE FROM names WHERE id = ?"
-            " AND NOT EXISTS (SELECT 1 FROM files WHERE name_id = ?)",
+            "DELETE FROM names WHERE id = ? AND NOT EXISTS (SELECT 1 FROM files WHERE name_id = ?)",
             ((i, i) for i in set(name_ids)),
         )
 

@@ -29,15 +29,21 @@ from starlette.types import ASGIApp, Receive, Scope, Send
 from p2pshare import __version__, errors, http_errors
 from p2pshare.config import API_TOKEN_ENV, API_TOKEN_FILE, PeerSettings
 from p2pshare.core.browser_origin import host_allowed, is_loopback, origin_allowed
+from p2pshare.core.names import parse_query
 from p2pshare.core.query_router import DEFAULT_TTL, MAX_TTL, MAX_WALKERS
+from p2pshare.peer.api import web_page
 from p2pshare.peer.node import PeerNode
 from p2pshare.peer.overlay.subscriptions import Subscription
 from p2pshare.peer.sharing.folders import check_out_folder
+from p2pshare.peer.transfer.downloads import PiecesDetail
 from p2pshare.peer.transfer.progress import Download
+from p2pshare.peer.transfer.pulse import Pulse
 from p2pshare.tracker.models import ErrorResponse, FileEntry, SearchHit
 
 LONG_POLL_MAX = 30.0
 KEEPALIVE_SECONDS = 15.0
+LIVE_STATUS_EVERY = 1.0  # seconds between status events of /v1/status/events
+LIVE_MIN_INTERVAL = 0.1  # seconds: download changes are sent at most this often
 OPEN_PATHS = frozenset({"/healthz"})
 
 
@@ -84,7 +90,11 @@ class _TokenGate:
         self.expected = f"Bearer {token}".encode()
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
-        if scope["type"] == "http" and scope["path"] not in OPEN_PATHS:
+        if (
+            scope["type"] == "http"
+            and scope["path"] not in OPEN_PATHS
+            and not web_page.is_page_asset(scope["path"])
+        ):
             given = dict(scope["headers"]).get(b"authorization", b"")
             if not hmac.compare_digest(given, self.expected):
                 why = "wrong token" if given else "no token"
@@ -169,10 +179,27 @@ class DownloadView(_Model):
     why_stalled: str | None
     seconds: float
     version: int
+    out_dir: str = Field("", description="The folder it is saved into.")
+    received: int = Field(0, description="Bytes received by this run of the peer.")
+    delivered: dict[str, int] = Field(
+        default_factory=dict, description="Verified bytes received from each provider."
+    )
+    have: str = Field(
+        "",
+        description="Verified pieces: base64 of a bitfield (piece i: byte i // 8, bit"
+        " 0x80 >> i % 8).",
+    )
+    in_flight: list[int] = Field(
+        default_factory=list, description="Pieces asked of a provider, not yet received."
+    )
 
     @classmethod
-    def of(cls, d: Download) -> DownloadView:
+    def of(cls, d: Download, detail: PiecesDetail | None = None) -> DownloadView:
         end = d.finished or time.monotonic()
+        more: dict[str, Any] = {}
+        if detail is not None:
+            more = {"delivered": detail.delivered, "have": detail.have}
+            more["in_flight"] = detail.in_flight
         return cls(
             content_id=d.content_id,
             name=d.name,
@@ -189,6 +216,9 @@ class DownloadView(_Model):
             why_stalled=d.why_stalled,
             seconds=end - d.started,
             version=d.version,
+            out_dir=str(d.out_dir),
+            received=d.received,
+            **more,
         )
 
 
@@ -199,6 +229,10 @@ class SearchResult(_Model):
 
 class FilesView(_Model):
     files: list[FileEntry]
+    served: dict[str, int] = Field(
+        default_factory=dict,
+        description="Bytes of each file (by content id) served to other peers since the start.",
+    )
 
 
 class TrackerView(_Model):
@@ -233,14 +267,29 @@ class SubscribeRequest(_Model):
     into: str = Field(max_length=4096, description="Absolute folder to download into.")
 
 
+class FetchedView(_Model):
+    content_id: str
+    name: str
+    state: str
+
+
 class SubscriptionView(_Model):
     id: str
     query: str
     into: str
+    fetched: list[FetchedView] = Field(
+        default_factory=list, description="Downloads into its folder since the peer started."
+    )
 
     @classmethod
-    def of(cls, s: Subscription) -> SubscriptionView:
-        return cls(id=s.id, query=s.query, into=s.into)
+    def of(cls, s: Subscription, downloads: list[Download] | None = None) -> SubscriptionView:
+        into = Path(s.into)
+        fetched = [
+            FetchedView(content_id=d.content_id, name=d.name, state=d.state)
+            for d in downloads or []
+            if d.out_dir == into
+        ]
+        return cls(id=s.id, query=s.query, into=s.into, fetched=fetched)
 
 
 class SubscriptionsView(_Model):
@@ -275,6 +324,9 @@ class StatusView(_Model):
     bytes_served: int
     downloads: list[DownloadView]
     uptime: float
+    bytes_received: int = Field(0, description="Bytes of verified pieces downloaded.")
+    tls: bool = Field(False, description="Whether calls between peers use TLS.")
+    private_network: bool = Field(False, description="Whether a network key is set.")
 
 
 def create_app(
@@ -310,48 +362,55 @@ def create_app(
 
     @app.get("/v1/status")
     async def status() -> StatusView:
-        t = await node.tracker_state_now()
-        files = node.share.files()
-        uploaded = node.served()
-        return StatusView(
-            version=__version__,
-            peer_id=t.peer_id,
-            address=node.address,
-            listening=node.listening,
-            share=str(node.share_root),
-            files=len(files),
-            shared_bytes=sum(f.size for f in files),
-            scan=ScanView(
-                hashed=node.scan.hashed,
-                cached=node.scan.cached,
-                skipped=[f"{path}: {why}" for path, why in node.scan.skipped],
-            ),
-            tracker=TrackerView(
-                url=t.url,
-                state=t.state,
-                peer_id=t.peer_id,
-                last_ok=t.last_ok,
-                reachable=t.reachable,
-            ),
-            neighbours=node.overlay.neighbours(),
-            overlay=OverlayView(**dataclasses.asdict(node.overlay_stats())),
-            pubsub=PubSubView(
-                following=node.feeds.following(),
-                subscribers=node.publisher.subscribers,
-                published=node.publisher.published,
-                relayed=node.publisher.relayed,
-                tracker_events=node.tracker_events,
-                subscriptions=len(node.subscriptions.all()),
-            ),
-            pieces_served=uploaded.pieces,
-            bytes_served=uploaded.bytes,
-            downloads=[DownloadView.of(d) for d in node.downloads.all()],
-            uptime=time.time() - node.started,
+        await node.tracker_state_now()
+        return _status(node)
+
+    changed = Pulse()  # any download changed: wakes the live streams
+    node.downloads.changed = changed.fire
+
+    def view(d: Download) -> DownloadView:
+        return DownloadView.of(d, node.downloads.detail(d.content_id))
+
+    @app.get(
+        "/v1/status/events",
+        response_class=StreamingResponse,
+        responses={200: {"content": {"text/event-stream": {}}}},
+    )
+    async def status_events() -> StreamingResponse:
+        """Server-sent events for a live view: ``status`` (the status without its
+        downloads) at once and every second, and ``download`` (a download's view, with
+        its pieces map) each time one changes, at most every 0.1 s each."""
+
+        async def stream() -> AsyncIterator[bytes]:
+            sent: dict[str, int] = {}
+            last_status = -LIVE_STATUS_EVERY
+            yield b": p2pshare live status\n\n"
+            while True:
+                now = time.monotonic()
+                if now - last_status >= LIVE_STATUS_EVERY:
+                    last_status = now
+                    doc = _status(node, downloads=False).model_dump(exclude={"downloads"})
+                    yield _sse("status", doc)
+                    # the rate of a stalled download falls with no change to announce it
+                    sent = {cid: v for cid, v in sent.items() if not _moving(node, cid)}
+                for d in node.downloads.all():
+                    if sent.get(d.content_id) != d.version:
+                        sent[d.content_id] = d.version
+                        yield _sse("download", view(d).model_dump())
+                if any(sent.get(d.content_id) != d.version for d in node.downloads.all()):
+                    await asyncio.sleep(LIVE_MIN_INTERVAL)
+                    continue
+                left = LIVE_STATUS_EVERY - (time.monotonic() - last_status)
+                if await changed.wait(max(left, 0.0)):
+                    await asyncio.sleep(LIVE_MIN_INTERVAL)  # one event for a burst of pieces
+
+        return StreamingResponse(
+            stream(), media_type="text/event-stream", headers={"Cache-Control": "no-cache"}
         )
 
     @app.get("/v1/files")
     async def files() -> FilesView:
-        return FilesView(files=node.file_entries())
+        return FilesView(files=node.file_entries(), served=node.share.served())
 
     @app.get("/v1/search", responses=_errors(422, 502))
     async def search(
@@ -377,6 +436,41 @@ def create_app(
         )
         return SearchResult(hits=hits, sources=sources)
 
+    @app.get(
+        "/v1/search/stream",
+        response_class=StreamingResponse,
+        responses={200: {"content": {"text/event-stream": {}}}, **_errors(422)},
+    )
+    async def search_stream(
+        q: Annotated[str, Query(min_length=1, max_length=256, description="Words or a glob.")],
+        limit: Annotated[int, Query(ge=1, le=1000)] = 100,
+        source: Annotated[Literal["tracker", "overlay", "both"], Query()] = "both",
+        ttl: Annotated[int, Query(ge=1, le=MAX_TTL)] = DEFAULT_TTL,
+        walkers: Annotated[int, Query(ge=0, le=MAX_WALKERS)] = 0,
+        timeout: Annotated[float, Query(gt=0, le=30)] = 3.0,
+    ) -> StreamingResponse:
+        """The hits of ``/v1/search`` as server-sent events, as each source gives them:
+        ``hits`` ``{"source", "hits", "state"}`` (this peer's share first, then the
+        tracker, then each overlay hit as it arrives; ``state`` is set on a source's
+        last event), then ``done``. Hits are not merged: merge them by content id."""
+        parse_query(q)  # a bad query is a 422, before the stream starts
+        found = node.search_stream(
+            q, limit, source=source, ttl=ttl, walkers=walkers, timeout=timeout
+        )
+
+        async def stream() -> AsyncIterator[bytes]:
+            try:
+                async for batch in found:
+                    hits = [h.model_dump() for h in batch.hits]
+                    yield _sse("hits", {"source": batch.source, "hits": hits, "state": batch.state})
+                yield _sse("done", {})
+            finally:
+                await found.aclose()  # type: ignore[attr-defined]
+
+        return StreamingResponse(
+            stream(), media_type="text/event-stream", headers={"Cache-Control": "no-cache"}
+        )
+
     # 400: a body that is not even text; 404: an unseen prefix
     @app.post("/v1/downloads", status_code=202, responses=_errors(400, 404, 422))
     async def start_download(req: DownloadRequest) -> DownloadView:
@@ -390,7 +484,22 @@ def create_app(
 
     @app.get("/v1/downloads")
     async def downloads() -> list[DownloadView]:
-        return [DownloadView.of(d) for d in node.downloads.all()]
+        return [view(d) for d in node.downloads.all()]
+
+    @app.post("/v1/downloads/{content_id}/pause", responses=_errors(400, 404, 422))
+    async def pause(content_id: str) -> DownloadView:
+        """Stop fetching; the partial file and its record stay, so ``resume`` goes on
+        from the pieces already verified."""
+        return view(await node.downloads.pause(node.resolve_content_id(content_id)))
+
+    @app.post("/v1/downloads/{content_id}/resume", responses=_errors(400, 404, 422))
+    async def resume(content_id: str) -> DownloadView:
+        return view(node.downloads.resume(node.resolve_content_id(content_id)))
+
+    @app.post("/v1/downloads/{content_id}/cancel", responses=_errors(400, 404, 422))
+    async def cancel(content_id: str) -> DownloadView:
+        """Stop fetching and delete the partial file and its record."""
+        return view(await node.downloads.cancel(node.resolve_content_id(content_id)))
 
     @app.get("/v1/downloads/{content_id}", responses=_errors(404, 422))
     async def download(
@@ -403,7 +512,7 @@ def create_app(
         d = node.downloads.get(node.resolve_content_id(content_id))
         if after is not None:
             await d.wait_change(after, wait)
-        return DownloadView.of(d)
+        return view(d)
 
     @app.get(
         "/v1/events",
@@ -449,7 +558,9 @@ def create_app(
     @app.get("/v1/subscriptions")
     async def subscriptions() -> SubscriptionsView:
         return SubscriptionsView(
-            subscriptions=[SubscriptionView.of(s) for s in node.subscriptions.all()]
+            subscriptions=[
+                SubscriptionView.of(s, node.downloads.all()) for s in node.subscriptions.all()
+            ]
         )
 
     @app.post("/v1/subscriptions", status_code=201, responses=_errors(400, 422))
@@ -460,4 +571,53 @@ def create_app(
     async def unsubscribe(sub_id: str) -> SubscriptionView:
         return SubscriptionView.of(node.subscriptions.remove(sub_id))
 
+    web_page.install(app)
     return app
+
+
+def _moving(node: PeerNode, content_id: str) -> bool:
+    return node.downloads.get(content_id).state in ("starting", "downloading")
+
+
+def _sse(event: str, doc: object) -> bytes:
+    return f"event: {event}\ndata: {json.dumps(doc, ensure_ascii=False)}\n\n".encode()
+
+
+def _status(node: PeerNode, *, downloads: bool = True) -> StatusView:
+    files = node.share.files()
+    t = node.registration
+    uploaded = node.served()
+    return StatusView(
+        version=__version__,
+        peer_id=t.peer_id,
+        address=node.address,
+        listening=node.listening,
+        share=str(node.share_root),
+        files=len(files),
+        shared_bytes=sum(f.size for f in files),
+        scan=ScanView(
+            hashed=node.scan.hashed,
+            cached=node.scan.cached,
+            skipped=[f"{path}: {why}" for path, why in node.scan.skipped],
+        ),
+        tracker=TrackerView(
+            url=t.url, state=t.state, peer_id=t.peer_id, last_ok=t.last_ok, reachable=t.reachable
+        ),
+        neighbours=node.overlay.neighbours(),
+        overlay=OverlayView(**dataclasses.asdict(node.overlay_stats())),
+        pubsub=PubSubView(
+            following=node.feeds.following(),
+            subscribers=node.publisher.subscribers,
+            published=node.publisher.published,
+            relayed=node.publisher.relayed,
+            tracker_events=node.tracker_events,
+            subscriptions=len(node.subscriptions.all()),
+        ),
+        pieces_served=uploaded.pieces,
+        bytes_served=uploaded.bytes,
+        downloads=[DownloadView.of(d) for d in node.downloads.all()] if downloads else [],
+        uptime=time.time() - node.started,
+        bytes_received=node.bytes_received(),
+        tls=node.tls is not None,
+        private_network=bool(node.settings.network_key),
+    )

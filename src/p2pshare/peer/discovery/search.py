@@ -11,9 +11,11 @@ from __future__ import annotations
 
 import asyncio
 import logging
-from collections.abc import Callable, Iterable
+from collections.abc import AsyncIterator, Callable, Iterable
+from dataclasses import dataclass
 
 from p2pshare import errors
+from p2pshare._proto import peer_pb2 as pb
 from p2pshare.core.addresses import check_address
 from p2pshare.core.hits import Hit, HitMerger, Provider
 from p2pshare.core.manifest import check_content_id
@@ -29,6 +31,16 @@ log = logging.getLogger(__name__)
 
 OVERLAY_TIMEOUT = 3.0  # seconds an overlay search waits for hits
 SOURCES = ("tracker", "overlay", "both")
+
+
+@dataclass(frozen=True)
+class HitsFound:
+    """Hits of one source as they arrive (``search_stream``); ``state`` is set on the
+    last batch of a source: how it answered ("ok", "unreachable: ...")."""
+
+    source: str  # local, tracker, overlay
+    hits: list[SearchHit]
+    state: str | None = None
 
 
 class NetworkSearch:
@@ -87,6 +99,77 @@ class NetworkSearch:
         self.recent.update((h.content_id, h) for h in hits)
         return hits, sources
 
+    async def search_stream(
+        self,
+        query: str,
+        limit: int,
+        *,
+        source: str = "both",
+        ttl: int = DEFAULT_TTL,
+        walkers: int = 0,
+        timeout: float = OVERLAY_TIMEOUT,
+    ) -> AsyncIterator[HitsFound]:
+        """The hits of ``search_everywhere`` as each source gives them: this peer's
+        share at once, the tracker's answer, then each overlay hit as it arrives
+        (unmerged: the reader merges them by content id, as ``core.hits`` does)."""
+        if source not in SOURCES:
+            raise errors.UsageError(f"source must be one of {', '.join(SOURCES)}")
+        parsed = parse_query(query)
+        me = [self._me()]
+        local = [
+            SearchHit(content_id=f.content_id, name=f.name, size=f.size, providers=me)
+            for f in self._share.files_matching(parsed, limit)
+        ]
+        yield HitsFound("local", local, "ok")
+        found: asyncio.Queue[HitsFound] = asyncio.Queue()
+        asks = []
+        if source in ("tracker", "both") and self._tracker is not None:
+            asks.append(self._stream_tracker(self._tracker, query, limit, found))
+        if source in ("overlay", "both"):
+            asks.append(self._stream_overlay(query, ttl, walkers, limit, timeout, found))
+        tasks = [asyncio.create_task(ask) for ask in asks]
+        try:
+            open_sources = len(tasks)
+            while open_sources:
+                batch = await found.get()
+                for hit in batch.hits:
+                    self.remember(hit)
+                open_sources -= batch.state is not None
+                yield batch
+        finally:
+            for task in tasks:
+                task.cancel()
+            await asyncio.gather(*tasks, return_exceptions=True)
+
+    async def _stream_tracker(
+        self, tracker: TrackerClient, query: str, limit: int, found: asyncio.Queue[HitsFound]
+    ) -> None:
+        sources: dict[str, str] = {}
+        hits = await self._ask_tracker(tracker, query, limit, sources)
+        found.put_nowait(HitsFound("tracker", hits, sources["tracker"]))
+
+    async def _stream_overlay(
+        self,
+        query: str,
+        ttl: int,
+        walkers: int,
+        limit: int,
+        timeout: float,
+        found: asyncio.Queue[HitsFound],
+    ) -> None:
+        if not self._overlay.neighbours():
+            found.put_nowait(HitsFound("overlay", [], "no neighbours"))
+            return
+        try:
+            async for hit in self._overlay.search_overlay(
+                query=query, ttl=ttl, walkers=walkers, limit=limit, timeout=timeout
+            ):
+                checked = _checked(hit)
+                if checked is not None:
+                    found.put_nowait(HitsFound("overlay", [checked]))
+        finally:
+            found.put_nowait(HitsFound("overlay", [], "ok"))
+
     async def _ask_tracker(
         self, tracker: TrackerClient, query: str, limit: int, sources: dict[str, str]
     ) -> list[SearchHit]:
@@ -141,17 +224,26 @@ class NetworkSearch:
             timeout=timeout,
         )
         async for hit in found:
-            try:
-                cid = check_content_id(hit.content_id)
-                name = check_share_name(hit.name)
-                address = check_address(hit.provider.address)
-            except (errors.UsageError, ValueError) as exc:
-                log.debug("dropping a bad overlay hit from %s: %s", hit.provider.address, exc)
+            checked = _checked(hit)
+            if checked is None or (content_id and checked.content_id != content_id):
                 continue
-            if content_id and cid != content_id:
-                continue
-            merger.add(cid, name, hit.size, [Provider(hit.provider.peer_id, address)])
+            merger.add(
+                checked.content_id, checked.name, checked.size, _providers(checked.providers)
+            )
         return [_to_model(h) for h in merger.hits()]
+
+
+def _checked(hit: pb.SearchHit) -> SearchHit | None:
+    """An overlay hit that passes our checks (content id, name, address), else None."""
+    try:
+        cid = check_content_id(hit.content_id)
+        name = check_share_name(hit.name)
+        address = check_address(hit.provider.address)
+    except (errors.UsageError, ValueError) as exc:
+        log.debug("dropping a bad overlay hit from %s: %s", hit.provider.address, exc)
+        return None
+    provider = PeerRef(peer_id=hit.provider.peer_id, address=address)
+    return SearchHit(content_id=cid, name=name, size=hit.size, providers=[provider])
 
 
 def _providers(refs: Iterable[PeerRef]) -> list[Provider]:

@@ -96,10 +96,17 @@ class PieceReader:
     A context manager; ``read`` may be called from several threads at once.
     """
 
-    def __init__(self, fd: int, shared: SharedFile, on_stale: Callable[[SharedFile], None]) -> None:
+    def __init__(
+        self,
+        fd: int,
+        shared: SharedFile,
+        on_stale: Callable[[SharedFile], None],
+        on_read: Callable[[str, int], None] = lambda content_id, n: None,
+    ) -> None:
         self._fd = fd
         self._shared = shared
         self._on_stale = on_stale
+        self._on_read = on_read
         self._closed = False
 
     @property
@@ -136,6 +143,7 @@ class PieceReader:
         ):
             self._on_stale(self._shared)
             raise NotFound(f"{self._shared.name!r} changed on disk since it was indexed")
+        self._on_read(self._shared.content_id, length)
         return data
 
     def close(self) -> None:
@@ -189,6 +197,7 @@ class Share:
         self._by_name: dict[str, SharedFile] = {}
         self._by_id: dict[str, dict[str, SharedFile]] = {}
         self._touched: set[str] | None = None
+        self._served: dict[str, int] = {}  # bytes read for other peers, by content id
 
     @property
     def root(self) -> Path:
@@ -494,7 +503,16 @@ class Share:
             os.close(fd)
             self._drop_stale(shared)
             raise NotFound(f"{shared.name!r} changed on disk since it was indexed")
-        return PieceReader(fd, shared, self._drop_stale)
+        return PieceReader(fd, shared, self._drop_stale, self._count_served)
+
+    def _count_served(self, content_id: str, n: int) -> None:
+        with self._lock:
+            self._served[content_id] = self._served.get(content_id, 0) + n
+
+    def served(self) -> dict[str, int]:
+        """Bytes of each file (by content id) read for other peers since the start."""
+        with self._lock:
+            return dict(self._served)
 
     def target_path(self, name: str) -> Path:
         """Where the file shared as ``name`` lives, or would be saved.

@@ -261,6 +261,12 @@ def _read_record(record: Path, manifest: Manifest) -> tuple[Path, list[int]] | N
         return None
 
 
+def recorded_pieces(record: Path, manifest: Manifest) -> PieceSet:
+    """The pieces a record claims verified (a hint: a resume hashes them again)."""
+    found = _read_record(record, manifest)
+    return PieceSet(manifest.piece_count, found[1] if found else ())
+
+
 def _size_of(path: Path) -> int:
     try:
         return path.lstat().st_size if path.is_file() and not path.is_symlink() else 0

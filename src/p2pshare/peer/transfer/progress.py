@@ -6,6 +6,7 @@ import asyncio
 import contextlib
 import time
 from collections import deque
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -18,7 +19,9 @@ class Download:
 
     content_id: str
     out_dir: Path
-    state: str = "starting"  # starting, downloading, complete, failed
+    # starting, downloading, paused (partial file and record kept), complete, failed,
+    # cancelled (partial file and record deleted)
+    state: str = "starting"
     name: str = ""
     size: int = 0
     pieces: int = 0
@@ -32,18 +35,20 @@ class Download:
     started: float = field(default_factory=time.monotonic)
     finished: float | None = None
     version: int = 0
+    received: int = 0  # bytes received by this run of the peer (not those resumed from disk)
+    listener: Callable[[], None] | None = field(default=None, repr=False)  # told of each change
     _changed: asyncio.Event = field(default_factory=asyncio.Event, repr=False)
     _window: deque[tuple[float, int]] = field(default_factory=deque, repr=False)
 
     @property
     def done(self) -> bool:
-        return self.state in ("complete", "failed")
+        return self.state in ("complete", "failed", "cancelled")
 
     @property
     def rate(self) -> float:
         """Bytes per second over the last two seconds, up to now: a stall brings it to
         zero within two seconds (it kept the last speed while nothing arrived)."""
-        if self.done or not self._window:
+        if self.done or self.state == "paused" or not self._window:
             return 0.0
         now = time.monotonic()
         t0, b0 = self._window[0]
@@ -61,14 +66,25 @@ class Download:
         self.finished = time.monotonic()
         self.touch()
 
+    def restart(self) -> None:
+        """A paused download runs again: forget the end and the rate of the last run."""
+        self.state = "starting"
+        self.error = self.why_stalled = None
+        self.finished = None
+        self._window.clear()
+        self.touch()
+
     def touch(self) -> None:
         self.version += 1
         self._changed.set()
         self._changed = asyncio.Event()
+        if self.listener is not None:
+            self.listener()
 
     def add_bytes(self, n: int) -> None:
         now = time.monotonic()
         self.bytes_done += n
+        self.received += n
         self.pieces_done += 1
         self._window.append((now, self.bytes_done))
         # keep one point older than the window: the rate is measured from it
