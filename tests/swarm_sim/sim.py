@@ -305,8 +305,10 @@ class BlockPeer(Host):
 
     def on_have(self, src: BlockPeer, piece: int) -> None:
         if self.seed is not None:
-            for offer in self.seed.has(src.index, piece):
-                self.send(src, src.on_have, self, offer)
+            for downloader, offer in self.seed.has(src.index, piece):
+                if downloader in self.neighbours:
+                    to = self.neighbours[downloader]
+                    self.send(to, to.on_have, self, offer)
             return
         if self.picker is not None:
             self.picker.have(src.index, piece)
@@ -365,6 +367,10 @@ class BlockPeer(Host):
     def next_chunk(self) -> Chunk | None:
         item = self.queue.next()
         if item is None:
+            if self.seed is not None:  # idle: offer beyond the spread limit
+                for downloader, offer in self.seed.idle():
+                    to = self.neighbours[downloader]
+                    self.send(to, to.on_have, self, offer)
             return None
         requester, block = item
         invited = self.queue.unchoke()

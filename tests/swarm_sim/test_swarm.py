@@ -52,6 +52,26 @@ def test_the_harder_variant_completes_for_every_downloader_that_stays() -> None:
     result = Swarm(testbed, "block").run()
     stayed = {i for i, d in enumerate(testbed.downloaders) if d.leave is None}
     assert set(result.finish) == stayed
-    # not a goal of the issue: a guard against regressions (1.38 when written)
-    assert result.ratio <= 1.5, result.summary()
+    # not a goal of the issue: a guard against regressions (1.25 when written)
+    assert result.ratio <= 1.35, result.summary()
     assert result.max_received_copies <= 1.05, result.summary()
+
+
+def test_a_seeder_faster_than_its_downloaders_is_not_held_back_by_super_seeding() -> None:
+    """100 Mbit/s seeder, six 10 Mbit/s downloaders: the minimum needs the seeder to send
+    several copies; the spread limit must not idle it (1.79 x T_min without ``idle``)."""
+    testbed = Testbed(
+        HostSpec(100 * MBIT), tuple(HostSpec(10 * MBIT) for _ in range(6)), file_size=32 * MIB
+    )
+    result = Swarm(testbed, "block").run()
+    assert result.ratio <= 1.2, result.summary()
+
+
+def test_long_delays_do_not_leave_the_seeder_waiting() -> None:
+    testbed = Testbed(
+        HostSpec(40 * MBIT, delay=0.05),
+        tuple(HostSpec(40 * MBIT, delay=0.05) for _ in range(2)),
+        file_size=32 * MIB,
+    )
+    result = Swarm(testbed, "block").run()
+    assert result.ratio <= 1.15, result.summary()

@@ -18,6 +18,13 @@ of offered pieces only. Policy:
   ``Have`` says so) the offer is closed and the next one made, so each downloader has
   ``open_offers`` pieces to fetch from the seeder at any time, and the seeder's
   uplink, shared among them (``UploadQueue``), never runs dry;
+- but, as BEP 16 does, not while ``max_unspread`` pieces that the downloader got from
+  offers are held by nobody else yet: a downloader gets new pieces from the seeder as
+  fast as it passes them on, so the seeder's pieces go to the uplinks that spread them
+  (twelve downloaders with 10, 40 and 100 Mbit/s uplinks: 1.38 -> 1.25 x the minimum);
+  and when the seeder's uplink has nothing to send (``idle``) it offers beyond that
+  limit, so it never waits for slow spreaders (a 100 Mbit/s seeder with six 10 Mbit/s
+  downloaders must send several copies: 1.79 -> 1.11 x the minimum);
 - a downloader that leaves returns its open offers (their offer counts drop), so the
   pieces are offered again.
 
@@ -38,6 +45,7 @@ __all__ = ["SuperSeed"]
 P = TypeVar("P", bound=Hashable)
 
 OPEN_OFFERS = 2  # pieces each downloader may fetch from the seeder at once
+MAX_UNSPREAD = 1  # pieces a downloader got from offers that nobody else holds yet
 
 
 @dataclass
@@ -45,18 +53,27 @@ class _Downloader:
     have: PieceSet
     announced: set[int] = field(default_factory=set)  # every piece offered (Haves are final)
     open: set[int] = field(default_factory=set)  # offered and not yet held
+    unspread: set[int] = field(default_factory=set)  # got from an offer, nobody else has it
 
 
 class SuperSeed(Generic[P]):
     """What a complete provider offers each downloader of one file."""
 
-    def __init__(self, piece_count: int, *, open_offers: int = OPEN_OFFERS, start: int = 0) -> None:
-        if open_offers < 1:
-            raise ValueError("open_offers must be >= 1")
+    def __init__(
+        self,
+        piece_count: int,
+        *,
+        open_offers: int = OPEN_OFFERS,
+        max_unspread: int = MAX_UNSPREAD,
+        start: int = 0,
+    ) -> None:
+        if open_offers < 1 or max_unspread < 1:
+            raise ValueError("open_offers and max_unspread must be >= 1")
         if not 0 <= start < max(piece_count, 1):
             raise ValueError("start is not a piece of the file")
         self.piece_count = piece_count
         self.open_offers = open_offers
+        self.max_unspread = max_unspread
         self._cursor = start
         self._offers = [0] * piece_count  # offers made of each piece
         self._holders = [0] * piece_count  # downloaders known to hold each piece
@@ -87,15 +104,25 @@ class SuperSeed(Generic[P]):
             self._holders[i] += 1
         return self._top_up(state)
 
-    def has(self, downloader: P, piece: int) -> list[int]:
-        """``downloader`` announced ``piece``; the new pieces to announce to it."""
+    def has(self, downloader: P, piece: int) -> list[tuple[P, int]]:
+        """``downloader`` announced ``piece``; the new offers to announce, to it and to
+        the downloader whose piece this spread."""
         state = self._downloaders.get(downloader)
         if state is None:
             return []
         if state.have.add(piece):
             self._holders[piece] += 1
-        state.open.discard(piece)
-        return self._top_up(state)
+        if piece in state.open:
+            state.open.discard(piece)
+            if self._holders[piece] == 1:
+                state.unspread.add(piece)
+        offers: list[tuple[P, int]] = []
+        for other, other_state in self._downloaders.items():
+            if other != downloader and piece in other_state.unspread:
+                other_state.unspread.discard(piece)
+                offers += [(other, i) for i in self._top_up(other_state)]
+        offers += [(downloader, i) for i in self._top_up(state)]
+        return offers
 
     def leave(self, downloader: P) -> None:
         """``downloader`` went away: what it was offered and did not get is offered again."""
@@ -107,9 +134,29 @@ class SuperSeed(Generic[P]):
         for i in state.open:
             self._offers[i] -= 1
 
+    def idle(self) -> list[tuple[P, int]]:
+        """The seeder's uplink has nothing to send: offers beyond the spread limit, so
+        that it never waits for slow spreaders while it could send. Every downloader
+        with no open offer gets one; if all have one, the one with fewest gets another."""
+        offers: list[tuple[P, int]] = []
+        for downloader, state in self._downloaders.items():
+            if not state.open:
+                offers += [(downloader, i) for i in self._offer(state, 1)]
+        if not offers and self._downloaders:
+            downloader = min(self._downloaders, key=lambda d: len(self._downloaders[d].open))
+            state = self._downloaders[downloader]
+            if len(state.open) < 2 * self.open_offers:
+                offers += [(downloader, i) for i in self._offer(state, len(state.open) + 1)]
+        return offers
+
     def _top_up(self, state: _Downloader) -> list[int]:
+        if len(state.unspread) >= self.max_unspread and len(self._downloaders) > 1:
+            return []  # wait until one of them is passed on (or the uplink idles)
+        return self._offer(state, self.open_offers)
+
+    def _offer(self, state: _Downloader, up_to: int) -> list[int]:
         new: list[int] = []
-        while len(state.open) < self.open_offers:
+        while len(state.open) < up_to:
             piece = self._choose(state)
             if piece is None:
                 break
