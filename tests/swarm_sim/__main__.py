@@ -4,7 +4,15 @@ from __future__ import annotations
 
 import sys
 
-from tests.swarm_sim.sim import Swarm, Testbed
+from tests.swarm_sim.sim import Rules, Swarm, Testbed
+
+VARIANTS = {
+    "legacy": ("legacy", Rules()),
+    "block": ("block", Rules()),
+    "block, no super-seeding": ("block", Rules(super_seeding=False)),
+    "block, no copy at a time": ("block", Rules(copy_at_a_time=False)),
+    "block, no choking": ("block", Rules(choking=False)),
+}
 
 
 def main() -> None:
@@ -12,10 +20,10 @@ def main() -> None:
     print("| testbed | protocol | last done | T_min | / T_min | seeder sent | max received |")
     print("|---|---|---|---|---|---|---|")
     for name in ("default", "harder"):
-        for protocol in ("legacy", "block"):
-            r = Swarm(getattr(Testbed, name)(), protocol, seed=seed).run()
+        for label, (protocol, rules) in VARIANTS.items():
+            r = Swarm(getattr(Testbed, name)(), protocol, seed=seed, rules=rules).run()
             print(
-                f"| {name} | {protocol} | {r.last:.1f} s | {r.t_min:.1f} s | {r.ratio:.2f}"
+                f"| {name} | {label} | {r.last:.1f} s | {r.t_min:.1f} s | {r.ratio:.2f}"
                 f" | {r.seeder_copies:.2f} copies | {r.max_received_copies:.2f} copies |"
             )
 

@@ -258,14 +258,17 @@ class BlockPeer(Host):
         super().__init__(swarm, index, spec)
         tb = swarm.testbed
         count = -(-tb.file_size // tb.piece_size)
+        rules = swarm.rules
         self.queue: UploadQueue[int, Block] = UploadQueue(
-            max_queued=limit_for(spec.up, tb.block_size), group=_piece_of
+            max_queued=limit_for(spec.up, tb.block_size) if rules.choking else None,
+            group=_piece_of if rules.copy_at_a_time else None,
         )
         self.picker: BlockPicker[int] | None = None
         self.seed: SuperSeed[int] | None = None
         if index == 0:
             self.have = PieceSet(count, range(count))
-            self.seed = SuperSeed(count, start=rng.randrange(count))
+            if rules.super_seeding:
+                self.seed = SuperSeed(count, start=rng.randrange(count))
         else:
             self.picker = BlockPicker(
                 file_size=tb.file_size,
@@ -298,7 +301,8 @@ class BlockPeer(Host):
             offers = self.seed.join(src.index, have)
             self.send(src, src.on_bitfield, self, PieceSet(have.count, offers))
             return
-        assert self.picker is not None
+        if self.picker is None:
+            return  # a seeder without super-seeding sent its bitfield on connecting
         if not self.picker.add_provider(src.index, have):
             self.picker.update_have(src.index, have)
         self.pump(src)
@@ -607,13 +611,25 @@ def _nothing() -> None:
 # -- the swarm ---------------------------------------------------------------------------
 
 
+@dataclass(frozen=True)
+class Rules:
+    """The new core's rules that the ``block`` protocol may leave out, to measure each."""
+
+    super_seeding: bool = True  # SuperSeed on the seeder (else it announces every piece)
+    copy_at_a_time: bool = True  # UploadQueue's group: the copy furthest along first
+    choking: bool = True  # UploadQueue's max_queued: requests over a share are refused
+
+
 class Swarm:
     """Hosts on a full mesh (the tracker hands every peer all others), joining and
     leaving as their specs say, until every downloader present is done."""
 
-    def __init__(self, testbed: Testbed, protocol: str = "block", *, seed: int = 0) -> None:
+    def __init__(
+        self, testbed: Testbed, protocol: str = "block", *, seed: int = 0, rules: Rules = Rules()
+    ) -> None:
         self.testbed = testbed
         self.protocol = protocol
+        self.rules = rules
         self.clock = Clock()
         rng = random.Random(seed)
         kind = {"block": BlockPeer, "legacy": LegacyPeer}[protocol]
