@@ -41,20 +41,19 @@ RATE_TAU = 2.0  # seconds: the time constant of the throughput average
 MIN_OBSERVED = 0.05  # seconds: the shortest span a rate is computed over
 
 
-@dataclass
-class _Provider:
-    have: PieceSet | None  # None: a seeder, has every piece
-    in_flight: set[int] = field(default_factory=set)
-    received: int = 0
-    decayed_bytes: float = 0.0  # bytes received, each weighted by exp(-age / RATE_TAU)
-    first_update: float = 0.0
-    last_update: float | None = None
+class Throughput:
+    """Bytes per second received from one source, averaged over about ``RATE_TAU``
+    seconds (each byte weighted by ``exp(-age / RATE_TAU)``)."""
 
-    def has(self, index: int) -> bool:
-        return self.have is None or index in self.have
+    __slots__ = ("decayed_bytes", "first_update", "last_update")
+
+    def __init__(self) -> None:
+        self.decayed_bytes = 0.0
+        self.first_update = 0.0
+        self.last_update: float | None = None
 
     def rate(self, now: float) -> float:
-        """Bytes per second, averaged over about ``RATE_TAU`` seconds."""
+        """Bytes per second as of ``now`` (0 before anything was counted)."""
         if self.last_update is None:
             return 0.0
         # divide by the weight of the time observed, not by RATE_TAU: a provider
@@ -63,13 +62,29 @@ class _Provider:
         weight = RATE_TAU * (1 - math.exp(-observed / RATE_TAU))
         return self.decayed_bytes * math.exp(-(now - self.last_update) / RATE_TAU) / weight
 
+    def rate_when_last_heard(self) -> float:
+        """The rate as of the last count: what to expect when the source goes quiet."""
+        return 0.0 if self.last_update is None else self.rate(self.last_update)
+
     def count(self, size: int, now: float) -> None:
+        """``size`` bytes arrived at ``now``."""
         if self.last_update is None:
             self.first_update = now
         else:
             self.decayed_bytes *= math.exp(-(now - self.last_update) / RATE_TAU)
         self.decayed_bytes += size
         self.last_update = now
+
+
+@dataclass
+class _Provider:
+    have: PieceSet | None  # None: a seeder, has every piece
+    in_flight: set[int] = field(default_factory=set)
+    received: int = 0
+    meter: Throughput = field(default_factory=Throughput)
+
+    def has(self, index: int) -> bool:
+        return self.have is None or index in self.have
 
 
 class PiecePicker(Generic[P]):
@@ -199,7 +214,7 @@ class PiecePicker(Generic[P]):
             state.in_flight.discard(index)
             state.received += 1
             if now is not None:
-                state.count(size, now)
+                state.meter.count(size, now)
         askers = self._requested.pop(index, set())
         for other in askers:
             other_state = self._providers.get(other)
@@ -217,23 +232,21 @@ class PiecePicker(Generic[P]):
     def rate(self, provider: P, now: float) -> float:
         """Measured throughput of ``provider`` in bytes per second (0 if unknown)."""
         state = self._providers.get(provider)
-        return state.rate(now) if state else 0.0
+        return state.meter.rate(now) if state else 0.0
 
     def rate_when_last_heard(self, provider: P) -> float:
         """Throughput as of ``provider``'s last piece: what to expect when it goes quiet."""
         state = self._providers.get(provider)
-        if state is None or state.last_update is None:
-            return 0.0
-        return state.rate(state.last_update)
+        return state.meter.rate_when_last_heard() if state else 0.0
 
     def window(self, provider: P, now: float) -> int:
         """How many pieces ``provider`` may have in flight: about a second of its data."""
         state = self._providers.get(provider)
         if state is None:
             return 0
-        if state.last_update is None:
+        if state.meter.last_update is None:
             return INITIAL_WINDOW
-        want = math.ceil(state.rate(now) * QUEUE_SECONDS / self._piece_size)
+        want = math.ceil(state.meter.rate(now) * QUEUE_SECONDS / self._piece_size)
         return max(MIN_WINDOW, min(MAX_WINDOW, want))
 
     def budget(self, provider: P, now: float) -> int:
@@ -243,7 +256,7 @@ class PiecePicker(Generic[P]):
 
     def ranking(self, now: float) -> list[P]:
         """Providers, fastest first: the order to prefer them in."""
-        return sorted(self._providers, key=lambda p: -self._providers[p].rate(now))
+        return sorted(self._providers, key=lambda p: -self._providers[p].meter.rate(now))
 
     def in_flight(self, provider: P) -> frozenset[int]:
         state = self._providers.get(provider)
