@@ -4,9 +4,15 @@ from __future__ import annotations
 
 import ast
 import os
+import re
 import subprocess
 import sys
+import tomllib
 from pathlib import Path
+
+from packaging.requirements import Requirement
+from packaging.specifiers import SpecifierSet
+from packaging.version import Version
 
 import p2pshare
 
@@ -16,6 +22,8 @@ IO_MODULES = {"asyncio", "grpc", "fastapi", "socket", "sqlite3", "httpx", "uvico
 
 
 def test_generated_protobuf_code_matches_the_proto_files(tmp_path: Path) -> None:
+    """Generated with the grpcio-tools of uv.lock, so only a change of the .proto (or a
+    deliberate refresh of the lock) can make it differ."""
     subprocess.run(
         [str(ROOT / "scripts" / "gen-proto")],
         env={**os.environ, "OUT": str(tmp_path), "PYTHON": sys.executable},
@@ -27,6 +35,31 @@ def test_generated_protobuf_code_matches_the_proto_files(tmp_path: Path) -> None
     for name in generated:
         committed = (ROOT / "src" / "p2pshare" / "_proto" / name).read_text()
         assert (tmp_path / name).read_text() == committed, f"{name} is stale: run scripts/gen-proto"
+
+
+def _lowest_admitted(package: str) -> tuple[Version, SpecifierSet]:
+    for line in tomllib.loads((ROOT / "pyproject.toml").read_text())["project"]["dependencies"]:
+        requirement = Requirement(line)
+        if requirement.name == package:
+            lows = [Version(s.version) for s in requirement.specifier if s.operator == ">="]
+            return max(lows), requirement.specifier
+    raise AssertionError(f"{package} is not a dependency")
+
+
+def test_pyproject_admits_only_runtimes_that_the_generated_code_accepts() -> None:
+    """A library user gets what pyproject.toml's ranges allow, not what uv.lock pins: the
+    generated code raises at import on a grpcio older than it, or a protobuf of another
+    major version or older than it."""
+    grpc_code = (ROOT / "src" / "p2pshare" / "_proto" / "peer_pb2_grpc.py").read_text()
+    grpc_needs = Version(re.search(r"GRPC_GENERATED_VERSION = '([\d.]+)'", grpc_code)[1])  # type: ignore[index]
+    low, _ = _lowest_admitted("grpcio")
+    assert low >= grpc_needs
+
+    pb_code = (ROOT / "src" / "p2pshare" / "_proto" / "peer_pb2.py").read_text()
+    pb_needs = Version(re.search(r"Protobuf Python Version: ([\d.]+)", pb_code)[1])  # type: ignore[index]
+    low, specifier = _lowest_admitted("protobuf")
+    assert low >= pb_needs
+    assert Version(f"{pb_needs.major + 1}") not in specifier
 
 
 def test_the_core_imports_no_io() -> None:

@@ -165,6 +165,12 @@ class PeerSettings(_NetworkSettings):
         description="Token the control API demands when api_host is not a loopback address"
         " (default: one made once and kept in <data>/api-token); $P2PSHARE_API_TOKEN for the CLI.",
     )
+    api_allowed_hosts: Annotated[list[str], NoDecode] = Field(
+        default_factory=list,
+        description="Host names the control API on loopback answers besides localhost and"
+        " loopback addresses (any other Host header is refused: DNS rebinding); a list,"
+        " comma-separated in the environment.",
+    )
     piece_size: int = Field(
         DEFAULT_PIECE_SIZE,
         description="Piece size for files this peer indexes (a file keeps the piece size,"
@@ -226,7 +232,7 @@ class PeerSettings(_NetworkSettings):
     )
     log_level: LogLevel = Field("warning", description="debug, info, warning or error.")
 
-    @field_validator("seeds", mode="before")
+    @field_validator("seeds", "api_allowed_hosts", mode="before")
     @classmethod
     def _seeds(cls, v: object) -> object:
         if isinstance(v, str):

@@ -390,7 +390,7 @@ def test_pipelined_requests_are_answered_in_order(tracker):
     bodies = [part.split(b"\r\n\r\n", 1)[1] for part in out.split(b"HTTP/1.1 ")[1:]]
     assert [json.loads(b).keys() for b in bodies] == [
         {"lease_seconds"},
-        {"status", "peers", "files"},
+        {"status", "version", "peers", "files"},
         {"hits"},
         {"lease_seconds"},
         {"peers"},

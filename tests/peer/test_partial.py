@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import hashlib
 import os
+import subprocess
 from collections.abc import Iterator
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
@@ -116,18 +117,46 @@ def test_a_truncated_partial_file_loses_only_the_missing_pieces(
     resumed.close()
 
 
-def test_a_record_for_another_target_is_ignored(tmp_path: Path, pool: ThreadPoolExecutor) -> None:
-    data = os.urandom(PIECE)
+def test_a_download_started_again_elsewhere_takes_its_verified_pieces_along(
+    tmp_path: Path, pool: ThreadPoolExecutor
+) -> None:
+    """After a disk filled up, ``get -o`` to another folder: nothing is fetched twice,
+    and no partial file is left on the full disk."""
+    data = os.urandom(4 * PIECE)
     m = make(data)
     record = tmp_path / "rec.json"
-    p = PartialDownload.open(m, tmp_path / "a" / "f.bin", record, pool=pool)
-    p.write_verified(0, data)
-    p.have.add(0)
-    p.save_record()
-    p.close()
-    other = PartialDownload.open(m, tmp_path / "b" / "f.bin", record, pool=pool)
-    assert len(other.have) == 0
-    other.close()
+    first = PartialDownload.open(m, tmp_path / "a" / "f.bin", record, pool=pool)
+    for i in (0, 2):
+        first.write_verified(i, piece(data, i))
+        first.have.add(i)
+    first.save_record()
+    first.close()
+    moved = PartialDownload.open(m, tmp_path / "b" / "f.bin", record, pool=pool)
+    assert sorted(moved.have) == [0, 2]
+    assert not partial_path(tmp_path / "a" / "f.bin").exists()
+    for i in (1, 3):
+        moved.write_verified(i, piece(data, i))
+        moved.have.add(i)
+    assert moved.finish().read_bytes() == data
+
+
+@pytest.mark.parametrize("record_text", ["", "{garbled", '{"content_id": 7}', "[]"])
+def test_a_lost_or_garbled_record_costs_a_check_of_the_partial_file_not_a_refetch(
+    tmp_path: Path, pool: ThreadPoolExecutor, record_text: str
+) -> None:
+    data = os.urandom(3 * PIECE + 10)
+    m = make(data)
+    record = tmp_path / "rec.json"
+    first = PartialDownload.open(m, tmp_path / "f.bin", record, pool=pool)
+    for i in (1, 3):
+        first.write_verified(i, piece(data, i))
+        first.have.add(i)
+    first.save_record()
+    first.close()
+    record.write_text(record_text)
+    again = PartialDownload.open(m, tmp_path / "f.bin", record, pool=pool)
+    assert sorted(again.have) == [1, 3]
+    again.close()
 
 
 @pytest.mark.parametrize(("name", "why"), HOSTILE, ids=[why for _, why in HOSTILE])
@@ -148,3 +177,29 @@ def test_a_name_through_a_symlinked_folder_is_refused(tmp_path: Path) -> None:
     with pytest.raises(DownloadFailed, match="symlink"):
         _target_path(out, "sub/not/yet/there.bin")
     assert _target_path(out, "fine/f.bin") == out / "fine" / "f.bin"
+
+
+@pytest.fixture
+def small_disk(tmp_path: Path) -> Iterator[Path]:
+    """A real file system of 1 MiB (tmpfs), mounted for the test."""
+    if os.geteuid() != 0:
+        pytest.skip("needs root to mount a small tmpfs")
+    disk = tmp_path / "disk"
+    disk.mkdir()
+    subprocess.run(["mount", "-t", "tmpfs", "-o", "size=1m", "tmpfs", str(disk)], check=True)
+    try:
+        yield disk
+    finally:
+        subprocess.run(["umount", str(disk)], check=True)
+
+
+def test_a_file_larger_than_the_free_space_fails_before_a_byte_is_written(
+    small_disk: Path, pool: ThreadPoolExecutor
+) -> None:
+    data = os.urandom(128 * PIECE)  # 2 MiB, on a 1 MiB disk
+    record = small_disk.parent / "rec.json"
+    with pytest.raises(DownloadFailed, match=r"not enough free space for 'f.bin'.*get -o"):
+        PartialDownload.open(make(data), small_disk / "f.bin", record, pool=pool)
+    assert list(small_disk.iterdir()) == []
+    fits = PartialDownload.open(make(data[: 16 * PIECE]), small_disk / "g.bin", record, pool=pool)
+    fits.close()

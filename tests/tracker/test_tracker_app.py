@@ -7,6 +7,7 @@ import hashlib
 import httpx
 import pytest
 
+import p2pshare
 from p2pshare.tracker.app import create_app, with_hot_routes
 from p2pshare.tracker.registry import SqliteRegistry
 
@@ -212,7 +213,12 @@ async def test_unknown_route_is_404_json(http):
 
 async def test_healthz(http):
     await join(http, files=[file(1, "a"), file(2, "b")])
-    assert (await http.get("/healthz")).json() == {"status": "ok", "peers": 1, "files": 2}
+    assert (await http.get("/healthz")).json() == {
+        "status": "ok",
+        "version": p2pshare.__version__,
+        "peers": 1,
+        "files": 2,
+    }
 
 
 async def test_metrics_is_prometheus_text(http):

@@ -36,16 +36,18 @@ class HelloRequest(_message.Message):
     def __init__(self, peer: _Optional[_Union[PeerInfo, _Mapping]] = ...) -> None: ...
 
 class HelloResponse(_message.Message):
-    __slots__ = ("peer", "known", "protocol_version", "accepted")
+    __slots__ = ("peer", "known", "protocol_version", "accepted", "software_version")
     PEER_FIELD_NUMBER: _ClassVar[int]
     KNOWN_FIELD_NUMBER: _ClassVar[int]
     PROTOCOL_VERSION_FIELD_NUMBER: _ClassVar[int]
     ACCEPTED_FIELD_NUMBER: _ClassVar[int]
+    SOFTWARE_VERSION_FIELD_NUMBER: _ClassVar[int]
     peer: PeerInfo
     known: _containers.RepeatedCompositeFieldContainer[PeerInfo]
     protocol_version: int
     accepted: bool
-    def __init__(self, peer: _Optional[_Union[PeerInfo, _Mapping]] = ..., known: _Optional[_Iterable[_Union[PeerInfo, _Mapping]]] = ..., protocol_version: _Optional[int] = ..., accepted: _Optional[bool] = ...) -> None: ...
+    software_version: str
+    def __init__(self, peer: _Optional[_Union[PeerInfo, _Mapping]] = ..., known: _Optional[_Iterable[_Union[PeerInfo, _Mapping]]] = ..., protocol_version: _Optional[int] = ..., accepted: _Optional[bool] = ..., software_version: _Optional[str] = ...) -> None: ...
 
 class ManifestRequest(_message.Message):
     __slots__ = ("content_id",)

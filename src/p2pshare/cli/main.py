@@ -19,6 +19,7 @@ from rich.console import Console
 
 from p2pshare import errors
 from p2pshare.cli.control_client import ControlClient
+from p2pshare.cli.shown import printable, shown
 
 if TYPE_CHECKING:
     from rich.table import Table
@@ -52,6 +53,26 @@ NetworkKeyOpt = Annotated[
         help="Secret of a private network (or $P2PSHARE_NETWORK_KEY, or network_key in config).",
     ),
 ]
+
+
+def _print_version(value: bool) -> None:
+    if value:
+        from p2pshare import __version__
+
+        out.print(f"p2pshare {__version__}", markup=False, highlight=False)
+        raise typer.Exit()
+
+
+@app.callback()
+def _options(
+    version: Annotated[
+        bool,
+        typer.Option(
+            "--version", callback=_print_version, is_eager=True, help="Print the version and exit."
+        ),
+    ] = False,
+) -> None:
+    """Peer-to-peer file sharing: a tracker, peers that share folders, verified downloads."""
 
 
 class Source(enum.StrEnum):
@@ -197,10 +218,10 @@ def init(
     path.write_text(config_template(network_key=key))
     if key is not None:
         path.chmod(0o600)  # the key is the network's only secret
-        out.print(f"wrote {path} with a new network key; give the key to every process:")
+        out.print(shown(f"wrote {path} with a new network key; give the key to every process:"))
         sys.stdout.write(key + "\n")
     else:
-        out.print(f"wrote {path}")
+        out.print(shown(f"wrote {path}"))
 
 
 @app.command("hash")
@@ -232,7 +253,7 @@ def hash_(
     if as_json:
         _print_json(doc)
     else:
-        out.print(f"{manifest.content_id}  {manifest.name}  ({_size(manifest.size)})")
+        out.print(shown(f"{manifest.content_id}  {manifest.name}  ({_size(manifest.size)})"))
 
 
 # -- driving a peer ------------------------------------------------------------
@@ -268,19 +289,27 @@ def search(
             timeout=timeout,
         )
     hits = result["hits"]
+    failed = {s: state for s, state in result["sources"].items() if state != "ok"}
+    remote = [s for s in result["sources"] if s != "local"]
+    if not hits and remote and all(s in failed for s in remote):
+        # the network was not asked at all: not the same answer as "no file matches"
+        why = "; ".join(f"{s}: {state}" for s, state in failed.items())
+        raise errors.Unreachable(f"search failed: {why}")
     if as_json:
         _print_json(hits)
         return
-    for source, state in result["sources"].items():
-        if state != "ok":
-            err.print(f"[yellow]{source}: {state}[/]")
+    for source, state in failed.items():
+        err.print(shown(f"{source}: {state}", "yellow"))
     if not hits:
-        out.print(f"no file matches {query!r}")
+        out.print(shown(f"no file matches {query!r}"))
         return
     table = _table("content id", "name", "size", "providers")
     for hit in hits:
         table.add_row(
-            hit["content_id"][:16], hit["name"], _size(hit["size"]), str(len(hit["providers"]))
+            shown(hit["content_id"][:16]),
+            shown(hit["name"]),
+            _size(hit["size"]),
+            str(len(hit["providers"])),
         )
     out.print(table)
 
@@ -313,7 +342,7 @@ def get(
         )
 
         with Progress(
-            TextColumn("{task.description}"),
+            TextColumn("{task.description}", markup=False),
             BarColumn(),
             DownloadColumn(binary_units=True),
             TransferSpeedColumn(),
@@ -322,12 +351,12 @@ def get(
             disable=not show,
             transient=True,
         ) as bar:
-            task = bar.add_task(view["name"] or view["content_id"][:16], total=view["size"] or None)
+            task = bar.add_task(_label(view), total=view["size"] or None)
             while view["state"] not in ("complete", "failed"):
                 view = client.get(path, after=view["version"], wait=5)
                 bar.update(
                     task,
-                    description=view["name"] or view["content_id"][:16],
+                    description=_label(view),
                     total=view["size"] or None,
                     completed=view["bytes_done"],
                 )
@@ -337,7 +366,12 @@ def get(
         raise errors.DownloadFailed(view["error"] or "the download failed")
     if not as_json:
         rate = view["size"] / view["seconds"] if view["seconds"] > 0 else 0
-        out.print(f"{view['path']}  ({_size(view['size'])}, {_size(rate)}/s)")
+        # one line, never wrapped, whatever the width: path=$(p2pshare get ...) reads it
+        sys.stdout.write(f"{printable(view['path'])}  ({_size(view['size'])}, {_size(rate)}/s)\n")
+
+
+def _label(view: dict[str, Any]) -> str:
+    return printable(view["name"] or view["content_id"][:16])
 
 
 @app.command("ls")
@@ -350,7 +384,7 @@ def ls(api: ApiOpt = None, config: ConfigOpt = None, as_json: JsonOpt = False) -
         return
     table = _table("content id", "name", "size")
     for f in files:
-        table.add_row(f["content_id"][:16], f["name"], _size(f["size"]))
+        table.add_row(shown(f["content_id"][:16]), shown(f["name"]), _size(f["size"]))
     out.print(table if files else "no shared files")
 
 
@@ -363,22 +397,25 @@ def status(api: ApiOpt = None, config: ConfigOpt = None, as_json: JsonOpt = Fals
         _print_json(doc)
         return
     t = doc["tracker"]
-    out.print(f"peer {doc['peer_id'] or '(unregistered)'} at {doc['address']}")
-    out.print(f"share {doc['share']}: {doc['files']} files, {_size(doc['shared_bytes'])}")
-    out.print(f"tracker {t['url'] or '-'}: {t['state']}")
-    out.print(f"neighbours {len(doc['neighbours'])}: {' '.join(doc['neighbours']) or '-'}")
-    out.print(f"served {_size(doc['bytes_served'])} in {doc['pieces_served']} pieces")
+    for line in (
+        f"peer {doc['peer_id'] or '(unregistered)'} at {doc['address']}",
+        f"share {doc['share']}: {doc['files']} files, {_size(doc['shared_bytes'])}",
+        f"tracker {t['url'] or '-'}: {t['state']}",
+        f"neighbours {len(doc['neighbours'])}: {' '.join(doc['neighbours']) or '-'}",
+        f"served {_size(doc['bytes_served'])} in {doc['pieces_served']} pieces",
+    ):
+        out.print(shown(line))
     if doc["downloads"]:
         table = _table("download", "state", "progress", "rate", "providers", "note")
         for d in doc["downloads"]:
             pct = 100 * d["bytes_done"] / d["size"] if d["size"] else 0
             table.add_row(
-                d["name"] or d["content_id"][:16],
-                d["state"],
+                shown(_label(d)),
+                shown(d["state"]),
                 f"{pct:.0f}%",
                 f"{_size(d['rate'])}/s",
                 str(len(d["providers"])),
-                d["error"] or d["why_stalled"] or "",
+                shown(d["error"] or d["why_stalled"] or ""),
             )
         out.print(table)
 
@@ -403,10 +440,11 @@ def watch(
                 continue
             sign = "+" if change.get("event") == "added" else "-"
             out.print(
-                f"{sign} {change.get('name')}  ({_size(int(change.get('size') or 0))})"
-                f"  {str(change.get('content_id'))[:16]}  at {change.get('provider')}",
+                shown(
+                    f"{sign} {change.get('name')}  ({_size(int(change.get('size') or 0))})"
+                    f"  {str(change.get('content_id'))[:16]}  at {change.get('provider')}"
+                ),
                 highlight=False,
-                markup=False,
             )
 
 
@@ -426,7 +464,7 @@ def subscribe(
     if as_json:
         _print_json(sub)
     else:
-        out.print(f"subscription {sub['id']}: {sub['query']!r} into {sub['into']}", markup=False)
+        out.print(shown(f"subscription {sub['id']}: {sub['query']!r} into {sub['into']}"))
 
 
 @app.command()
@@ -439,7 +477,7 @@ def subscriptions(api: ApiOpt = None, config: ConfigOpt = None, as_json: JsonOpt
         return
     table = _table("id", "query", "into")
     for sub in subs:
-        table.add_row(sub["id"], sub["query"], sub["into"])
+        table.add_row(shown(sub["id"]), shown(sub["query"]), shown(sub["into"]))
     out.print(table if subs else "no subscriptions")
 
 
@@ -452,7 +490,7 @@ def unsubscribe(
     """Remove a subscription (files already downloaded stay)."""
     with _control(api, config) as client:
         sub = client.request("DELETE", f"/v1/subscriptions/{sub_id}")
-    out.print(f"removed subscription {sub['id']} ({sub['query']!r})", markup=False)
+    out.print(shown(f"removed subscription {sub['id']} ({sub['query']!r})"))
 
 
 @app.command()
@@ -469,7 +507,7 @@ def demo(
 
 def _exit_with(exc: errors.P2PShareError, code: int) -> None:
     # one unwrapped line, whatever the terminal width: scripts read it too
-    message = " ".join(str(exc).split())
+    message = printable(" ".join(str(exc).split()))
     sys.stderr.write(f"p2pshare: {message}\n")
     sys.exit(code)
 

@@ -20,11 +20,14 @@ async def serve(settings: PeerSettings) -> None:
     node = PeerNode(settings)
     await node.start()
     try:
-        token, note = api_token_for(settings, node.data_dir, sock.getsockname()[0])
+        bound = sock.getsockname()[0]
+        token, note = api_token_for(settings, node.data_dir, bound)
     except BaseException:
         await node.stop()
         raise
-    http = HttpServer(create_app(node, token=token), sock, log_level=settings.log_level)
+    hosts = frozenset(h.lower() for h in settings.api_allowed_hosts) if token is None else None
+    app = create_app(node, token=token, allowed_hosts=hosts)
+    http = HttpServer(app, sock, log_level=settings.log_level)
     try:
         await http.start()
         if note:

@@ -23,7 +23,7 @@ from prometheus_client.exposition import CONTENT_TYPE_LATEST
 from pydantic import BaseModel
 from starlette.exceptions import HTTPException as StarletteHTTPException
 
-from p2pshare import http_errors
+from p2pshare import __version__, http_errors
 from p2pshare.core.manifest import check_content_id
 from p2pshare.core.names import MAX_QUERY_LENGTH, parse_query
 from p2pshare.core.names import Query as ParsedQuery
@@ -543,7 +543,9 @@ def create_app(
     @app.get("/healthz", response_model=HealthResponse)
     async def healthz() -> Response:
         stats = registry.stats(clock())
-        return _json(HealthResponse(status="ok", peers=stats.peers, files=stats.files))
+        return _json(
+            HealthResponse(status="ok", version=__version__, peers=stats.peers, files=stats.files)
+        )
 
     @app.get("/metrics", response_class=Response)
     async def prometheus() -> Response:

@@ -176,6 +176,7 @@ class HealthResponse(_Model):
     """``GET /healthz``."""
 
     status: str
+    version: str  # the tracker's p2pshare release
     peers: int
     files: int
 

@@ -11,7 +11,6 @@ from __future__ import annotations
 import asyncio
 import dataclasses
 import hmac
-import ipaddress
 import json
 import os
 import secrets
@@ -29,6 +28,7 @@ from starlette.types import ASGIApp, Receive, Scope, Send
 
 from p2pshare import __version__, errors, http_errors
 from p2pshare.config import API_TOKEN_ENV, API_TOKEN_FILE, PeerSettings
+from p2pshare.core.browser_origin import host_allowed, is_loopback, origin_allowed
 from p2pshare.core.query_router import DEFAULT_TTL, MAX_TTL, MAX_WALKERS
 from p2pshare.peer.node import PeerNode
 from p2pshare.peer.overlay.subscriptions import Subscription
@@ -39,15 +39,6 @@ from p2pshare.tracker.models import ErrorResponse, FileEntry, SearchHit
 LONG_POLL_MAX = 30.0
 KEEPALIVE_SECONDS = 15.0
 OPEN_PATHS = frozenset({"/healthz"})
-
-
-def is_loopback(host: str) -> bool:
-    """Whether ``host`` (an address as bound) is reachable from this machine only:
-    127.0.0.0/8 and ::1. An unspecified address (0.0.0.0, ::) is every address."""
-    try:
-        return ipaddress.ip_address(host.strip("[]").split("%")[0]).is_loopback
-    except ValueError:
-        return host == "localhost"
 
 
 def api_token_for(
@@ -106,6 +97,39 @@ class _TokenGate:
                 await response(scope, receive, send)
                 return
         await self.app(scope, receive, send)
+
+
+class _BrowserGate:
+    """Pure ASGI middleware: 403 for what only a hostile web page sends (see
+    ``core.browser_origin``): on loopback, a ``Host`` that does not name this
+    machine (DNS rebinding); anywhere, a foreign ``Origin`` or a cross-site fetch."""
+
+    def __init__(self, app: ASGIApp, *, allowed_hosts: frozenset[str] | None) -> None:
+        self.app = app
+        self.allowed_hosts = allowed_hosts  # None: not on loopback, the token guards
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] == "http" and scope["path"] not in OPEN_PATHS:
+            why = self._refusal(dict(scope["headers"]))
+            if why is not None:
+                await http_errors.error_response(403, why)(scope, receive, send)
+                return
+        await self.app(scope, receive, send)
+
+    def _refusal(self, headers: dict[bytes, bytes]) -> str | None:
+        host = headers.get(b"host", b"").decode("latin-1")
+        if self.allowed_hosts is not None and not host_allowed(host, self.allowed_hosts):
+            return (
+                f"this control API answers only requests to this machine, not to Host {host!r}"
+                " (a web page trying DNS rebinding?); to use that name, add it to"
+                " peer.api_allowed_hosts"
+            )
+        origin = headers.get(b"origin")
+        if origin is not None and not origin_allowed(origin.decode("latin-1"), host):
+            return f"cross-origin request from {origin.decode('latin-1')!r} refused"
+        if headers.get(b"sec-fetch-site") == b"cross-site":
+            return "cross-site request refused"
+        return None
 
 
 def _errors(*statuses: int) -> dict[int | str, dict[str, Any]]:
@@ -251,8 +275,12 @@ class StatusView(_Model):
     uptime: float
 
 
-def create_app(node: PeerNode, *, token: str | None = None) -> FastAPI:
-    """The control API of ``node``; with ``token``, demanded on every route but /healthz."""
+def create_app(
+    node: PeerNode, *, token: str | None = None, allowed_hosts: frozenset[str] | None = None
+) -> FastAPI:
+    """The control API of ``node``; with ``token``, demanded on every route but /healthz.
+    ``allowed_hosts``: on loopback, the host names it answers besides localhost and
+    loopback addresses (None: it is not on loopback, any ``Host`` will do)."""
     app = FastAPI(
         title="p2pshare peer control API",
         version=__version__,
@@ -261,6 +289,7 @@ def create_app(node: PeerNode, *, token: str | None = None) -> FastAPI:
     http_errors.install(app, name="peer")
     if token is not None:
         app.add_middleware(_TokenGate, token=token)
+    app.add_middleware(_BrowserGate, allowed_hosts=allowed_hosts)  # outermost: runs first
     metrics = CollectorRegistry()
     files_gauge = Gauge("p2pshare_peer_files", "Files shared", registry=metrics)
     served = Gauge("p2pshare_peer_bytes_served", "Bytes of pieces served", registry=metrics)
@@ -268,7 +297,7 @@ def create_app(node: PeerNode, *, token: str | None = None) -> FastAPI:
 
     @app.get("/healthz")
     async def healthz() -> dict[str, str]:
-        return {"status": "ok"}
+        return {"status": "ok", "version": __version__}
 
     @app.get("/metrics", response_class=Response)
     async def prometheus() -> Response:

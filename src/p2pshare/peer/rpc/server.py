@@ -23,7 +23,7 @@ from typing import TYPE_CHECKING, Any, TypeVar
 import grpc
 from google.protobuf.message import DecodeError, Message
 
-from p2pshare import errors
+from p2pshare import __version__, errors
 from p2pshare._proto import peer_pb2 as pb
 from p2pshare._proto import peer_pb2_grpc as pb_grpc
 from p2pshare.core.manifest import Manifest, check_content_id
@@ -178,6 +178,7 @@ class PeerService(pb_grpc.PeerServicer):
             known=self._overlay.known(),
             protocol_version=PROTOCOL_VERSION,
             accepted=accepted,
+            software_version=__version__,
         )
 
     def _source(self, content_id: str) -> tuple[Manifest, PartialDownload | None]:

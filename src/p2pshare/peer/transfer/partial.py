@@ -8,7 +8,11 @@ Invariants:
   again, so a partial file lost in a crash or changed while the peer was down
   costs a re-fetch of those pieces, never a corrupt result. That is why the
   record needs no ``fsync`` of the partial file, which would hold every download
-  to the disk's write speed.
+  to the disk's write speed;
+- verified bytes are not thrown away: with its record lost or garbled, a partial
+  file is checked piece by piece; a download started again into another folder
+  (say, after the first disk filled up) takes the verified pieces of the earlier
+  partial file along and removes it.
 """
 
 from __future__ import annotations
@@ -62,25 +66,83 @@ class PartialDownload:
     def open(
         cls, manifest: Manifest, target: Path, record: Path, *, pool: ThreadPoolExecutor
     ) -> PartialDownload:
-        """Start, or resume from ``record``, re-checking every piece it claims."""
+        """Start, or resume what an earlier attempt verified, re-checking every piece."""
         have = PieceSet(manifest.piece_count)
-        claimed = _read_record(record, manifest, target)
+        earlier = _read_record(record, manifest)
+        on_disk = _size_of(partial_path(target))
         download = cls(manifest, target, record, have)
-        if claimed:
-            ok = pool.map(download._check_on_disk, claimed)
-            for index, good in zip(claimed, ok, strict=True):
-                if good:
-                    have.add(index)
+        try:
+            download.check_free_space()
+        except DownloadFailed:
+            download.close()
+            if not on_disk:
+                download.partial.unlink(missing_ok=True)  # made just now, and empty
+            raise
+        if earlier is not None and earlier[0] != target:
+            download._adopt(partial_path(earlier[0]), earlier[1], pool)
+            return download
+        if earlier is not None:
+            candidates = earlier[1]
+        else:  # no record to go by: whatever the partial file holds is checked
+            candidates = [
+                i
+                for i in range(manifest.piece_count)
+                if manifest.piece_offset(i) + manifest.piece_length(i) <= on_disk
+            ]
+        ok = pool.map(lambda i: download._read_verified(download._fd, i) is not None, candidates)
+        for index, good in zip(candidates, ok, strict=True):
+            if good:
+                have.add(index)
         return download
 
-    def _check_on_disk(self, index: int) -> bool:
-        length = self.manifest.piece_length(index)
-        data = os.pread(self._fd, length, self.manifest.piece_offset(index))
+    def check_free_space(self) -> None:
+        """Fail while the disk can still hold what is missing, not once it is full:
+        a manifest may declare any size (7 TiB was tried), and a subscription starts
+        downloads nobody watches. Checked at the start and every WRITEBACK_EVERY bytes."""
+        try:
+            st = os.fstat(self._fd)
+            fs = os.fstatvfs(self._fd)
+        except OSError as exc:
+            raise _disk_error(exc, self.partial) from exc
+        needed = self.manifest.size - min(st.st_blocks * 512, self.manifest.size)
+        free = fs.f_bavail * fs.f_frsize
+        if needed > free:
+            raise DownloadFailed(
+                f"not enough free space for {self.manifest.name!r} in {self.partial.parent}:"
+                f" {needed:,} more bytes needed, {free:,} free; free space or choose another"
+                " folder (get -o), and run get again"
+            )
+
+    def _read_verified(self, fd: int, index: int) -> bytes | None:
+        """Piece ``index`` as read from ``fd``, or None if it is not the right bytes."""
+        data = os.pread(fd, self.manifest.piece_length(index), self.manifest.piece_offset(index))
         try:
             self.manifest.verify_piece(index, data)
         except BadPiece:
-            return False
-        return True
+            return None
+        return data
+
+    def _adopt(self, earlier: Path, claimed: list[int], pool: ThreadPoolExecutor) -> None:
+        """Copy the verified pieces of an earlier partial file of this download into
+        ours, then remove it: it may sit on the disk that filled up."""
+        try:
+            fd = os.open(earlier, os.O_RDONLY | os.O_NOFOLLOW)
+        except OSError:
+            return  # gone: nothing to take along
+        try:
+
+            def copy(index: int) -> bool:
+                data = self._read_verified(fd, index)
+                if data is not None:
+                    self.write_verified(index, data)
+                return data is not None
+
+            for index, good in zip(claimed, pool.map(copy, claimed), strict=True):
+                if good:
+                    self.have.add(index)
+        finally:
+            os.close(fd)
+        earlier.unlink(missing_ok=True)
 
     def write_verified(self, index: int, data: bytes | memoryview) -> None:
         """Verify ``data`` as piece ``index`` and write it; raises ``BadPiece``.
@@ -101,6 +163,8 @@ class PartialDownload:
                 self._start_writeback()
         except OSError as exc:
             raise _disk_error(exc, self.partial) from exc
+        if flush:
+            self.check_free_space()
 
     def _start_writeback(self) -> None:
         """Send what was written so far to the disk now, without waiting for it.
@@ -185,18 +249,23 @@ def _record(manifest: Manifest, target: Path, have: PieceSet) -> dict[str, Any]:
     }
 
 
-def _read_record(record: Path, manifest: Manifest, target: Path) -> list[int]:
-    """Pieces the record claims, if it is a record of this download; else none."""
+def _read_record(record: Path, manifest: Manifest) -> tuple[Path, list[int]] | None:
+    """The target and pieces a record of this content claims; None without one."""
     try:
         data = json.loads(record.read_text())
-        if data.get("content_id") != manifest.content_id or data.get("target") != str(target):
-            return []
-        if not partial_path(target).exists():
-            return []
+        if data.get("content_id") != manifest.content_id:
+            return None
         have = PieceSet.from_bytes(manifest.piece_count, base64.b64decode(data["have"]))
-    except (OSError, ValueError, KeyError, TypeError):
-        return []
-    return list(have)
+        return Path(data["target"]), list(have)
+    except (OSError, ValueError, KeyError, TypeError, AttributeError):
+        return None
+
+
+def _size_of(path: Path) -> int:
+    try:
+        return path.lstat().st_size if path.is_file() and not path.is_symlink() else 0
+    except OSError:
+        return 0
 
 
 def load_record(record: Path) -> tuple[Manifest, Path] | None:

@@ -9,6 +9,8 @@ from collections import deque
 from dataclasses import dataclass, field
 from pathlib import Path
 
+RATE_WINDOW = 2.0  # seconds of arrivals that the rate shown is measured over
+
 
 @dataclass
 class Download:
@@ -39,11 +41,17 @@ class Download:
 
     @property
     def rate(self) -> float:
-        """Bytes per second over the last two seconds."""
-        if self.done or len(self._window) < 2:
+        """Bytes per second over the last two seconds, up to now: a stall brings it to
+        zero within two seconds (it kept the last speed while nothing arrived)."""
+        if self.done or not self._window:
             return 0.0
-        (t0, b0), (t1, b1) = self._window[0], self._window[-1]
-        return (b1 - b0) / (t1 - t0) if t1 > t0 else 0.0
+        now = time.monotonic()
+        t0, b0 = self._window[0]
+        for t, b in self._window:  # the newest point at least RATE_WINDOW old
+            if now - t < RATE_WINDOW:
+                break
+            t0, b0 = t, b
+        return (self.bytes_done - b0) / (now - t0) if now > t0 else 0.0
 
     def complete(self, path: Path) -> None:
         """The verified file is in place: say so to watchers at once."""
@@ -63,7 +71,8 @@ class Download:
         self.bytes_done += n
         self.pieces_done += 1
         self._window.append((now, self.bytes_done))
-        while self._window and now - self._window[0][0] > 2.0:
+        # keep one point older than the window: the rate is measured from it
+        while len(self._window) > 1 and now - self._window[1][0] >= RATE_WINDOW:
             self._window.popleft()
         self.touch()
 
