@@ -10,7 +10,6 @@ batch of pieces is received, verified and written on a thread
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import logging
 import random
 import threading
@@ -26,6 +25,7 @@ from p2pshare.core.swarm_rules import (
     MIN_STALL,
     PIECE_TIMEOUT,
     Action,
+    Decision,
     ProviderHealth,
     Superseded,
     stall_after,
@@ -34,8 +34,8 @@ from p2pshare.peer.rpc.client import PeerClients, PieceCall
 from p2pshare.peer.rpc.wire import decode_piece
 from p2pshare.peer.transfer.heap import HeapTrimmer
 from p2pshare.peer.transfer.partial import PartialDownload
-from p2pshare.peer.transfer.progress import Download
-from p2pshare.peer.transfer.pulse import Pulse
+from p2pshare.peer.transfer.progress import Ban, Download
+from p2pshare.peer.transfer.pulse import Flag, Pulse
 
 log = logging.getLogger(__name__)
 
@@ -157,7 +157,7 @@ class _BatchStream:
         for raw in self._received(call):
             index, data = decode_piece(raw)
             if index not in self.pending or index in got:
-                raise errors.BadPiece(f"peer {self.address} sent piece {index} unasked")
+                raise errors.BadPiece(f"piece {index} unasked")
             got.add(index)
             swarm.tools.limit.wait(len(data))
             swarm.partial.write_verified(index, data)
@@ -170,7 +170,15 @@ class _BatchStream:
 
 
 class Swarm:
-    """Fetches the missing pieces of one download from every provider at once."""
+    """Fetches the missing pieces of one download from every provider at once.
+
+    The adapter of ``core.piece_picker`` (which piece from whom) and
+    ``core.swarm_rules`` (stalls, bans, drops and when to join again, when to give
+    up): it runs the streams, reports what happened with the time, and acts on the
+    answers. One supervisor task wakes on a ``Flag`` (or the next due time); the
+    stream workers of a provider wake on a ``Pulse``; a provider banned or dropped
+    has every one of its workers and streams cancelled at once.
+    """
 
     def __init__(
         self,
@@ -191,10 +199,9 @@ class Swarm:
             start=random.randrange(count) if count else 0,
         )
         self.initial = providers
-        self.workers: dict[str, list[asyncio.Task[None]]] = {}
-        # the supervisor alone waits on (and clears) ``changed``; workers wait on ``woken``
-        self.changed = asyncio.Event()
-        self.woken = Pulse()
+        self.workers: dict[str, list[asyncio.Task[None]]] = {}  # joining or active providers
+        self.changed = Flag()  # the supervisor's wake-up
+        self.woken = Pulse()  # idle workers' wake-up
         self.health = ProviderHealth()
         self.last_record = time.monotonic()
         self.record_lock = asyncio.Lock()
@@ -208,12 +215,10 @@ class Swarm:
         try:
             await self._supervise()
         finally:
-            for tasks in self.workers.values():
-                for task in tasks:
-                    task.cancel()
-            await asyncio.gather(
-                *(t for ts in self.workers.values() for t in ts), return_exceptions=True
-            )
+            tasks = [t for ts in self.workers.values() for t in ts]
+            for task in tasks:
+                task.cancel()
+            await asyncio.gather(*tasks, return_exceptions=True)
             # however the swarm ends, what was verified is recorded for a resume
             async with self.record_lock:
                 if not self.picker.complete:
@@ -223,7 +228,7 @@ class Swarm:
 
     def _add(self, address: str) -> None:
         """Ask ``address`` what it holds, then start its piece streams."""
-        if address in self.workers or self.picker.is_banned(address):
+        if address in self.workers or not self.health.may_join(address, time.monotonic()):
             return
         tasks: list[asyncio.Task[None]] = []
         self.workers[address] = tasks
@@ -234,7 +239,7 @@ class Swarm:
             have = await self.tools.clients.have(address, self.download.content_id)
         except errors.P2PShareError as exc:
             log.info("provider %s: %s", address, exc)
-            self._notify()  # reaped as a provider that did not answer
+            self._act(address, self.health.failed(address, exc, time.monotonic()), exc)
             return
         if self.picker.add_provider(address, have):
             self.health.joined(address)
@@ -243,6 +248,7 @@ class Swarm:
                 for _ in range(self.tools.streams_per_provider)
             )
             self._show_providers()
+        self._notify()
 
     async def _refresh_haves(self) -> None:
         """Providers still downloading hold more pieces as time goes by: ask again."""
@@ -254,7 +260,7 @@ class Swarm:
         for address, have in zip(partial, haves, strict=True):
             if not isinstance(have, BaseException):
                 self.picker.update_have(address, have)
-        self._notify()
+        self.woken.fire()
 
     def _notify(self) -> None:
         """Something the supervisor or an idle worker waits for changed."""
@@ -267,32 +273,36 @@ class Swarm:
         self.download.touch()
 
     async def _supervise(self) -> None:
-        """Add providers as they appear; fail when none has delivered for a while."""
+        """Join providers as they appear or their wait ends; fail when the rules give up."""
         last_look = last_haves = time.monotonic()
         while not self.picker.complete and self.fatal is None:
-            with contextlib.suppress(TimeoutError):
-                await asyncio.wait_for(self.changed.wait(), PROVIDER_REFRESH)
+            now = time.monotonic()
+            due = self.health.next_due(now)
+            await self.changed.wait(PROVIDER_REFRESH if due is None else min(due, PROVIDER_REFRESH))
             self.changed.clear()
             if self.picker.complete or self.fatal is not None:
                 return
             self._reap()
             now = time.monotonic()
+            for address in self.health.due(now):
+                self._add(address)
             if now - last_haves >= HAVE_REFRESH:
                 last_haves = now
                 await self._refresh_haves()
-            self._stalled(self.health.why_stalled(self.workers))
-            given_up = self.health.given_up(self.workers, since_progress=now - self.last_progress)
+            self._stalled(self.health.why_stalled())
+            why = self.health.given_up(since_progress=now - self.last_progress)
+            if why is not None:
+                self._stalled(why)
+                raise errors.DownloadFailed(
+                    f"{why} ({self.download.name or self.download.content_id}:"
+                    f" {len(self.partial.have)}/{self.partial.manifest.piece_count} pieces kept;"
+                    " run get again to resume)"
+                )
             # look often: a swarm grows as other downloaders of the same file join
             if now - last_look > PROVIDER_REFRESH:
                 last_look = now
-                for address in await self._look_for_providers(now):
+                for address in await self._look_for_providers():
                     self._add(address)
-            if given_up:
-                raise errors.DownloadFailed(
-                    f"no provider reachable for {self.download.name or self.download.content_id}"
-                    f" ({len(self.partial.have)}/{self.partial.manifest.piece_count} pieces kept;"
-                    " run get again to resume)"
-                )
 
     def _stalled(self, why: str | None) -> None:
         if self.download.why_stalled != why:
@@ -300,27 +310,21 @@ class Swarm:
             self.download.touch()
 
     def _reap(self) -> None:
-        """Forget providers whose streams all ended; they may come back after a pause."""
+        """Forget providers whose streams all ended with nothing left to ask of them."""
         for address in list(self.workers):
             if all(t.done() for t in self.workers[address]):
                 del self.workers[address]
                 self.picker.remove_provider(address)
-                self.health.ended(address, time.monotonic())
+                self.health.left(address)
                 self._show_providers()
 
-    async def _look_for_providers(self, now: float) -> list[str]:
+    async def _look_for_providers(self) -> list[str]:
         try:
             found = await self.tools.find_providers(self.download.content_id)
         except errors.P2PShareError as exc:
             self._stalled(f"waiting for the tracker: {exc}")
             return []
-        return [
-            a
-            for a in found
-            if a not in self.workers
-            and not self.picker.is_banned(a)
-            and self.health.may_try(a, now)
-        ]
+        return [a for a in found if a not in self.workers]
 
     async def _worker(self, address: str) -> None:
         while not self.picker.complete and self.fatal is None:
@@ -338,46 +342,62 @@ class Swarm:
                 await self._fetch(address, batch, pending)
                 self.health.succeeded(address)
             except errors.P2PShareError as exc:
-                if not await self._after_failure(address, exc):
+                decision = self.health.failed(address, exc, time.monotonic())
+                if decision.action is not Action.RETRY:
+                    self._act(address, decision, exc)
                     return
+                if not isinstance(exc, (Superseded, errors.Busy)):
+                    log.info("request to %s failed: %s", address, exc)
+                if decision.wait:
+                    await asyncio.sleep(decision.wait)
             finally:
                 for index in pending:
                     self.picker.failed(address, index)
-                self._notify()
+                self.woken.fire()
 
-    async def _after_failure(self, address: str, exc: errors.P2PShareError) -> bool:
-        """Act on the swarm rules' decision for a failed request; whether the worker
-        goes on asking ``address``."""
-        decision = self.health.failed(address, exc)
-        if decision.action is Action.BAN:
-            log.warning("banning %s: %s", address, exc)
-            self.picker.ban(address)
-            self.download.banned.append(address)
-            self._show_providers()
-        elif decision.action is Action.FAIL:
+    def _act(self, address: str, decision: Decision, exc: errors.P2PShareError) -> None:
+        """Act on the rules' decision to stop asking ``address``: every stream and
+        worker of it ends now (the calling task returns by itself)."""
+        if decision.action is Action.FAIL:
             self.fatal = exc  # disk trouble: no provider can fix it
-        elif not isinstance(exc, (Superseded, errors.Busy)):
-            log.info("request to %s failed: %s", address, exc)
-        if decision.action is not Action.RETRY:
-            self._notify()
-            return False
-        if decision.wait:
-            await asyncio.sleep(decision.wait)
-        return True
+        elif decision.action is Action.BAN:
+            if not self.picker.is_banned(address):
+                log.warning("banning %s: %s", address, decision.reason)
+                self.download.banned.append(Ban(address, decision.reason))
+            self._stop_provider(address, Superseded(f"{address} banned"))
+            self.picker.ban(address)
+        elif decision.action is Action.DROP:
+            if address in self.workers:
+                log.info("dropping %s for %.2f s: %s", address, decision.wait, exc)
+            self._stop_provider(address, errors.Unreachable(f"{address} dropped"))
+            self.picker.remove_provider(address)
+        self._show_providers()
+        self._notify()
+
+    def _stop_provider(self, address: str, why: errors.P2PShareError) -> None:
+        current = asyncio.current_task()
+        for task in self.workers.pop(address, []):
+            if task is not current:
+                task.cancel()
+        for stream in list(self.streams):
+            if stream.address == address:
+                stream.cancel(why)
 
     async def _fetch(self, address: str, batch: list[int], pending: set[int]) -> None:
         """Fetch one batch on a stream thread, watching that it keeps moving."""
         loop = asyncio.get_running_loop()
         stream = _BatchStream(self, address, batch, pending, loop)
         job = loop.run_in_executor(self.tools.streams_pool, stream.run)
+        # read its outcome however _fetch ends: cancelled, nobody would await it and its
+        # failure would be logged as "Future exception was never retrieved"
+        job.add_done_callback(_read_outcome)
         self.streams.add(stream)
         try:
             while True:
                 done, _ = await asyncio.wait({job}, timeout=MIN_STALL / 3)
                 if done:
                     break
-                now = time.monotonic()
-                silent_for = now - stream.last_piece
+                silent_for = time.monotonic() - stream.last_piece
                 if silent_for > stall_after(
                     # the rate before the silence: measured now, the silence would lower it
                     rate=self.picker.rate_when_last_heard(address),
@@ -398,6 +418,7 @@ class Swarm:
         """A verified piece is on disk (called on the loop by a stream thread)."""
         self.last_progress = time.monotonic()
         size = self.partial.manifest.piece_length(index)
+        self.health.delivered(address)
         if self.picker.received(address, index, now=self.last_progress, size=size):
             self.download.add_bytes(size)
             # endgame: a stream elsewhere that only waits for pieces now held is cancelled
@@ -420,3 +441,8 @@ class Swarm:
         self.last_record = time.monotonic()
         loop = asyncio.get_running_loop()
         await loop.run_in_executor(self.tools.disk_pool, self.partial.save_record)
+
+
+def _read_outcome(job: asyncio.Future[None]) -> None:
+    if not job.cancelled():
+        job.exception()
