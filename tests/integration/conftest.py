@@ -1,4 +1,5 @@
-"""Real processes on 127.0.0.1: a tracker and peers started with port 0."""
+"""Real processes on 127.0.0.1 (a tracker and peers started with port 0), and a network
+lab of hosts (network namespaces) for tests across hosts."""
 
 from __future__ import annotations
 
@@ -8,6 +9,7 @@ from pathlib import Path
 import pytest
 
 from p2pshare.localnet import LocalNetwork
+from p2pshare.netlab import NetLab, unavailable
 
 
 @pytest.fixture
@@ -17,3 +19,12 @@ def net(tmp_path: Path) -> Iterator[LocalNetwork]:
         yield network
     finally:
         network.stop_all()
+
+
+@pytest.fixture
+def lab() -> Iterator[NetLab]:
+    """An empty network lab, removed after the test; skips (with why) without root."""
+    if why := unavailable():
+        pytest.skip(why)
+    with NetLab() as made:
+        yield made
