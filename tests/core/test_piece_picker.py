@@ -268,3 +268,26 @@ def test_have_updates_keep_rarity_right() -> None:
     picker.update_have("y", PieceSet(3, [2]))
     picker.failed("seed", 1)
     assert picker.pick("seed", 3) == [1, 0, 2]  # 1 is the rarest; 0 and 2 tie, index order
+
+
+def test_a_pushed_have_adds_one_piece_to_a_provider_still_downloading() -> None:
+    picker: PiecePicker[str] = PiecePicker(4, PieceSet(4), piece_size=1)
+    picker.add_provider("a", PieceSet(4))
+    assert picker.pick("a", 4) == []
+    assert picker.add_have("a", 2) is True
+    assert picker.add_have("a", 2) is False
+    assert picker.pick("a", 4) == [2]
+
+
+def test_no_piece_is_duplicated_while_some_missing_piece_is_asked_of_nobody() -> None:
+    """A provider with nothing fresh is no endgame while others still download: a
+    duplicate then was waste (the slow seeder's pieces fetched twice)."""
+    picker: PiecePicker[str] = PiecePicker(3, PieceSet(3), piece_size=1)
+    picker.add_provider("seed", PieceSet(3, [0]))  # a super-seeder offering piece 0
+    picker.add_provider("fellow", PieceSet(3, [0]))
+    assert picker.pick("seed", 4) == [0]
+    assert picker.pick("fellow", 4) == []  # piece 1 and 2: nobody has them yet
+    picker.add_have("seed", 1)
+    picker.add_have("seed", 2)
+    assert picker.pick("seed", 4) == [1, 2]
+    assert picker.pick("fellow", 4) == [0]  # everything is asked for: the endgame

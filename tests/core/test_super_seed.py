@@ -127,3 +127,10 @@ def test_offers_are_pieces_the_downloader_lacks_and_never_sent_more_than_others(
         for who, offer in offers:
             check(who, offer, before)
             before[offer] += 1
+
+
+def test_a_lone_downloader_may_be_offered_more_pieces_at_once_until_another_joins() -> None:
+    seed: SuperSeed[str] = SuperSeed(32, lone_offers=8)
+    assert len(seed.join("a", PieceSet(32))) == 8
+    assert len(seed.join("b", PieceSet(32))) == 2  # two downloaders: two offers each
+    assert seed.has("a", next(iter(seed.announced("a")))) == []  # a still has 7 open

@@ -35,7 +35,9 @@ def test_todays_scheduling_makes_the_seeder_send_the_file_twice() -> None:
     result = Swarm(Testbed.default(), "legacy").run()
     assert result.ratio > 2.0
     assert result.seeder_copies > 2.0
-    assert result.max_received_copies > 1.3
+    # a downloader received > 1.3 copies until PiecePicker stopped duplicating pieces
+    # before the real endgame (a provider with nothing fresh was taken for one)
+    assert result.max_received_copies < 1.1
 
 
 def test_the_new_core_reaches_the_minimum_distribution_time_on_the_default_testbed() -> None:

@@ -153,6 +153,15 @@ class PiecePicker(Generic[P]):
                 self._availability[i] += 1
         state.have = have
 
+    def add_have(self, provider: P, index: int) -> bool:
+        """A provider still downloading announced piece ``index`` (a pushed ``Have``);
+        True if that is news."""
+        state = self._providers.get(provider)
+        if state is None or state.have is None or not state.have.add(index):
+            return False
+        self._availability[index] += 1
+        return True
+
     def remove_provider(self, provider: P) -> None:
         """Forget a provider; its pieces in flight go back to the pool."""
         state = self._providers.pop(provider, None)
@@ -193,6 +202,11 @@ class PiecePicker(Generic[P]):
             fresh = sorted(candidates, key=lambda i: self._availability[i])[:limit]
         if fresh:
             chosen = fresh
+        elif len(self._requested) < self._held.count - len(self._held):
+            # some missing piece is asked of nobody yet (no provider has it so far, or a
+            # super-seeder has not offered it): not the endgame, a duplicate would be
+            # waste (a provider with nothing fresh is common while others download)
+            chosen = []
         else:
             # endgame: duplicate pieces in flight elsewhere, least-duplicated first
             dup = [

@@ -64,11 +64,16 @@ class SuperSeed(Generic[P]):
         piece_count: int,
         *,
         open_offers: int = OPEN_OFFERS,
+        lone_offers: int | None = None,
         max_unspread: int = MAX_UNSPREAD,
         start: int = 0,
     ) -> None:
         if open_offers < 1 or max_unspread < 1:
             raise ValueError("open_offers and max_unspread must be >= 1")
+        # a lone downloader spreads nothing and shares the uplink with nobody: on a
+        # fast link (loopback, a LAN) two pieces at a time leave the uplink idle for
+        # a round trip after each, so it may be offered more at once
+        self.lone_offers = max(open_offers, lone_offers or open_offers)
         if not 0 <= start < max(piece_count, 1):
             raise ValueError("start is not a piece of the file")
         self.piece_count = piece_count
@@ -78,6 +83,11 @@ class SuperSeed(Generic[P]):
         self._offers = [0] * piece_count  # offers made of each piece
         self._holders = [0] * piece_count  # downloaders known to hold each piece
         self._downloaders: dict[P, _Downloader] = {}
+
+    @property
+    def downloaders(self) -> int:
+        """How many downloaders are joined."""
+        return len(self._downloaders)
 
     def offers(self, piece: int) -> int:
         """How many times ``piece`` was offered (about the copies of it sent)."""
@@ -150,7 +160,9 @@ class SuperSeed(Generic[P]):
         return offers
 
     def _top_up(self, state: _Downloader) -> list[int]:
-        if len(state.unspread) >= self.max_unspread and len(self._downloaders) > 1:
+        if len(self._downloaders) == 1:
+            return self._offer(state, self.lone_offers)
+        if len(state.unspread) >= self.max_unspread:
             return []  # wait until one of them is passed on (or the uplink idles)
         return self._offer(state, self.open_offers)
 

@@ -157,6 +157,8 @@ class PeerNode:
             max_download_rate=s.max_download_rate,
             streams_per_provider=s.streams_per_provider,
             pieces_per_request=s.pieces_per_request,
+            # each verified piece is pushed to the downloaders fetching from us
+            on_piece=lambda content_id, index: self.service.announce(content_id, index),
         )
         self.service = PeerService(
             share=self.share,

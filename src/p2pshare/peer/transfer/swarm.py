@@ -10,6 +10,7 @@ batch of pieces is received, verified and written on a thread
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import logging
 import random
 import threading
@@ -19,7 +20,9 @@ from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 
 from p2pshare import errors
+from p2pshare._proto import peer_pb2 as pb
 from p2pshare.core.piece_picker import PiecePicker
+from p2pshare.core.pieces import PieceSet
 from p2pshare.core.rate import TokenBucket
 from p2pshare.core.swarm_rules import (
     MIN_STALL,
@@ -30,7 +33,7 @@ from p2pshare.core.swarm_rules import (
     Superseded,
     stall_after,
 )
-from p2pshare.peer.rpc.client import PeerClients, PieceCall
+from p2pshare.peer.rpc.client import CALL_TIMEOUT, ExchangeStream, PeerClients, PieceCall
 from p2pshare.peer.rpc.wire import decode_piece
 from p2pshare.peer.transfer.heap import HeapTrimmer
 from p2pshare.peer.transfer.partial import PartialDownload
@@ -58,6 +61,8 @@ class SwarmTools:
     streams_per_provider: int
     pieces_per_request: int
     heap: HeapTrimmer = field(default_factory=HeapTrimmer)
+    announce: Callable[[str, int], None] = lambda content_id, index: None
+    """Tell the downloaders that fetch from us that a piece of ours verified."""
 
 
 class DownloadLimit:
@@ -208,6 +213,8 @@ class Swarm:
         self.fatal: errors.P2PShareError | None = None
         self.streams: set[_BatchStream] = set()  # batches being fetched right now
         self.last_progress = time.monotonic()
+        self.haves: dict[str, asyncio.Queue[int]] = {}  # provider -> our Haves to send it
+        self.polled: set[str] = set()  # providers from before Exchange: asked by GetHave
 
     async def run(self) -> None:
         for address in self.initial:
@@ -235,24 +242,92 @@ class Swarm:
         tasks.append(asyncio.create_task(self._join(address, tasks)))
 
     async def _join(self, address: str, tasks: list[asyncio.Task[None]]) -> None:
+        """Open the exchange with ``address`` (its have-map, then its Haves pushed as
+        they happen), or ask an older peer by GetHave; then start its piece streams."""
+        stream: ExchangeStream | None = None
         try:
-            have = await self.tools.clients.have(address, self.download.content_id)
+            try:
+                stream, have = await self._open_exchange(address)
+            except errors.Unsupported:
+                have = await self.tools.clients.have(address, self.download.content_id)
+                self.polled.add(address)
         except errors.P2PShareError as exc:
             log.info("provider %s: %s", address, exc)
             self._act(address, self.health.failed(address, exc, time.monotonic()), exc)
             return
-        if self.picker.add_provider(address, have):
-            self.health.joined(address)
-            tasks.extend(
-                asyncio.create_task(self._worker(address))
-                for _ in range(self.tools.streams_per_provider)
-            )
-            self._show_providers()
+        except asyncio.CancelledError:
+            if stream is not None:
+                stream.cancel()
+            raise
+        if not self.picker.add_provider(address, have):
+            if stream is not None:
+                stream.cancel()
+            return
+        self.health.joined(address)
+        if stream is not None:
+            queue: asyncio.Queue[int] = asyncio.Queue()
+            self.haves[address] = queue
+            tasks.append(asyncio.create_task(self._listen(address, stream)))
+            tasks.append(asyncio.create_task(self._tell(stream, queue)))
+        tasks.extend(
+            asyncio.create_task(self._worker(address))
+            for _ in range(self.tools.streams_per_provider)
+        )
+        self._show_providers()
         self._notify()
+
+    async def _open_exchange(self, address: str) -> tuple[ExchangeStream, PieceSet | None]:
+        count = self.partial.manifest.piece_count
+        stream = self.tools.clients.exchange(address)
+        try:
+            ours = pb.HaveMap(
+                content_id=self.download.content_id,
+                piece_count=count,
+                bitfield=self.partial.have.to_bytes(),
+            )
+            opening = pb.ExchangeOpen(content_id=self.download.content_id, have=ours)
+            await stream.write(pb.ExchangeMessage(open=opening))
+            async with asyncio.timeout(CALL_TIMEOUT):
+                first = await stream.read()
+            if first is None or first.WhichOneof("kind") != "bitfield":
+                raise errors.RemoteError(f"peer {address} did not open the exchange")
+            if first.bitfield.complete:
+                return stream, None
+            try:
+                return stream, PieceSet.from_bytes(count, first.bitfield.bitfield)
+            except ValueError as exc:
+                raise errors.RemoteError(f"peer {address} sent a malformed have-map") from exc
+        except TimeoutError as exc:
+            stream.cancel()
+            raise errors.TimedOut(f"peer {address} did not open the exchange in time") from exc
+        except BaseException:
+            stream.cancel()
+            raise
+
+    async def _listen(self, address: str, stream: ExchangeStream) -> None:
+        """The provider's Haves: each piece it verified (or, a super-seeder, offers)."""
+        try:
+            while (message := await stream.read()) is not None:
+                if message.WhichOneof("kind") == "have":
+                    if message.have >= self.partial.manifest.piece_count:
+                        raise errors.RemoteError(f"peer {address} announced piece {message.have}")
+                    if self.picker.add_have(address, message.have):
+                        self.woken.fire()
+            raise errors.Unreachable(f"peer {address} ended the exchange")
+        except errors.P2PShareError as exc:
+            self._act(address, self.health.failed(address, exc, time.monotonic()), exc)
+        finally:
+            stream.cancel()
+
+    async def _tell(self, stream: ExchangeStream, queue: asyncio.Queue[int]) -> None:
+        """Our Haves to the provider, in order (a super-seeder offers more on them)."""
+        with contextlib.suppress(errors.P2PShareError):  # _listen notices the end
+            while True:
+                await stream.write(pb.ExchangeMessage(have=await queue.get()))
 
     async def _refresh_haves(self) -> None:
         """Providers still downloading hold more pieces as time goes by: ask again."""
-        partial = [a for a in self.picker.providers if not self.picker.is_seeder(a)]
+        partial = [a for a in self.polled if a in self.workers and not self.picker.is_seeder(a)]
         haves = await asyncio.gather(
             *(self.tools.clients.have(a, self.download.content_id, timeout=2) for a in partial),
             return_exceptions=True,
@@ -286,7 +361,7 @@ class Swarm:
             now = time.monotonic()
             for address in self.health.due(now):
                 self._add(address)
-            if now - last_haves >= HAVE_REFRESH:
+            if self.polled and now - last_haves >= HAVE_REFRESH:
                 last_haves = now
                 await self._refresh_haves()
             self._stalled(self.health.why_stalled())
@@ -312,8 +387,11 @@ class Swarm:
     def _reap(self) -> None:
         """Forget providers whose streams all ended with nothing left to ask of them."""
         for address in list(self.workers):
-            if all(t.done() for t in self.workers[address]):
+            tasks = self.workers[address]
+            if all(t.done() for t in tasks):
                 del self.workers[address]
+                self.haves.pop(address, None)
+                self.polled.discard(address)
                 self.picker.remove_provider(address)
                 self.health.left(address)
                 self._show_providers()
@@ -375,6 +453,8 @@ class Swarm:
         self._notify()
 
     def _stop_provider(self, address: str, why: errors.P2PShareError) -> None:
+        self.haves.pop(address, None)
+        self.polled.discard(address)
         current = asyncio.current_task()
         for task in self.workers.pop(address, []):
             if task is not current:
@@ -421,6 +501,11 @@ class Swarm:
         self.health.delivered(address)
         if self.picker.received(address, index, now=self.last_progress, size=size):
             self.download.add_bytes(size)
+            # availability pushed as it changes: our downloaders, and our providers (a
+            # super-seeder closes the offer and makes the next)
+            self.tools.announce(self.download.content_id, index)
+            for queue in self.haves.values():
+                queue.put_nowait(index)
             # endgame: a stream elsewhere that only waits for pieces now held is cancelled
             for other in self.streams:
                 waiting = tuple(other.pending)  # one C-level copy: safe while its thread runs
