@@ -291,3 +291,12 @@ def test_no_piece_is_duplicated_while_some_missing_piece_is_asked_of_nobody() ->
     picker.add_have("seed", 2)
     assert picker.pick("seed", 4) == [1, 2]
     assert picker.pick("fellow", 4) == [0]  # everything is asked for: the endgame
+
+
+def test_in_the_endgame_a_piece_is_asked_of_at_most_two_providers() -> None:
+    picker: PiecePicker[str] = PiecePicker(1, PieceSet(1), piece_size=1)
+    for name in ("a", "b", "c"):
+        picker.add_provider(name)
+    assert picker.pick("a", 1) == [0]
+    assert picker.pick("b", 1) == [0]  # the endgame: a second request
+    assert picker.pick("c", 1) == []  # a third would only add waste

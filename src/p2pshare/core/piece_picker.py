@@ -37,6 +37,7 @@ INITIAL_WINDOW = 8  # pieces in flight before a provider's rate is known
 MIN_WINDOW = 2
 MAX_WINDOW = 64
 QUEUE_SECONDS = 1.0  # a window holds about this much of a provider's data
+MAX_REQUESTERS = 2  # endgame: a piece is asked of at most this many providers at once
 RATE_TAU = 2.0  # seconds: the time constant of the throughput average
 MIN_OBSERVED = 0.05  # seconds: the shortest span a rate is computed over
 
@@ -212,7 +213,10 @@ class PiecePicker(Generic[P]):
             dup = [
                 i
                 for i in self._requested
-                if provider not in self._requested[i] and state.has(i) and i not in self._held
+                if provider not in self._requested[i]
+                and len(self._requested[i]) < MAX_REQUESTERS
+                and state.has(i)
+                and i not in self._held
             ]
             dup.sort(key=lambda i: (len(self._requested[i]), i))
             chosen = dup[:limit]
