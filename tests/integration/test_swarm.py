@@ -85,7 +85,10 @@ def test_a_super_seeding_seeder_sends_about_one_copy_and_nothing_is_fetched_twic
     size = 6 << 20
     original = write_random(tmp_path / "seed" / "share" / "release.iso", size)
     config = tmp_path / "seed.toml"
-    config.write_text(f"[peer]\npiece_size = {PIECE}\nmax_upload_rate = {2 << 20}\n")
+    config.write_text(
+        f"[peer]\npiece_size = {PIECE}\nmax_upload_rate = {2 << 20}\n"
+        'super_seed = "on"\n'  # auto leaves out downloaders on this machine
+    )
     seed = net.start_peer("seed", "--config", str(config), tracker=tracker.url)
     leeches = [net.start_peer(f"leech{i}", tracker=tracker.url) for i in range(4)]
     content_id = api(seed, "/v1/files")["files"][0]["content_id"]

@@ -172,6 +172,7 @@ class PeerNode:
             max_subscribers_per_peer=s.max_subscribers_per_peer,
             max_calls_per_peer=s.max_calls_per_peer,
             max_upload_rate=s.max_upload_rate,
+            super_seed=s.super_seed,
         )
         self._grpc: grpc.aio.Server | None = None
         self.subscriptions = Subscriptions(

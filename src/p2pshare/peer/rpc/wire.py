@@ -75,6 +75,18 @@ def remote_key(peer: str) -> str:
     return peer if loopback else client_key(host)
 
 
+def is_loopback_peer(peer: str) -> bool:
+    """Whether gRPC's ``context.peer()`` is a process on this machine (loopback)."""
+    kind, _, rest = peer.partition(":")
+    if kind not in ("ipv4", "ipv6"):
+        return kind == "unix"
+    host = rest.rpartition(":")[0].strip("[]")
+    try:
+        return ipaddress.ip_address(host.partition("%")[0]).is_loopback
+    except ValueError:
+        return False
+
+
 def status_for(exc: errors.P2PShareError) -> grpc.StatusCode:
     for cls, code in _STATUS:
         if isinstance(exc, cls):
