@@ -26,11 +26,12 @@ one copy of the payload reads about 1.03). ``--hard``: 12 downloaders with uplin
 joining late and one leaving mid-way (the clock stops with the last of the others).
 
     bench/run netswarm [--runs N] [--size-mib N] [--downloaders N] [--uplink-mbit X]
-        [--hard] [--only p2pshare,aria2,nginx] [--markdown bench/NETSWARM.md]
+        [--hard] [--delay-ms D] [--only p2pshare,aria2,nginx] [--markdown FILE]
 
-Needs root (network namespaces). No added delay: this kernel has no netem (see
-p2pshare/netlab.py). Everything runs on 10.77.K.0/24 addresses on a bridge of this
-machine; nothing leaves it.
+Needs root (network namespaces). No added delay unless ``--delay-ms`` (this kernel
+has no netem: each host's link then runs through a user-space forwarder, see
+p2pshare/netlab.py, which costs some CPU). Everything runs on 10.77.K.0/24
+addresses on a bridge of this machine; nothing leaves it.
 """
 
 from __future__ import annotations
@@ -100,6 +101,7 @@ class Testbed:
     seeder_mbit: float
     uplinks_mbit: list[float]  # one per downloader
     loss_pct: float = 0.0
+    delay_ms: float = 0.0  # one way between two hosts: each host's link holds half
     late: int | None = None  # index of the downloader that starts late
     late_s: float = 0.0
     leaver: int | None = None  # index of the downloader that leaves mid-way
@@ -143,11 +145,13 @@ class Run:
 
     def __init__(self, lab: NetLab, bed: Testbed, src: Path, res: Result, timeout: float):
         self.lab, self.bed, self.src, self.res, self.timeout = lab, bed, src, res, timeout
-        self.d = fresh_dir(NWORK / self.tool)
-        self.tracker = lab.add_host("tracker", uplink_mbit=bed.seeder_mbit)
-        self.seeder = lab.add_host("seed", uplink_mbit=bed.seeder_mbit)
+        self.d = fresh_dir(NWORK / "runs" / f"{res.run}-{self.tool}")
+        half = bed.delay_ms / 2
+        self.tracker = lab.add_host("tracker", uplink_mbit=bed.seeder_mbit, delay_ms=half)
+        self.seeder = lab.add_host("seed", uplink_mbit=bed.seeder_mbit, delay_ms=half)
         self.downloaders = [
-            lab.add_host(f"d{i}", uplink_mbit=u) for i, u in enumerate(bed.uplinks_mbit)
+            lab.add_host(f"d{i}", uplink_mbit=u, delay_ms=half)
+            for i, u in enumerate(bed.uplinks_mbit)
         ]
         if bed.loss_pct:
             for h in lab.hosts.values():
@@ -679,8 +683,16 @@ def report(results: list[Result], bed: Testbed) -> str:
         f"T_min = {tmin:.2f} s (F = {f // MIB} MiB, seeder {bed.seeder_mbit:g} Mbit/s, "
         f"downloaders {_uplinks(bed)} Mbit/s up, downloads unshaped"
         + (f", {bed.loss_pct:g}% loss" if bed.loss_pct else "")
+        + (f", {bed.delay_ms:g} ms one-way delay" if bed.delay_ms else ", no added delay")
         + ")",
         "copies: bytes on the host's link (frames with headers) / file size",
+        *([f"d{bed.late} starts at {bed.late_s:g} s"] if bed.late is not None else []),
+        *(
+            [f"d{bed.leaver} is killed at {bed.leave_s:g} s (not waited for, not listed)"]
+            if bed.leaver is not None
+            else []
+        ),
+        "each downloader done: d0, d1, ... in order",
         "",
         table(rows),
         "",
@@ -731,6 +743,12 @@ def main(argv: list[str] | None = None) -> int:
         help="12 downloaders, uplinks 10/40/100 Mbit/s, 1%% loss, one late, one leaving",
     )
     ap.add_argument("--loss-pct", type=float, default=None, help="packet loss (default 0, hard 1)")
+    ap.add_argument(
+        "--delay-ms",
+        type=float,
+        default=0.0,
+        help="one-way delay between two hosts (a user-space forwarder per host; default 0)",
+    )
     ap.add_argument("--only", default=",".join(TOOLS), help="tools: p2pshare, aria2, nginx")
     ap.add_argument("--p2p-piece-kib", type=int, default=0, help="p2pshare piece size (0: default)")
     ap.add_argument("--bt-piece-kib", type=int, default=256, help="torrent piece size")
@@ -755,6 +773,7 @@ def main(argv: list[str] | None = None) -> int:
         bed.leaver, bed.leave_s = n - 2, round(0.5 * t, 1)
     else:
         bed = Testbed(size, args.uplink_mbit, [args.uplink_mbit] * n, args.loss_pct or 0.0)
+    bed.delay_ms = args.delay_ms
     log2 = (args.bt_piece_kib * 1024).bit_length() - 1
     if 1 << log2 != args.bt_piece_kib * 1024:
         ap.error("--bt-piece-kib must be a power of two")
@@ -763,6 +782,7 @@ def main(argv: list[str] | None = None) -> int:
     # the slowest: nginx sends every copy from the seeder
     timeout = args.timeout or 60 + 2.5 * n * size * 8 / (args.uplink_mbit * 1e6)
     NWORK.mkdir(parents=True, exist_ok=True)
+    drop_outputs(NWORK / "runs")  # logs of each run are kept until the next bench
     signal.signal(signal.SIGINT, signal.default_int_handler)
     info = machine_info()
     info["loadavg_start"] = Path("/proc/loadavg").read_text().split()[:3]
@@ -782,6 +802,7 @@ def main(argv: list[str] | None = None) -> int:
             "seeder_mbit": bed.seeder_mbit,
             "uplinks_mbit": bed.uplinks_mbit,
             "loss_pct": bed.loss_pct,
+            "delay_ms": bed.delay_ms,
             "late": [bed.late, bed.late_s],
             "leaver": [bed.leaver, bed.leave_s],
             "t_min_s": round(bed.t_min(), 3),

@@ -9,8 +9,11 @@ Processes run inside a host through ``ip netns exec``; the bridge has an address
 (``10.77.K.1``) so the root namespace can reach every host.
 
 What this kernel cannot do: there is no ``netem`` (no delay qdisc) and no ``gact``
-action, and modules cannot be loaded, so the lab has **no added delay**; hosts see
-the bridge's sub-millisecond round trips.
+action, and modules cannot be loaded. A **delay** is therefore made in user space,
+and only for hosts that ask for one (``delay_ms``): the host's veth is then not on
+the bridge but joined to it by a small forwarder (``netlab_delay.c``, compiled on
+first use with the system's C compiler) that holds every frame, both ways, for
+``delay_ms``. Without it hosts see the bridge's sub-millisecond round trips.
 
 Clean-up is guaranteed as far as a process can guarantee it: ``NetLab`` is a context
 manager, registers itself with ``atexit``, turns SIGTERM/SIGHUP into ``SystemExit``
@@ -29,6 +32,7 @@ from __future__ import annotations
 import atexit
 import contextlib
 import fcntl
+import hashlib
 import itertools
 import os
 import re
@@ -50,6 +54,7 @@ SUBNET_BASE = "10.77"
 """Labs take ``10.77.K.0/24`` with the first K that no interface of this machine uses."""
 _NAME = re.compile(rf"^{PREFIX}([0-9a-z]{{5}})([0-9a-z])")
 _LOCK = Path("/run/p2pshare-netlab.lock")
+_DELAY_SOURCE = Path(__file__).with_name("netlab_delay.c")
 _counter = itertools.count()
 _DIGITS = "0123456789abcdefghijklmnopqrstuvwxyz"
 
@@ -139,6 +144,24 @@ def clean_leftovers(*, only_dead: bool = True) -> list[str]:
     return removed
 
 
+def delay_binary() -> Path:
+    """The delay forwarder, compiled once into the user's cache (``LabError`` if it
+    cannot be: no C compiler)."""
+    source = _DELAY_SOURCE.read_bytes()
+    cache = Path(os.environ.get("XDG_CACHE_HOME") or Path.home() / ".cache") / "p2pshare"
+    binary = cache / f"netlab-delay-{hashlib.sha256(source).hexdigest()[:16]}"
+    if binary.exists():
+        return binary
+    compiler = shutil.which("cc") or shutil.which("gcc") or shutil.which("clang")
+    if compiler is None:
+        raise LabError("a delay needs a C compiler (cc) to build its forwarder; none found")
+    cache.mkdir(parents=True, exist_ok=True)
+    tmp = binary.with_suffix(f".{os.getpid()}.tmp")
+    _run([compiler, "-O2", "-o", str(tmp), str(_DELAY_SOURCE)])
+    tmp.rename(binary)
+    return binary
+
+
 @dataclass
 class Host:
     """One machine of the lab: a namespace, its address and its link to the bridge."""
@@ -152,6 +175,8 @@ class Host:
     """The veth end inside the namespace, where the upload is shaped."""
     uplink_mbit: float | None = None
     loss_pct: float = 0.0
+    delay_ms: float = 0.0
+    """Added to each direction of the host's link: two such hosts are 2 x this apart."""
     procs: list[subprocess.Popen[Any]] = field(default_factory=list)
 
     def exec_argv(self, argv: Sequence[str | Path]) -> list[str]:
@@ -190,6 +215,7 @@ class NetLab:
         self._closed = False
         self._made = False
         self._per_packet = False
+        self._forwarders: list[subprocess.Popen[str]] = []
         self._old_handlers: dict[int, Any] = {}
 
     # ---------------------------------------------------------------- life cycle
@@ -244,8 +270,15 @@ class NetLab:
         for host in self.hosts.values():
             for proc in host.procs:
                 _kill_group(proc)
+        for fwd in self._forwarders:
+            _kill_group(fwd)
+            for pipe in (fwd.stdout, fwd.stderr):
+                if pipe is not None:
+                    pipe.close()
         for host in self.hosts.values():
             _kill_namespace_processes(host.namespace)
+            if host.delay_ms:
+                _run(["ip", "link", "del", _bridge_end(host)], check=False)
             _run(["ip", "link", "del", host.outer], check=False)
             _run(["ip", "netns", "del", host.namespace], check=False)
         if self._made:
@@ -260,10 +293,19 @@ class NetLab:
     # ---------------------------------------------------------------- hosts and links
 
     def add_host(
-        self, name: str, *, uplink_mbit: float | None = None, loss_pct: float = 0.0
+        self,
+        name: str,
+        *,
+        uplink_mbit: float | None = None,
+        loss_pct: float = 0.0,
+        delay_ms: float = 0.0,
     ) -> Host:
         """A new host on the bridge, its upload shaped to ``uplink_mbit`` (None: not),
-        ``loss_pct`` percent of the packets to it dropped (whole numbers 1-100 or 0)."""
+        ``loss_pct`` percent of the packets to it dropped (1-100 or 0), every frame
+        in or out held ``delay_ms`` (a forwarder process; 0: none)."""
+        if delay_ms < 0:
+            raise LabError(f"delay must be >= 0 ms, not {delay_ms}")
+        binary = delay_binary() if delay_ms else None
         if not self._made or self._closed:
             raise LabError("the lab is not started (use it as a context manager)")
         if name in self.hosts:
@@ -282,7 +324,10 @@ class NetLab:
         _run(["ip", "netns", "add", ns])
         _run(["ip", "link", "add", host.outer, "type", "veth", "peer", "name", host.inner,
               "netns", ns])  # fmt: skip
-        _run(["ip", "link", "set", host.outer, "master", self.bridge])
+        if binary is None:
+            _run(["ip", "link", "set", host.outer, "master", self.bridge])
+        else:
+            self._delay(host, binary, delay_ms)
         _run(["ip", "link", "set", host.outer, "up"])
         inside = ["ip", "netns", "exec", ns]
         _run([*inside, "ip", "addr", "add", f"{host.address}/24", "dev", host.inner])
@@ -296,6 +341,29 @@ class NetLab:
         if loss_pct:
             self.set_loss(host, loss_pct)
         return host
+
+    def _delay(self, host: Host, binary: Path, delay_ms: float) -> None:
+        """Join ``host.outer`` to the bridge through a veth pair and a forwarder."""
+        near, far = _forwarder_end(host), _bridge_end(host)
+        _run(["ip", "link", "add", near, "type", "veth", "peer", "name", far])
+        _run(["ip", "link", "set", far, "master", self.bridge])
+        for link in (far, near, host.outer):
+            _run(["ip", "link", "set", link, "up"])
+        fwd = subprocess.Popen(
+            [str(binary), host.outer, near, str(round(delay_ms * 1000))],
+            stdout=subprocess.PIPE,
+            stderr=subprocess.PIPE,
+            stdin=subprocess.DEVNULL,
+            text=True,
+            start_new_session=True,
+        )
+        self._forwarders.append(fwd)
+        assert fwd.stdout is not None
+        if fwd.stdout.readline().strip() != "ready":
+            _kill_group(fwd)
+            err = fwd.stderr.read().strip() if fwd.stderr else ""
+            raise LabError(f"the delay forwarder of {host.name} did not start: {err}")
+        host.delay_ms = delay_ms
 
     def shape(self, host: Host, uplink_mbit: float) -> None:
         """Limit the host's upload to ``uplink_mbit`` Mbit/s (tc htb on its veth egress)."""
@@ -381,6 +449,14 @@ class NetLab:
     def counters(self) -> dict[str, int]:
         """Bytes each host has uploaded so far, by host name."""
         return {name: h.tx_bytes for name, h in self.hosts.items()}
+
+
+def _forwarder_end(host: Host) -> str:
+    return f"{host.outer}x"
+
+
+def _bridge_end(host: Host) -> str:
+    return f"{host.outer}w"
 
 
 def _kill_group(proc: subprocess.Popen[Any]) -> None:

@@ -263,6 +263,35 @@ def test_a_host_upload_is_shaped_to_its_uplink_and_counted_on_its_link(lab: NetL
     assert size <= a.tx_bytes - sent0 < size * 1.1  # the payload and its headers
 
 
+CONNECT = (
+    "import socket, statistics, sys, time\n"
+    "times = []\n"
+    "for _ in range(5):\n"
+    "    t0 = time.perf_counter()\n"
+    "    socket.create_connection((sys.argv[1], 5001)).close()\n"
+    "    times.append(time.perf_counter() - t0)\n"
+    "print(statistics.median(times) * 1000)\n"
+)
+ACCEPT = (
+    "import socket\n"
+    "s = socket.create_server(('0.0.0.0', 5001))\n"
+    "print('ready', flush=True)\n"
+    "while True:\n"
+    "    s.accept()[0].close()\n"
+)
+
+
+def test_a_delay_holds_every_frame_both_ways(lab: NetLab) -> None:
+    a, b = lab.add_host("a", delay_ms=5), lab.add_host("b", delay_ms=5)
+    server = lab.popen(b, [sys.executable, "-c", ACCEPT], stdout=subprocess.PIPE, text=True)
+    assert server.stdout is not None
+    assert server.stdout.readline().strip() == "ready"
+    done = lab.run(a, [sys.executable, "-c", CONNECT, b.address], capture_output=True, text=True)
+    server.stdout.close()
+    # a TCP connect is one round trip: a -> b and back, each through two delayed links
+    assert 19 < float(done.stdout) < 80, done.stdout + done.stderr
+
+
 CRASH = (
     "import sys, time\n"
     "from p2pshare.netlab import NetLab\n"
