@@ -515,6 +515,8 @@ class Swarm:
             self.tools.announce(self.download.content_id, index)
             for queue in self.haves.values():
                 queue.put_nowait(index)
+            if self.picker.complete:
+                self.changed.set()  # the supervisor ends the swarm now, not at its next look
             # endgame: a stream elsewhere that only waits for pieces now held is cancelled
             for other in self.streams:
                 waiting = tuple(other.pending)  # one C-level copy: safe while its thread runs
