@@ -28,6 +28,7 @@ from p2pshare.errors import ConfigError
 
 LogLevel = Literal["debug", "info", "warning", "error"]
 TlsMode = Literal["off", "auto", "files"]
+SuperSeedMode = Literal["auto", "on", "off"]
 DEFAULT_TRACKER_PORT = 8460
 DEFAULT_PEER_PORT = 8461
 DEFAULT_API_PORT = 8462
@@ -219,6 +220,12 @@ class PeerSettings(_NetworkSettings):
     )
     max_upload_rate: int = Field(
         0, ge=0, description="Upload limit in bytes per second for all uploads (0: none)."
+    )
+    super_seed: SuperSeedMode = Field(
+        "auto",
+        description="Offer downloaders of our own files distinct pieces a few at a time"
+        " (BEP 16) so our upload carries each piece about once: auto (not to a downloader"
+        " on this machine, where upload costs no bandwidth), on, off.",
     )
     max_uploads: int = Field(
         64, ge=1, le=4096, description="Concurrent GetPieces streams this peer serves."

@@ -283,3 +283,35 @@ def test_bytes_per_provider_are_counted_and_kept_after_the_provider_goes() -> No
     assert picker.all_in_flight() == set()
     picker.remove_provider("a")
     assert picker.delivered() == {"a": 200, "b": 100}
+
+
+def test_a_pushed_have_adds_one_piece_to_a_provider_still_downloading() -> None:
+    picker: PiecePicker[str] = PiecePicker(4, PieceSet(4), piece_size=1)
+    picker.add_provider("a", PieceSet(4))
+    assert picker.pick("a", 4) == []
+    assert picker.add_have("a", 2) is True
+    assert picker.add_have("a", 2) is False
+    assert picker.pick("a", 4) == [2]
+
+
+def test_no_piece_is_duplicated_while_some_missing_piece_is_asked_of_nobody() -> None:
+    """A provider with nothing fresh is no endgame while others still download: a
+    duplicate then was waste (the slow seeder's pieces fetched twice)."""
+    picker: PiecePicker[str] = PiecePicker(3, PieceSet(3), piece_size=1)
+    picker.add_provider("seed", PieceSet(3, [0]))  # a super-seeder offering piece 0
+    picker.add_provider("fellow", PieceSet(3, [0]))
+    assert picker.pick("seed", 4) == [0]
+    assert picker.pick("fellow", 4) == []  # piece 1 and 2: nobody has them yet
+    picker.add_have("seed", 1)
+    picker.add_have("seed", 2)
+    assert picker.pick("seed", 4) == [1, 2]
+    assert picker.pick("fellow", 4) == [0]  # everything is asked for: the endgame
+
+
+def test_in_the_endgame_a_piece_is_asked_of_at_most_two_providers() -> None:
+    picker: PiecePicker[str] = PiecePicker(1, PieceSet(1), piece_size=1)
+    for name in ("a", "b", "c"):
+        picker.add_provider(name)
+    assert picker.pick("a", 1) == [0]
+    assert picker.pick("b", 1) == [0]  # the endgame: a second request
+    assert picker.pick("c", 1) == []  # a third would only add waste

@@ -44,3 +44,19 @@ def wait_registered(peer: PeerProc, timeout: float = 10) -> None:
         timeout,
         f"{peer.name} to register",
     )
+
+
+def join_as_provider(provider: Any, tracker_url: str, entries: list[dict[str, Any]]) -> None:
+    """Register a provider a test runs itself (its ``address``; it must answer ``Hello``
+    with its ``peer_id``, set here) and wait until the tracker hands it out, once its
+    dial-back got that answer."""
+    joined = httpx.post(
+        tracker_url + "/v1/peers", json={"address": provider.address, "files": entries}
+    )
+    provider.peer_id = joined.raise_for_status().json()["peer_id"]
+    first = entries[0]["content_id"]
+    wait_for(
+        lambda: httpx.get(f"{tracker_url}/v1/files/{first}/providers").status_code == 200,
+        10,
+        "the tracker to hand the provider out (its dial-back answered)",
+    )

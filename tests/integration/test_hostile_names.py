@@ -22,7 +22,7 @@ from p2pshare.core.manifest import MIN_PIECE_SIZE, Manifest
 from p2pshare.localnet import LocalNetwork, wait_for
 from p2pshare.peer.rpc.wire import manifest_to_pb
 from tests.hostile_names import HOSTILE, HOSTILE_NAMES, creatable
-from tests.integration.helpers import api, sha256
+from tests.integration.helpers import api, join_as_provider, sha256
 
 pytestmark = pytest.mark.integration
 
@@ -73,20 +73,6 @@ class LyingProvider:
         self.peer_id = ""  # its id at the tracker, once registered (the dial-back asks)
         self.server.start()
 
-    def join(self, tracker_url: str, entries: list[dict[str, Any]]) -> None:
-        """Register at the tracker and wait until it hands this provider out (once its
-        dial-back got ``Hello`` answered with the new id)."""
-        joined = httpx.post(
-            tracker_url + "/v1/peers", json={"address": self.address, "files": entries}
-        )
-        self.peer_id = joined.raise_for_status().json()["peer_id"]
-        first = entries[0]["content_id"]
-        wait_for(
-            lambda: httpx.get(f"{tracker_url}/v1/files/{first}/providers").status_code == 200,
-            10,
-            "the tracker to hand the provider out (its dial-back answered)",
-        )
-
     def hello(self, request: Any, context: Any) -> pb.HelloResponse:
         me = pb.PeerInfo(peer_id=self.peer_id, address=self.address)
         return pb.HelloResponse(peer=me, protocol_version=1)
@@ -120,7 +106,7 @@ def test_hostile_names_in_a_providers_manifest_are_never_written(
             {"content_id": cid, "name": f"innocent {i}.bin", "size": m.size}
             for i, (cid, (m, _)) in enumerate(liar.files.items())
         ]
-        liar.join(tracker.url, entries)
+        join_as_provider(liar, tracker.url, entries)
         # two levels below tmp_path: the relative escapes of the table stay inside it
         out = tmp_path / "a" / "b" / "out"
         out.mkdir(parents=True)

@@ -100,7 +100,8 @@ def test_corrupt_pieces_are_discarded_and_fetched_elsewhere(
     assert got.returncode == 0, got.stderr
     view = json.loads(got.stdout)
     assert sha256(tmp_path / "out" / "data.bin") == sha256(original)
-    assert view["banned"] == [liar.address]
+    assert [b["address"] for b in view["banned"]] == [liar.address]
+    assert view["banned"][0]["reason"].startswith("sent a bad piece: piece ")
 
 
 def test_interrupted_download_resumes_without_refetching_verified_pieces(

@@ -73,3 +73,39 @@ def test_a_peer_still_downloading_refuses_pieces_it_does_not_hold(
         with pytest.raises(grpc.RpcError) as refused:
             list(stub.GetPieces(pb.PiecesRequest(content_id=content_id, indexes=[missing])))
         assert refused.value.code() == grpc.StatusCode.NOT_FOUND
+
+
+def test_a_super_seeding_seeder_sends_about_one_copy_and_nothing_is_fetched_twice(
+    net: LocalNetwork, tmp_path: Path
+) -> None:
+    """Availability pushed on Exchange streams and super-seeding (issue 13): the slow
+    seeder offers each downloader distinct pieces, the downloaders trade the rest. It
+    sent 2-3 copies when downloaders polled have-maps and fetched whatever it had."""
+    tracker = net.start_tracker()
+    size = 6 << 20
+    original = write_random(tmp_path / "seed" / "share" / "release.iso", size)
+    config = tmp_path / "seed.toml"
+    config.write_text(
+        f"[peer]\npiece_size = {PIECE}\nmax_upload_rate = {2 << 20}\n"
+        'super_seed = "on"\n'  # auto leaves out downloaders on this machine
+    )
+    seed = net.start_peer("seed", "--config", str(config), tracker=tracker.url)
+    leeches = [net.start_peer(f"leech{i}", tracker=tracker.url) for i in range(4)]
+    content_id = api(seed, "/v1/files")["files"][0]["content_id"]
+
+    for leech in leeches:
+        httpx.post(leech.api + "/v1/downloads", json={"content_id": content_id}).raise_for_status()
+
+    def all_done() -> bool:
+        views = [api(leech, f"/v1/downloads/{content_id}") for leech in leeches]
+        assert not [v for v in views if v["state"] == "failed"]
+        return all(v["state"] == "complete" for v in views)
+
+    wait_for(all_done, 60, "four downloads fed by one slow seeder")
+    for leech in leeches:
+        assert sha256(leech.share / "release.iso") == sha256(original)
+    pieces = size // PIECE
+    from_seed = api(seed, "/v1/status")["pieces_served"]
+    from_leeches = sum(api(leech, "/v1/status")["pieces_served"] for leech in leeches)
+    assert from_seed <= 1.25 * pieces, from_seed
+    assert from_seed + from_leeches <= 1.2 * len(leeches) * pieces, (from_seed, from_leeches)

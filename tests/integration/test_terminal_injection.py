@@ -10,7 +10,7 @@ import grpc
 import pytest
 
 from p2pshare.localnet import LocalNetwork, wait_for
-from tests.integration.helpers import api, cli, wait_registered
+from tests.integration.helpers import api, cli, join_as_provider, wait_registered
 from tests.integration.test_hostile_names import LyingProvider
 
 pytestmark = pytest.mark.integration
@@ -53,7 +53,7 @@ def test_a_rogue_providers_error_text_is_printed_escaped_by_get_and_status(
         peer = net.start_peer("p", tracker=tracker.url)
         ((cid, (manifest, _)),) = rude.files.items()
         entry = {"content_id": cid, "name": "victim.bin", "size": manifest.size}
-        rude.join(tracker.url, [entry])
+        join_as_provider(rude, tracker.url, [entry])
 
         got = cli("get", cid, "--api", peer.api)
         assert got.returncode == 1

@@ -105,6 +105,24 @@ class HaveMap(_message.Message):
     bitfield: bytes
     def __init__(self, content_id: _Optional[str] = ..., complete: _Optional[bool] = ..., piece_count: _Optional[int] = ..., bitfield: _Optional[bytes] = ...) -> None: ...
 
+class ExchangeOpen(_message.Message):
+    __slots__ = ("content_id", "have")
+    CONTENT_ID_FIELD_NUMBER: _ClassVar[int]
+    HAVE_FIELD_NUMBER: _ClassVar[int]
+    content_id: str
+    have: HaveMap
+    def __init__(self, content_id: _Optional[str] = ..., have: _Optional[_Union[HaveMap, _Mapping]] = ...) -> None: ...
+
+class ExchangeMessage(_message.Message):
+    __slots__ = ("open", "bitfield", "have")
+    OPEN_FIELD_NUMBER: _ClassVar[int]
+    BITFIELD_FIELD_NUMBER: _ClassVar[int]
+    HAVE_FIELD_NUMBER: _ClassVar[int]
+    open: ExchangeOpen
+    bitfield: HaveMap
+    have: int
+    def __init__(self, open: _Optional[_Union[ExchangeOpen, _Mapping]] = ..., bitfield: _Optional[_Union[HaveMap, _Mapping]] = ..., have: _Optional[int] = ...) -> None: ...
+
 class SearchRequest(_message.Message):
     __slots__ = ("query", "limit", "content_id")
     QUERY_FIELD_NUMBER: _ClassVar[int]

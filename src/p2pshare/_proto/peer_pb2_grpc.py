@@ -54,6 +54,11 @@ class PeerStub:
                 request_serializer=p2pshare_dot_v1_dot_peer__pb2.HaveRequest.SerializeToString,
                 response_deserializer=p2pshare_dot_v1_dot_peer__pb2.HaveMap.FromString,
                 _registered_method=True)
+        self.Exchange = channel.stream_stream(
+                '/p2pshare.v1.Peer/Exchange',
+                request_serializer=p2pshare_dot_v1_dot_peer__pb2.ExchangeMessage.SerializeToString,
+                response_deserializer=p2pshare_dot_v1_dot_peer__pb2.ExchangeMessage.FromString,
+                _registered_method=True)
         self.Search = channel.unary_stream(
                 '/p2pshare.v1.Peer/Search',
                 request_serializer=p2pshare_dot_v1_dot_peer__pb2.SearchRequest.SerializeToString,
@@ -93,6 +98,12 @@ class PeerServicer:
         raise NotImplementedError('Method not implemented!')
 
     def GetHave(self, request, context):
+        """Missing associated documentation comment in .proto file."""
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
+    def Exchange(self, request_iterator, context):
         """Missing associated documentation comment in .proto file."""
         context.set_code(grpc.StatusCode.UNIMPLEMENTED)
         context.set_details('Method not implemented!')
@@ -140,6 +151,11 @@ def add_PeerServicer_to_server(servicer, server):
                     servicer.GetHave,
                     request_deserializer=p2pshare_dot_v1_dot_peer__pb2.HaveRequest.FromString,
                     response_serializer=p2pshare_dot_v1_dot_peer__pb2.HaveMap.SerializeToString,
+            ),
+            'Exchange': grpc.stream_stream_rpc_method_handler(
+                    servicer.Exchange,
+                    request_deserializer=p2pshare_dot_v1_dot_peer__pb2.ExchangeMessage.FromString,
+                    response_serializer=p2pshare_dot_v1_dot_peer__pb2.ExchangeMessage.SerializeToString,
             ),
             'Search': grpc.unary_stream_rpc_method_handler(
                     servicer.Search,
@@ -265,6 +281,33 @@ class Peer:
             '/p2pshare.v1.Peer/GetHave',
             p2pshare_dot_v1_dot_peer__pb2.HaveRequest.SerializeToString,
             p2pshare_dot_v1_dot_peer__pb2.HaveMap.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def Exchange(request_iterator,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.stream_stream(
+            request_iterator,
+            target,
+            '/p2pshare.v1.Peer/Exchange',
+            p2pshare_dot_v1_dot_peer__pb2.ExchangeMessage.SerializeToString,
+            p2pshare_dot_v1_dot_peer__pb2.ExchangeMessage.FromString,
             options,
             channel_credentials,
             insecure,

@@ -420,9 +420,20 @@ def status(api: ApiOpt = None, config: ConfigOpt = None, as_json: JsonOpt = Fals
                 f"{pct:.0f}%",
                 f"{_size(d['rate'])}/s",
                 str(len(d["providers"])),
-                shown(d["error"] or d["why_stalled"] or ""),
+                shown(_note(d)),
             )
         out.print(table)
+
+
+def _note(d: dict[str, Any]) -> str:
+    """What a download's status line says besides numbers: its error or why it waits,
+    and every provider banned from it with the reason (unless the error says so)."""
+    note = d["error"] or d["why_stalled"] or ""
+    parts = [note] if note else []
+    for ban in d.get("banned", []):
+        if ban["address"] not in note:
+            parts.append(f"banned {ban['address']}: {ban['reason']}")
+    return "; ".join(parts)
 
 
 @app.command()

@@ -37,24 +37,24 @@ INITIAL_WINDOW = 8  # pieces in flight before a provider's rate is known
 MIN_WINDOW = 2
 MAX_WINDOW = 64
 QUEUE_SECONDS = 1.0  # a window holds about this much of a provider's data
+MAX_REQUESTERS = 2  # endgame: a piece is asked of at most this many providers at once
 RATE_TAU = 2.0  # seconds: the time constant of the throughput average
 MIN_OBSERVED = 0.05  # seconds: the shortest span a rate is computed over
 
 
-@dataclass
-class _Provider:
-    have: PieceSet | None  # None: a seeder, has every piece
-    in_flight: set[int] = field(default_factory=set)
-    received: int = 0
-    decayed_bytes: float = 0.0  # bytes received, each weighted by exp(-age / RATE_TAU)
-    first_update: float = 0.0
-    last_update: float | None = None
+class Throughput:
+    """Bytes per second received from one source, averaged over about ``RATE_TAU``
+    seconds (each byte weighted by ``exp(-age / RATE_TAU)``)."""
 
-    def has(self, index: int) -> bool:
-        return self.have is None or index in self.have
+    __slots__ = ("decayed_bytes", "first_update", "last_update")
+
+    def __init__(self) -> None:
+        self.decayed_bytes = 0.0
+        self.first_update = 0.0
+        self.last_update: float | None = None
 
     def rate(self, now: float) -> float:
-        """Bytes per second, averaged over about ``RATE_TAU`` seconds."""
+        """Bytes per second as of ``now`` (0 before anything was counted)."""
         if self.last_update is None:
             return 0.0
         # divide by the weight of the time observed, not by RATE_TAU: a provider
@@ -63,13 +63,29 @@ class _Provider:
         weight = RATE_TAU * (1 - math.exp(-observed / RATE_TAU))
         return self.decayed_bytes * math.exp(-(now - self.last_update) / RATE_TAU) / weight
 
+    def rate_when_last_heard(self) -> float:
+        """The rate as of the last count: what to expect when the source goes quiet."""
+        return 0.0 if self.last_update is None else self.rate(self.last_update)
+
     def count(self, size: int, now: float) -> None:
+        """``size`` bytes arrived at ``now``."""
         if self.last_update is None:
             self.first_update = now
         else:
             self.decayed_bytes *= math.exp(-(now - self.last_update) / RATE_TAU)
         self.decayed_bytes += size
         self.last_update = now
+
+
+@dataclass
+class _Provider:
+    have: PieceSet | None  # None: a seeder, has every piece
+    in_flight: set[int] = field(default_factory=set)
+    received: int = 0
+    meter: Throughput = field(default_factory=Throughput)
+
+    def has(self, index: int) -> bool:
+        return self.have is None or index in self.have
 
 
 class PiecePicker(Generic[P]):
@@ -139,6 +155,15 @@ class PiecePicker(Generic[P]):
                 self._availability[i] += 1
         state.have = have
 
+    def add_have(self, provider: P, index: int) -> bool:
+        """A provider still downloading announced piece ``index`` (a pushed ``Have``);
+        True if that is news."""
+        state = self._providers.get(provider)
+        if state is None or state.have is None or not state.have.add(index):
+            return False
+        self._availability[index] += 1
+        return True
+
     def remove_provider(self, provider: P) -> None:
         """Forget a provider; its pieces in flight go back to the pool."""
         state = self._providers.pop(provider, None)
@@ -179,12 +204,20 @@ class PiecePicker(Generic[P]):
             fresh = sorted(candidates, key=lambda i: self._availability[i])[:limit]
         if fresh:
             chosen = fresh
+        elif len(self._requested) < self._held.count - len(self._held):
+            # some missing piece is asked of nobody yet (no provider has it so far, or a
+            # super-seeder has not offered it): not the endgame, a duplicate would be
+            # waste (a provider with nothing fresh is common while others download)
+            chosen = []
         else:
             # endgame: duplicate pieces in flight elsewhere, least-duplicated first
             dup = [
                 i
                 for i in self._requested
-                if provider not in self._requested[i] and state.has(i) and i not in self._held
+                if provider not in self._requested[i]
+                and len(self._requested[i]) < MAX_REQUESTERS
+                and state.has(i)
+                and i not in self._held
             ]
             dup.sort(key=lambda i: (len(self._requested[i]), i))
             chosen = dup[:limit]
@@ -201,7 +234,7 @@ class PiecePicker(Generic[P]):
             state.in_flight.discard(index)
             state.received += 1
             if now is not None:
-                state.count(size, now)
+                state.meter.count(size, now)
         askers = self._requested.pop(index, set())
         for other in askers:
             other_state = self._providers.get(other)
@@ -219,23 +252,21 @@ class PiecePicker(Generic[P]):
     def rate(self, provider: P, now: float) -> float:
         """Measured throughput of ``provider`` in bytes per second (0 if unknown)."""
         state = self._providers.get(provider)
-        return state.rate(now) if state else 0.0
+        return state.meter.rate(now) if state else 0.0
 
     def rate_when_last_heard(self, provider: P) -> float:
         """Throughput as of ``provider``'s last piece: what to expect when it goes quiet."""
         state = self._providers.get(provider)
-        if state is None or state.last_update is None:
-            return 0.0
-        return state.rate(state.last_update)
+        return state.meter.rate_when_last_heard() if state else 0.0
 
     def window(self, provider: P, now: float) -> int:
         """How many pieces ``provider`` may have in flight: about a second of its data."""
         state = self._providers.get(provider)
         if state is None:
             return 0
-        if state.last_update is None:
+        if state.meter.last_update is None:
             return INITIAL_WINDOW
-        want = math.ceil(state.rate(now) * QUEUE_SECONDS / self._piece_size)
+        want = math.ceil(state.meter.rate(now) * QUEUE_SECONDS / self._piece_size)
         return max(MIN_WINDOW, min(MAX_WINDOW, want))
 
     def budget(self, provider: P, now: float) -> int:
@@ -245,7 +276,7 @@ class PiecePicker(Generic[P]):
 
     def ranking(self, now: float) -> list[P]:
         """Providers, fastest first: the order to prefer them in."""
-        return sorted(self._providers, key=lambda p: -self._providers[p].rate(now))
+        return sorted(self._providers, key=lambda p: -self._providers[p].meter.rate(now))
 
     def delivered(self) -> dict[P, int]:
         """Verified bytes received from each provider so far, gone ones included."""

@@ -11,7 +11,6 @@ the streams, reports each outcome here and acts on the answer.
 from __future__ import annotations
 
 import enum
-from collections.abc import Iterable
 from dataclasses import dataclass
 
 from p2pshare import errors
@@ -21,9 +20,8 @@ MIN_STALL = 3.0  # a provider of known speed is stalled after the longer of this
 STALL_FACTOR = 4  # this many times the time its pieces in flight should take
 NO_PROVIDER_GRACE = 15.0  # how long a download waits with no provider before it fails
 BUSY_BACKOFF = 1.0  # seconds before asking a busy provider again
-RETRY_DROPPED = 10.0  # seconds before a provider that stopped answering is tried again
-MAX_FAILURES = 3  # consecutive failed requests before a provider is dropped
-FAILURE_BACKOFF = 0.2  # seconds per consecutive failure before asking again
+RETRY_FIRST = 0.25  # seconds before a provider that stopped answering is joined again,
+RETRY_MAX = 2.0  # doubling with each drop in a row up to this
 
 
 class Superseded(errors.P2PShareError):
@@ -45,75 +43,154 @@ def stall_after(*, rate: float, in_flight: int, piece_size: int) -> float:
 
 
 class Action(enum.Enum):
-    RETRY = "retry"  # ask the provider again (after ``wait``)
-    BAN = "ban"  # it sent a bad piece: never ask it again
+    RETRY = "retry"  # ask the provider again (after ``wait``) on the same stream worker
+    BAN = "ban"  # it sent a bad piece: never ask it again in this download
     FAIL = "fail"  # no provider can fix this (the disk): the download fails
-    DROP = "drop"  # it failed too often in a row: stop asking it for now
+    DROP = "drop"  # it stopped answering: stop every stream to it, join again after ``wait``
 
 
 @dataclass(frozen=True)
 class Decision:
     action: Action
     wait: float = 0.0
+    reason: str = ""  # BAN: why, as the user reads it ("sent a bad piece: ...")
+
+
+def retry_wait(drops: int) -> float:
+    """Seconds before a provider dropped ``drops`` times in a row is joined again:
+    small at first (a provider back after a restart is used within seconds), doubling,
+    capped (a dead one costs one failed call every ``RETRY_MAX`` seconds)."""
+    return min(RETRY_MAX, RETRY_FIRST * (1 << min(max(drops - 1, 0), 16)))
 
 
 class ProviderHealth:
-    """How each provider of one download has been doing."""
+    """How each provider of one download has been doing, and what follows from it.
+
+    A provider is *active* (its streams run), *waiting* (dropped after a failure,
+    joined again at ``retry_at``), *banned* (with the reason), or unknown. The adapter
+    reports joins, verified pieces and failures with the time; the answers say what
+    to do with the provider, whom to join again now, what to tell the user, and when
+    the download gives up (``given_up``).
+    """
 
     def __init__(self) -> None:
-        self._failures: dict[str, int] = {}
-        self._busy: set[str] = set()  # providers that last answered "too many uploads"
-        self._dropped: dict[str, float] = {}  # provider -> when its streams all ended
+        self._active: set[str] = set()
+        self._proven: set[str] = set()  # active and delivered a piece since it joined
+        self._busy: set[str] = set()  # active and last answered "too many uploads"
+        self._drops: dict[str, int] = {}  # consecutive drops with no piece in between
+        self._retry_at: dict[str, float] = {}  # waiting provider -> when to join it again
+        self._last_error: dict[str, str] = {}
+        self.banned: dict[str, str] = {}  # provider -> why, in the order banned
+
+    # -- what happened ---------------------------------------------------------
 
     def joined(self, address: str) -> None:
-        self._failures[address] = 0
+        self._active.add(address)
+        self._retry_at.pop(address, None)
 
-    def succeeded(self, address: str) -> None:
-        self._failures[address] = 0
+    def delivered(self, address: str) -> None:
+        """A verified piece came from ``address``."""
+        if address in self._active:
+            self._proven.add(address)
+        self._drops.pop(address, None)
         self._busy.discard(address)
 
-    def failed(self, address: str, exc: errors.P2PShareError) -> Decision:
-        """What to do after a request to ``address`` failed with ``exc``."""
+    def succeeded(self, address: str) -> None:
+        """A request to ``address`` ended well (it is not busy any more)."""
+        self._busy.discard(address)
+
+    def left(self, address: str) -> None:
+        """Every stream to ``address`` ended with nothing left to ask of it."""
+        self._forget(address)
+
+    def failed(self, address: str, exc: errors.P2PShareError, now: float) -> Decision:
+        """What to do after a request to ``address`` (or joining it) failed with ``exc``."""
+        if address in self.banned:
+            return Decision(Action.BAN, reason=self.banned[address])
         if isinstance(exc, errors.BadPiece):
-            return Decision(Action.BAN)
+            reason = f"sent a bad piece: {exc}"
+            self._forget(address)
+            self.banned[address] = reason
+            return Decision(Action.BAN, reason=reason)
         if isinstance(exc, errors.DownloadFailed):
             return Decision(Action.FAIL)
         if isinstance(exc, Superseded):
             return Decision(Action.RETRY)
-        if isinstance(exc, errors.Busy):
+        if isinstance(exc, errors.Busy) and address in self._active:
             # alive but full: not a failure; wait and ask again
             self._busy.add(address)
             return Decision(Action.RETRY, BUSY_BACKOFF)
-        failures = self._failures[address] = self._failures.get(address, 0) + 1
-        if failures >= MAX_FAILURES:
-            return Decision(Action.DROP)
-        return Decision(Action.RETRY, FAILURE_BACKOFF * failures)
+        if address in self._retry_at:  # another stream of a provider already dropped
+            return Decision(Action.DROP, self._retry_at[address] - now)
+        drops = self._drops[address] = self._drops.get(address, 0) + 1
+        wait = retry_wait(drops)
+        self._forget(address)
+        self._retry_at[address] = now + wait
+        self._last_error[address] = str(exc)
+        return Decision(Action.DROP, wait)
 
-    def ended(self, address: str, now: float) -> None:
-        """Every stream of ``address`` ended: it may come back after a pause."""
-        self._dropped[address] = now
+    def _forget(self, address: str) -> None:
+        self._active.discard(address)
+        self._proven.discard(address)
+        self._busy.discard(address)
+        self._retry_at.pop(address, None)
 
-    def may_try(self, address: str, now: float) -> bool:
-        """Whether a provider found again may be asked (not dropped just now)."""
-        return now - self._dropped.get(address, -RETRY_DROPPED) >= RETRY_DROPPED
+    # -- what to do ------------------------------------------------------------
 
-    def healthy(self, providers: Iterable[str]) -> list[str]:
-        """The providers whose last request did not fail."""
-        return [a for a in providers if self._failures.get(a, 0) == 0]
+    def may_join(self, address: str, now: float) -> bool:
+        """Whether a provider found (again) may be joined now."""
+        if address in self.banned or address in self._active:
+            return False
+        return now >= self._retry_at.get(address, now)
 
-    def why_stalled(self, providers: Iterable[str]) -> str | None:
-        """What to tell the user about a download asking ``providers`` (None: moving)."""
-        providers = list(providers)
-        healthy = self.healthy(providers)
-        if healthy and all(a in self._busy for a in healthy):
-            return "all providers are busy; waiting for a free upload slot"
-        if healthy:
+    def due(self, now: float) -> list[str]:
+        """Dropped providers whose wait is over: join them again now."""
+        return [a for a, at in self._retry_at.items() if at <= now]
+
+    def next_due(self, now: float) -> float | None:
+        """Seconds until the next dropped provider is due (None: nobody waits)."""
+        if not self._retry_at:
             return None
-        if providers:
-            return "providers are not answering; retrying"
+        return max(0.0, min(self._retry_at.values()) - now)
+
+    def why_stalled(self) -> str | None:
+        """What to tell the user about the download now (None: it is moving)."""
+        if self._active:
+            if all(a in self._busy for a in self._active):
+                return "all providers are busy; waiting for a free upload slot"
+            return None
+        if self._retry_at:
+            return "providers are not answering; retrying" + self._bans(";")
+        if self.banned:
+            return self._only_bans() + "; looking for other providers"
         return "no provider reachable; looking for providers"
 
-    def given_up(self, providers: Iterable[str], *, since_progress: float) -> bool:
-        """Whether the download should fail: no healthy provider, and no piece for
-        longer than the grace period."""
-        return not self.healthy(providers) and since_progress > NO_PROVIDER_GRACE
+    def given_up(self, *, since_progress: float) -> str | None:
+        """Why the download fails now, or None: it fails when no piece came for longer
+        than the grace period and no provider gives hope (one that delivered since it
+        joined, or waits for an upload slot, may be slow; one that sent nothing, was
+        dropped or banned gives none)."""
+        if since_progress <= NO_PROVIDER_GRACE:
+            return None
+        if any(a in self._proven or a in self._busy for a in self._active):
+            return None
+        grace = f"{NO_PROVIDER_GRACE:g} s"
+        if self._active:
+            silent = ", ".join(sorted(self._active))
+            return f"no provider sent a piece for {grace} ({silent} sent nothing)" + self._bans(";")
+        if self._retry_at or not self.banned:
+            last = "; ".join(self._last_error[a] for a in self._retry_at)
+            why = f" ({last})" if last else ""
+            return "no provider reachable" + why + self._bans(";")
+        return self._only_bans()
+
+    def _only_bans(self) -> str:
+        if len(self.banned) == 1:
+            ((address, reason),) = self.banned.items()
+            return f"the only provider, {address}, was banned: {reason}"
+        return "every provider was banned: " + "; ".join(f"{a} {r}" for a, r in self.banned.items())
+
+    def _bans(self, sep: str) -> str:
+        if not self.banned:
+            return ""
+        return f"{sep} banned: " + "; ".join(f"{a} {r}" for a, r in self.banned.items())

@@ -160,6 +160,8 @@ class PeerNode:
             max_download_rate=s.max_download_rate,
             streams_per_provider=s.streams_per_provider,
             pieces_per_request=s.pieces_per_request,
+            # each verified piece is pushed to the downloaders fetching from us
+            on_piece=lambda content_id, index: self.service.announce(content_id, index),
         )
         self.service = PeerService(
             share=self.share,
@@ -173,6 +175,7 @@ class PeerNode:
             max_subscribers_per_peer=s.max_subscribers_per_peer,
             max_calls_per_peer=s.max_calls_per_peer,
             max_upload_rate=s.max_upload_rate,
+            super_seed=s.super_seed,
         )
         self._grpc: grpc.aio.Server | None = None
         self.subscriptions = Subscriptions(

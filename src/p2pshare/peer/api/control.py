@@ -161,6 +161,13 @@ class DownloadRequest(_Model):
     )
 
 
+class BanView(_Model):
+    """A provider banned from a download, and why."""
+
+    address: str
+    reason: str
+
+
 class DownloadView(_Model):
     """A download's progress; ``why_stalled`` says what it waits for when it is not moving."""
 
@@ -173,7 +180,7 @@ class DownloadView(_Model):
     pieces_done: int
     rate: float
     providers: list[str]
-    banned: list[str]
+    banned: list[BanView] = Field(description="Providers banned, each with the reason.")
     path: str | None
     error: str | None
     why_stalled: str | None
@@ -210,7 +217,7 @@ class DownloadView(_Model):
             pieces_done=d.pieces_done,
             rate=d.rate,
             providers=d.providers,
-            banned=d.banned,
+            banned=[BanView(address=b.address, reason=b.reason) for b in d.banned],
             path=d.path,
             error=d.error,
             why_stalled=d.why_stalled,

@@ -90,6 +90,34 @@ class OverlayStream:
         self._call.cancel()
 
 
+class ExchangeStream:
+    """An open ``Exchange`` stream to one provider (see ``p2pshare.peer.transfer.swarm``):
+    messages written one at a time, read one at a time (None: the provider ended it);
+    a failure comes out as a p2pshare error."""
+
+    def __init__(self, call: grpc.aio.StreamStreamCall, address: str) -> None:  # type: ignore[type-arg]
+        self._call = call
+        self._address = address
+
+    async def write(self, message: pb.ExchangeMessage) -> None:
+        try:
+            with translated(self._address):
+                await self._call.write(message)
+        except asyncio.InvalidStateError as exc:  # the peer ended the stream
+            raise errors.Unreachable(f"peer {self._address} closed the exchange") from exc
+
+    async def read(self) -> pb.ExchangeMessage | None:
+        with translated(self._address):
+            message = await self._call.read()
+        if message is grpc.aio.EOF:  # type: ignore[attr-defined]
+            return None
+        assert isinstance(message, pb.ExchangeMessage)
+        return message
+
+    def cancel(self) -> None:
+        self._call.cancel()
+
+
 class PeerClients:
     """Channels to other peers, opened on first use and reused; over TLS when ``tls`` is
     given (every channel a peer opens to another peer is made here)."""
@@ -221,6 +249,11 @@ class PeerClients:
         """Open an ``Overlay`` stream to ``address``; it fails on first use if the peer
         cannot be reached."""
         return OverlayStream(self._stub(address).Overlay(), address)
+
+    def exchange(self, address: str) -> ExchangeStream:
+        """Open an ``Exchange`` stream to ``address``; it fails on first use if the peer
+        cannot be reached (``Unsupported``: a peer from before exchanges)."""
+        return ExchangeStream(self._stub(address).Exchange(), address)
 
     async def subscribe(self, address: str, query: str = "") -> AsyncIterator[pb.ShareChange]:
         """The changes ``address`` publishes (its own and those it relays), until the

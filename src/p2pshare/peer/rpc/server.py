@@ -16,6 +16,7 @@ from __future__ import annotations
 import asyncio
 import functools
 import logging
+import random
 import time
 from collections.abc import AsyncIterator, Awaitable, Callable, Sequence
 from typing import TYPE_CHECKING, Any, TypeVar
@@ -28,14 +29,17 @@ from p2pshare._proto import peer_pb2 as pb
 from p2pshare._proto import peer_pb2_grpc as pb_grpc
 from p2pshare.core.manifest import Manifest, check_content_id
 from p2pshare.core.names import parse_query
+from p2pshare.core.pieces import PieceSet
 from p2pshare.core.rate import ClientBuckets, TokenBucket
 from p2pshare.core.slots import Slots
+from p2pshare.core.super_seed import SuperSeed
 from p2pshare.peer.overlay.network import Overlay
 from p2pshare.peer.overlay.publisher import Publisher, change_to_pb
 from p2pshare.peer.rpc.wire import (
     PROTOCOL_VERSION,
     SERVER_OPTIONS,
     encode_piece,
+    is_loopback_peer,
     manifest_to_pb,
     remote_key,
     status_for,
@@ -53,6 +57,11 @@ MAX_OVERLAY_STREAMS = 256
 """Overlay streams served at once: far more than the peers that take us as neighbour."""
 MAX_OVERLAY_STREAMS_PER_PEER = 8
 """Per remote address: one per neighbour pair, a few peers behind one NAT address."""
+MAX_EXCHANGES = 1024
+"""Exchange streams served at once: one per downloader and file it fetches from us."""
+MAX_EXCHANGES_PER_PEER = 64
+LONE_OFFERS = 16
+"""Pieces a super-seeder offers a downloader that is alone (see ``SuperSeed``)."""
 
 Ctx = grpc.aio.ServicerContext[Any, Any]
 T = TypeVar("T")
@@ -134,8 +143,10 @@ class PeerService(pb_grpc.PeerServicer):
         max_overlay_streams_per_peer: int = MAX_OVERLAY_STREAMS_PER_PEER,
         max_calls_per_peer: float = 0,
         max_upload_rate: int = 0,
+        super_seed: str = "auto",
     ) -> None:
         self._share = share
+        self._super_seed = super_seed
         self._me = me
         self._overlay = overlay
         self._publisher = publisher or Publisher()
@@ -158,6 +169,22 @@ class PeerService(pb_grpc.PeerServicer):
         self._rate = TokenBucket(max_upload_rate, max(max_upload_rate / 4, 1), time.monotonic())
         self.pieces_served = 0
         self.bytes_served = 0
+        self._exchanges: Slots[str] = Slots(total=MAX_EXCHANGES, per_key=MAX_EXCHANGES_PER_PEER)
+        self._seeds: dict[str, SuperSeed[_Exchange]] = {}  # content id -> its super-seeding
+        self._watchers: dict[str, set[_Exchange]] = {}  # content id (partial here) -> streams
+        self._sending = 0  # GetPieces streams running: none, and the uplink idles
+
+    def announce(self, content_id: str, index: int) -> None:
+        """A piece of a download in progress here verified: tell every downloader that
+        fetches this file from us (its ``Exchange`` stream)."""
+        for watcher in self._watchers.get(content_id, ()):
+            watcher.send(index)
+
+    def _idle(self) -> None:
+        """The uplink has nothing to send: each super-seeded file may offer more."""
+        for seed in self._seeds.values():
+            for downloader, piece in seed.idle():
+                downloader.send(piece)
 
     def count_call(self, context: Ctx) -> None:
         """Count a cheap call against its remote's rate; ``Busy`` over it."""
@@ -221,6 +248,7 @@ class PeerService(pb_grpc.PeerServicer):
         full = self._uploads.acquire(remote)
         if full is not None:
             raise errors.Busy(f"too many uploads at once ({full}); retry shortly")
+        self._sending += 1
         try:
             manifest, partial = self._source(content_id)
             count = manifest.piece_count
@@ -241,6 +269,110 @@ class PeerService(pb_grpc.PeerServicer):
                     yield encode_piece(index, data)
         finally:
             self._uploads.release(remote)
+            self._sending -= 1
+            if not self._sending:
+                self._idle()
+
+    async def Exchange(
+        self, request_iterator: AsyncIterator[pb.ExchangeMessage], context: Ctx
+    ) -> None:
+        """A downloader's availability stream for one file: its have-map and ``have``
+        messages in; ours (or, for a file of our share, the pieces we offer it as a
+        super-seeder, ``core.super_seed``) out. Pieces themselves go by GetPieces."""
+        remote = remote_key(context.peer())
+        full = self._exchanges.acquire(remote)
+        if full is not None:
+            await context.abort(grpc.StatusCode.RESOURCE_EXHAUSTED, f"too many exchanges ({full})")
+        try:
+            await self._exchange(_well_formed(request_iterator), context)
+        except errors.P2PShareError as exc:
+            await context.abort(status_for(exc), str(exc))
+        finally:
+            self._exchanges.release(remote)
+
+    async def _exchange(self, messages: AsyncIterator[pb.ExchangeMessage], context: Ctx) -> None:
+        first = await anext(messages, None)
+        if first is None:
+            return
+        if first.WhichOneof("kind") != "open":
+            raise errors.UsageError("an exchange begins with open")
+        content_id = check_content_id(first.open.content_id)
+        manifest, partial = self._source(content_id)
+        count = manifest.piece_count
+        have = _have_map(first.open.have, count)
+        me = _Exchange()
+        seed: SuperSeed[_Exchange] | None = None
+        if partial is None and not self._super_seeds(context):
+            reply = pb.HaveMap(content_id=content_id, complete=True, piece_count=count)
+        elif partial is None:
+            seed = self._seeds.get(content_id)
+            if seed is None:
+                start = random.randrange(count) if count else 0
+                seed = SuperSeed(count, start=start, lone_offers=LONE_OFFERS)
+                self._seeds[content_id] = seed
+            offered = PieceSet(count, seed.join(me, have))
+            reply = pb.HaveMap(
+                content_id=content_id,
+                complete=False,
+                piece_count=count,
+                bitfield=offered.to_bytes(),
+            )
+        else:
+            self._watchers.setdefault(content_id, set()).add(me)
+            reply = pb.HaveMap(
+                content_id=content_id,
+                complete=partial.have.complete,
+                piece_count=count,
+                bitfield=partial.have.to_bytes(),
+            )
+        reader = asyncio.create_task(self._exchange_reader(messages, me, seed, count))
+        try:
+            await context.write(pb.ExchangeMessage(bitfield=reply))
+            while (piece := await me.next()) is not None:
+                await context.write(pb.ExchangeMessage(have=piece))
+        finally:
+            reader.cancel()
+            await asyncio.gather(reader, return_exceptions=True)
+            if seed is not None:
+                seed.leave(me)
+                if not seed.downloaders:
+                    self._seeds.pop(content_id, None)
+            watchers = self._watchers.get(content_id)
+            if watchers is not None:
+                watchers.discard(me)
+                if not watchers:
+                    del self._watchers[content_id]
+        if me.error is not None:
+            raise me.error
+
+    def _super_seeds(self, context: Ctx) -> bool:
+        """Whether a downloader is offered pieces a few at a time: between processes of
+        one machine upload costs no bandwidth, only CPU (many small requests: the
+        loopback swarm bench took 1.5x as long), so ``auto`` leaves those out."""
+        if self._super_seed != "auto":
+            return self._super_seed == "on"
+        return not is_loopback_peer(context.peer())
+
+    async def _exchange_reader(
+        self,
+        messages: AsyncIterator[pb.ExchangeMessage],
+        me: _Exchange,
+        seed: SuperSeed[_Exchange] | None,
+        count: int,
+    ) -> None:
+        """The downloader's ``have`` messages: to a super-seeder, offers they close."""
+        try:
+            async for message in messages:
+                if message.WhichOneof("kind") != "have":
+                    raise errors.UsageError("after open an exchange sends only have")
+                if message.have >= count:
+                    raise errors.UsageError(f"piece {message.have} out of range ({count})")
+                if seed is not None:
+                    for downloader, piece in seed.has(me, message.have):
+                        downloader.send(piece)
+        except errors.P2PShareError as exc:
+            me.error = exc
+        me.close()
 
     @_stream
     async def Search(self, request: pb.SearchRequest, context: Ctx) -> AsyncIterator[pb.SearchHit]:
@@ -289,6 +421,35 @@ class PeerService(pb_grpc.PeerServicer):
             raise errors.Busy("this subscriber fell behind; subscribe again")
 
 
+class _Exchange:
+    """The sending side of one ``Exchange`` stream: pieces to announce, in order."""
+
+    def __init__(self) -> None:
+        self._queue: asyncio.Queue[int | None] = asyncio.Queue()
+        self.error: errors.P2PShareError | None = None
+
+    def send(self, piece: int) -> None:
+        self._queue.put_nowait(piece)
+
+    def close(self) -> None:
+        self._queue.put_nowait(None)
+
+    async def next(self) -> int | None:
+        return await self._queue.get()
+
+
+def _have_map(msg: pb.HaveMap, count: int) -> PieceSet:
+    """The pieces a downloader says it holds (all of them when ``complete``)."""
+    if msg.complete:
+        return PieceSet(count, range(count))
+    if not msg.bitfield:
+        return PieceSet(count)
+    try:
+        return PieceSet.from_bytes(count, msg.bitfield)
+    except ValueError as exc:
+        raise errors.UsageError(f"malformed have-map: {exc}") from exc
+
+
 async def _well_formed(batches: AsyncIterator[M | _Malformed]) -> AsyncIterator[M]:
     """The messages of a client stream, until one does not parse (INVALID_ARGUMENT)."""
     async for batch in batches:
@@ -320,6 +481,11 @@ def _handlers(service: PeerService) -> grpc.GenericRpcHandler:  # type: ignore[t
             service.GetHave,
             request_deserializer=_parser(pb.HaveRequest),
             response_serializer=pb.HaveMap.SerializeToString,
+        ),
+        "Exchange": grpc.stream_stream_rpc_method_handler(
+            service.Exchange,
+            request_deserializer=_parser(pb.ExchangeMessage),
+            response_serializer=pb.ExchangeMessage.SerializeToString,
         ),
         "Search": grpc.unary_stream_rpc_method_handler(
             service.Search,

@@ -34,7 +34,7 @@ CHANNEL_OPTIONS: list[tuple[str, int | str]] = [
     ("grpc.enable_retries", 0),
     # a peer whose link comes back is dialled again within seconds, not minutes
     ("grpc.initial_reconnect_backoff_ms", 500),
-    ("grpc.max_reconnect_backoff_ms", 5_000),
+    ("grpc.max_reconnect_backoff_ms", 1_000),
 ]
 SERVER_OPTIONS: list[tuple[str, int | str]] = [
     ("grpc.max_send_message_length", MAX_MESSAGE),
@@ -73,6 +73,18 @@ def remote_key(peer: str) -> str:
     except ValueError:
         return peer
     return peer if loopback else client_key(host)
+
+
+def is_loopback_peer(peer: str) -> bool:
+    """Whether gRPC's ``context.peer()`` is a process on this machine (loopback)."""
+    kind, _, rest = peer.partition(":")
+    if kind not in ("ipv4", "ipv6"):
+        return kind == "unix"
+    host = rest.rpartition(":")[0].strip("[]")
+    try:
+        return ipaddress.ip_address(host.partition("%")[0]).is_loopback
+    except ValueError:
+        return False
 
 
 def status_for(exc: errors.P2PShareError) -> grpc.StatusCode:

@@ -59,6 +59,7 @@ class DownloadManager:
         max_download_rate: int = 0,
         streams_per_provider: int = 4,
         pieces_per_request: int = 8,
+        on_piece: Callable[[str, int], None] = lambda content_id, index: None,
     ) -> None:
         self._clients = clients
         self._find_providers = find_providers
@@ -85,6 +86,7 @@ class DownloadManager:
             limit=DownloadLimit(max_download_rate),
             streams_per_provider=streams_per_provider,
             pieces_per_request=pieces_per_request,
+            announce=on_piece,
         )
         records.mkdir(parents=True, exist_ok=True)
 

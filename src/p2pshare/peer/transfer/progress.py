@@ -13,6 +13,14 @@ from pathlib import Path
 RATE_WINDOW = 2.0  # seconds of arrivals that the rate shown is measured over
 
 
+@dataclass(frozen=True)
+class Ban:
+    """A provider banned from a download, and why ("sent a bad piece: ...")."""
+
+    address: str
+    reason: str
+
+
 @dataclass
 class Download:
     """One download, as the control API shows it."""
@@ -31,7 +39,7 @@ class Download:
     error: str | None = None
     why_stalled: str | None = None
     providers: list[str] = field(default_factory=list)
-    banned: list[str] = field(default_factory=list)
+    banned: list[Ban] = field(default_factory=list)
     started: float = field(default_factory=time.monotonic)
     finished: float | None = None
     version: int = 0

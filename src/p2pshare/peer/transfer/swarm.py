@@ -20,22 +20,25 @@ from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 
 from p2pshare import errors
+from p2pshare._proto import peer_pb2 as pb
 from p2pshare.core.piece_picker import PiecePicker
+from p2pshare.core.pieces import PieceSet
 from p2pshare.core.rate import TokenBucket
 from p2pshare.core.swarm_rules import (
     MIN_STALL,
     PIECE_TIMEOUT,
     Action,
+    Decision,
     ProviderHealth,
     Superseded,
     stall_after,
 )
-from p2pshare.peer.rpc.client import PeerClients, PieceCall
+from p2pshare.peer.rpc.client import CALL_TIMEOUT, ExchangeStream, PeerClients, PieceCall
 from p2pshare.peer.rpc.wire import decode_piece
 from p2pshare.peer.transfer.heap import HeapTrimmer
 from p2pshare.peer.transfer.partial import PartialDownload
-from p2pshare.peer.transfer.progress import Download
-from p2pshare.peer.transfer.pulse import Pulse
+from p2pshare.peer.transfer.progress import Ban, Download
+from p2pshare.peer.transfer.pulse import Flag, Pulse
 
 log = logging.getLogger(__name__)
 
@@ -58,6 +61,8 @@ class SwarmTools:
     streams_per_provider: int
     pieces_per_request: int
     heap: HeapTrimmer = field(default_factory=HeapTrimmer)
+    announce: Callable[[str, int], None] = lambda content_id, index: None
+    """Tell the downloaders that fetch from us that a piece of ours verified."""
 
 
 class DownloadLimit:
@@ -157,7 +162,7 @@ class _BatchStream:
         for raw in self._received(call):
             index, data = decode_piece(raw)
             if index not in self.pending or index in got:
-                raise errors.BadPiece(f"peer {self.address} sent piece {index} unasked")
+                raise errors.BadPiece(f"piece {index} unasked")
             got.add(index)
             swarm.tools.limit.wait(len(data))
             swarm.partial.write_verified(index, data)
@@ -170,7 +175,15 @@ class _BatchStream:
 
 
 class Swarm:
-    """Fetches the missing pieces of one download from every provider at once."""
+    """Fetches the missing pieces of one download from every provider at once.
+
+    The adapter of ``core.piece_picker`` (which piece from whom) and
+    ``core.swarm_rules`` (stalls, bans, drops and when to join again, when to give
+    up): it runs the streams, reports what happened with the time, and acts on the
+    answers. One supervisor task wakes on a ``Flag`` (or the next due time); the
+    stream workers of a provider wake on a ``Pulse``; a provider banned or dropped
+    has every one of its workers and streams cancelled at once.
+    """
 
     def __init__(
         self,
@@ -191,16 +204,17 @@ class Swarm:
             start=random.randrange(count) if count else 0,
         )
         self.initial = providers
-        self.workers: dict[str, list[asyncio.Task[None]]] = {}
-        # the supervisor alone waits on (and clears) ``changed``; workers wait on ``woken``
-        self.changed = asyncio.Event()
-        self.woken = Pulse()
+        self.workers: dict[str, list[asyncio.Task[None]]] = {}  # joining or active providers
+        self.changed = Flag()  # the supervisor's wake-up
+        self.woken: dict[str, Pulse] = {}  # each provider's idle workers' wake-up
         self.health = ProviderHealth()
         self.last_record = time.monotonic()
         self.record_lock = asyncio.Lock()
         self.fatal: errors.P2PShareError | None = None
         self.streams: set[_BatchStream] = set()  # batches being fetched right now
         self.last_progress = time.monotonic()
+        self.haves: dict[str, asyncio.Queue[int]] = {}  # provider -> our Haves to send it
+        self.polled: set[str] = set()  # providers from before Exchange: asked by GetHave
 
     async def run(self) -> None:
         for address in self.initial:
@@ -208,12 +222,10 @@ class Swarm:
         try:
             await self._supervise()
         finally:
-            for tasks in self.workers.values():
-                for task in tasks:
-                    task.cancel()
-            await asyncio.gather(
-                *(t for ts in self.workers.values() for t in ts), return_exceptions=True
-            )
+            tasks = [t for ts in self.workers.values() for t in ts]
+            for task in tasks:
+                task.cancel()
+            await asyncio.gather(*tasks, return_exceptions=True)
             # however the swarm ends, what was verified is recorded for a resume
             async with self.record_lock:
                 if not self.picker.complete:
@@ -223,30 +235,103 @@ class Swarm:
 
     def _add(self, address: str) -> None:
         """Ask ``address`` what it holds, then start its piece streams."""
-        if address in self.workers or self.picker.is_banned(address):
+        if address in self.workers or not self.health.may_join(address, time.monotonic()):
             return
         tasks: list[asyncio.Task[None]] = []
         self.workers[address] = tasks
         tasks.append(asyncio.create_task(self._join(address, tasks)))
 
     async def _join(self, address: str, tasks: list[asyncio.Task[None]]) -> None:
+        """Open the exchange with ``address`` (its have-map, then its Haves pushed as
+        they happen), or ask an older peer by GetHave; then start its piece streams."""
+        stream: ExchangeStream | None = None
         try:
-            have = await self.tools.clients.have(address, self.download.content_id)
+            try:
+                stream, have = await self._open_exchange(address)
+            except errors.Unsupported:
+                have = await self.tools.clients.have(address, self.download.content_id)
+                self.polled.add(address)
         except errors.P2PShareError as exc:
             log.info("provider %s: %s", address, exc)
-            self._notify()  # reaped as a provider that did not answer
+            self._act(address, self.health.failed(address, exc, time.monotonic()), exc)
             return
-        if self.picker.add_provider(address, have):
-            self.health.joined(address)
-            tasks.extend(
-                asyncio.create_task(self._worker(address))
-                for _ in range(self.tools.streams_per_provider)
+        except asyncio.CancelledError:
+            if stream is not None:
+                stream.cancel()
+            raise
+        if not self.picker.add_provider(address, have):
+            if stream is not None:
+                stream.cancel()
+            return
+        self.health.joined(address)
+        self.woken[address] = Pulse()
+        if stream is not None:
+            queue: asyncio.Queue[int] = asyncio.Queue()
+            self.haves[address] = queue
+            tasks.append(asyncio.create_task(self._listen(address, stream)))
+            tasks.append(asyncio.create_task(self._tell(stream, queue)))
+        tasks.extend(
+            asyncio.create_task(self._worker(address))
+            for _ in range(self.tools.streams_per_provider)
+        )
+        self._show_providers()
+        self._notify()
+
+    async def _open_exchange(self, address: str) -> tuple[ExchangeStream, PieceSet | None]:
+        count = self.partial.manifest.piece_count
+        stream = self.tools.clients.exchange(address)
+        try:
+            ours = pb.HaveMap(
+                content_id=self.download.content_id,
+                piece_count=count,
+                bitfield=self.partial.have.to_bytes(),
             )
-            self._show_providers()
+            opening = pb.ExchangeOpen(content_id=self.download.content_id, have=ours)
+            await stream.write(pb.ExchangeMessage(open=opening))
+            async with asyncio.timeout(CALL_TIMEOUT):
+                first = await stream.read()
+            if first is None or first.WhichOneof("kind") != "bitfield":
+                raise errors.RemoteError(f"peer {address} did not open the exchange")
+            if first.bitfield.complete:
+                return stream, None
+            try:
+                return stream, PieceSet.from_bytes(count, first.bitfield.bitfield)
+            except ValueError as exc:
+                raise errors.RemoteError(f"peer {address} sent a malformed have-map") from exc
+        except TimeoutError as exc:
+            stream.cancel()
+            raise errors.TimedOut(f"peer {address} did not open the exchange in time") from exc
+        except BaseException:
+            stream.cancel()
+            raise
+
+    async def _listen(self, address: str, stream: ExchangeStream) -> None:
+        """The provider's Haves: each piece it verified (or, a super-seeder, offers)."""
+        try:
+            while (message := await stream.read()) is not None:
+                if message.WhichOneof("kind") == "have":
+                    if message.have >= self.partial.manifest.piece_count:
+                        raise errors.RemoteError(f"peer {address} announced piece {message.have}")
+                    if self.picker.add_have(address, message.have):
+                        # only this provider's workers have something new to ask:
+                        # waking every worker on every Have cost a leecher of a
+                        # loopback swarm half its CPU in picks that found nothing
+                        self.woken[address].fire()
+            raise errors.Unreachable(f"peer {address} ended the exchange")
+        except errors.P2PShareError as exc:
+            self._act(address, self.health.failed(address, exc, time.monotonic()), exc)
+        finally:
+            stream.cancel()
+
+    async def _tell(self, stream: ExchangeStream, queue: asyncio.Queue[int]) -> None:
+        """Our Haves to the provider, in order (a super-seeder offers more on them)."""
+        with contextlib.suppress(errors.P2PShareError):  # _listen notices the end
+            while True:
+                await stream.write(pb.ExchangeMessage(have=await queue.get()))
 
     async def _refresh_haves(self) -> None:
         """Providers still downloading hold more pieces as time goes by: ask again."""
-        partial = [a for a in self.picker.providers if not self.picker.is_seeder(a)]
+        partial = [a for a in self.polled if a in self.workers and not self.picker.is_seeder(a)]
         haves = await asyncio.gather(
             *(self.tools.clients.have(a, self.download.content_id, timeout=2) for a in partial),
             return_exceptions=True,
@@ -254,12 +339,16 @@ class Swarm:
         for address, have in zip(partial, haves, strict=True):
             if not isinstance(have, BaseException):
                 self.picker.update_have(address, have)
-        self._notify()
+        self._wake_workers()
 
     def _notify(self) -> None:
         """Something the supervisor or an idle worker waits for changed."""
         self.changed.set()
-        self.woken.fire()
+        self._wake_workers()
+
+    def _wake_workers(self) -> None:
+        for pulse in self.woken.values():
+            pulse.fire()
 
     def _show_providers(self) -> None:
         # fastest first: what status shows is also whom the swarm leans on
@@ -267,32 +356,36 @@ class Swarm:
         self.download.touch()
 
     async def _supervise(self) -> None:
-        """Add providers as they appear; fail when none has delivered for a while."""
+        """Join providers as they appear or their wait ends; fail when the rules give up."""
         last_look = last_haves = time.monotonic()
         while not self.picker.complete and self.fatal is None:
-            with contextlib.suppress(TimeoutError):
-                await asyncio.wait_for(self.changed.wait(), PROVIDER_REFRESH)
+            now = time.monotonic()
+            due = self.health.next_due(now)
+            await self.changed.wait(PROVIDER_REFRESH if due is None else min(due, PROVIDER_REFRESH))
             self.changed.clear()
             if self.picker.complete or self.fatal is not None:
                 return
             self._reap()
             now = time.monotonic()
-            if now - last_haves >= HAVE_REFRESH:
+            for address in self.health.due(now):
+                self._add(address)
+            if self.polled and now - last_haves >= HAVE_REFRESH:
                 last_haves = now
                 await self._refresh_haves()
-            self._stalled(self.health.why_stalled(self.workers))
-            given_up = self.health.given_up(self.workers, since_progress=now - self.last_progress)
+            self._stalled(self.health.why_stalled())
+            why = self.health.given_up(since_progress=now - self.last_progress)
+            if why is not None:
+                self._stalled(why)
+                raise errors.DownloadFailed(
+                    f"{why} ({self.download.name or self.download.content_id}:"
+                    f" {len(self.partial.have)}/{self.partial.manifest.piece_count} pieces kept;"
+                    " run get again to resume)"
+                )
             # look often: a swarm grows as other downloaders of the same file join
             if now - last_look > PROVIDER_REFRESH:
                 last_look = now
-                for address in await self._look_for_providers(now):
+                for address in await self._look_for_providers():
                     self._add(address)
-            if given_up:
-                raise errors.DownloadFailed(
-                    f"no provider reachable for {self.download.name or self.download.content_id}"
-                    f" ({len(self.partial.have)}/{self.partial.manifest.piece_count} pieces kept;"
-                    " run get again to resume)"
-                )
 
     def _stalled(self, why: str | None) -> None:
         if self.download.why_stalled != why:
@@ -300,27 +393,24 @@ class Swarm:
             self.download.touch()
 
     def _reap(self) -> None:
-        """Forget providers whose streams all ended; they may come back after a pause."""
+        """Forget providers whose streams all ended with nothing left to ask of them."""
         for address in list(self.workers):
-            if all(t.done() for t in self.workers[address]):
+            tasks = self.workers[address]
+            if all(t.done() for t in tasks):
                 del self.workers[address]
+                self.haves.pop(address, None)
+                self.polled.discard(address)
                 self.picker.remove_provider(address)
-                self.health.ended(address, time.monotonic())
+                self.health.left(address)
                 self._show_providers()
 
-    async def _look_for_providers(self, now: float) -> list[str]:
+    async def _look_for_providers(self) -> list[str]:
         try:
             found = await self.tools.find_providers(self.download.content_id)
         except errors.P2PShareError as exc:
             self._stalled(f"waiting for the tracker: {exc}")
             return []
-        return [
-            a
-            for a in found
-            if a not in self.workers
-            and not self.picker.is_banned(a)
-            and self.health.may_try(a, now)
-        ]
+        return [a for a in found if a not in self.workers]
 
     async def _worker(self, address: str) -> None:
         while not self.picker.complete and self.fatal is None:
@@ -331,53 +421,72 @@ class Swarm:
             if not batch:
                 if self.picker.is_seeder(address) and not self.picker.wanted_from(address):
                     return  # a provider still downloading may get what we miss: stay
-                await self.woken.wait(1.0)
+                await self.woken[address].wait(1.0)
                 continue
             pending = set(batch)
             try:
                 await self._fetch(address, batch, pending)
                 self.health.succeeded(address)
             except errors.P2PShareError as exc:
-                if not await self._after_failure(address, exc):
+                decision = self.health.failed(address, exc, time.monotonic())
+                if decision.action is not Action.RETRY:
+                    self._act(address, decision, exc)
                     return
+                if not isinstance(exc, (Superseded, errors.Busy)):
+                    log.info("request to %s failed: %s", address, exc)
+                if decision.wait:
+                    await asyncio.sleep(decision.wait)
             finally:
                 for index in pending:
                     self.picker.failed(address, index)
-                self._notify()
+                if pending:  # pieces given back: any provider's idle worker may take them
+                    self._wake_workers()
 
-    async def _after_failure(self, address: str, exc: errors.P2PShareError) -> bool:
-        """Act on the swarm rules' decision for a failed request; whether the worker
-        goes on asking ``address``."""
-        decision = self.health.failed(address, exc)
-        if decision.action is Action.BAN:
-            log.warning("banning %s: %s", address, exc)
-            self.picker.ban(address)
-            self.download.banned.append(address)
-            self._show_providers()
-        elif decision.action is Action.FAIL:
+    def _act(self, address: str, decision: Decision, exc: errors.P2PShareError) -> None:
+        """Act on the rules' decision to stop asking ``address``: every stream and
+        worker of it ends now (the calling task returns by itself)."""
+        if decision.action is Action.FAIL:
             self.fatal = exc  # disk trouble: no provider can fix it
-        elif not isinstance(exc, (Superseded, errors.Busy)):
-            log.info("request to %s failed: %s", address, exc)
-        if decision.action is not Action.RETRY:
-            self._notify()
-            return False
-        if decision.wait:
-            await asyncio.sleep(decision.wait)
-        return True
+        elif decision.action is Action.BAN:
+            if not self.picker.is_banned(address):
+                log.warning("banning %s: %s", address, decision.reason)
+                self.download.banned.append(Ban(address, decision.reason))
+            self._stop_provider(address, Superseded(f"{address} banned"))
+            self.picker.ban(address)
+        elif decision.action is Action.DROP:
+            if address in self.workers:
+                log.info("dropping %s for %.2f s: %s", address, decision.wait, exc)
+            self._stop_provider(address, errors.Unreachable(f"{address} dropped"))
+            self.picker.remove_provider(address)
+        self._show_providers()
+        self._notify()
+
+    def _stop_provider(self, address: str, why: errors.P2PShareError) -> None:
+        self.haves.pop(address, None)
+        self.polled.discard(address)
+        current = asyncio.current_task()
+        for task in self.workers.pop(address, []):
+            if task is not current:
+                task.cancel()
+        for stream in list(self.streams):
+            if stream.address == address:
+                stream.cancel(why)
 
     async def _fetch(self, address: str, batch: list[int], pending: set[int]) -> None:
         """Fetch one batch on a stream thread, watching that it keeps moving."""
         loop = asyncio.get_running_loop()
         stream = _BatchStream(self, address, batch, pending, loop)
         job = loop.run_in_executor(self.tools.streams_pool, stream.run)
+        # read its outcome however _fetch ends: cancelled, nobody would await it and its
+        # failure would be logged as "Future exception was never retrieved"
+        job.add_done_callback(_read_outcome)
         self.streams.add(stream)
         try:
             while True:
                 done, _ = await asyncio.wait({job}, timeout=MIN_STALL / 3)
                 if done:
                     break
-                now = time.monotonic()
-                silent_for = now - stream.last_piece
+                silent_for = time.monotonic() - stream.last_piece
                 if silent_for > stall_after(
                     # the rate before the silence: measured now, the silence would lower it
                     rate=self.picker.rate_when_last_heard(address),
@@ -398,8 +507,16 @@ class Swarm:
         """A verified piece is on disk (called on the loop by a stream thread)."""
         self.last_progress = time.monotonic()
         size = self.partial.manifest.piece_length(index)
+        self.health.delivered(address)
         if self.picker.received(address, index, now=self.last_progress, size=size):
             self.download.add_bytes(size)
+            # availability pushed as it changes: our downloaders, and our providers (a
+            # super-seeder closes the offer and makes the next)
+            self.tools.announce(self.download.content_id, index)
+            for queue in self.haves.values():
+                queue.put_nowait(index)
+            if self.picker.complete:
+                self.changed.set()  # the supervisor ends the swarm now, not at its next look
             # endgame: a stream elsewhere that only waits for pieces now held is cancelled
             for other in self.streams:
                 waiting = tuple(other.pending)  # one C-level copy: safe while its thread runs
@@ -420,3 +537,8 @@ class Swarm:
         self.last_record = time.monotonic()
         loop = asyncio.get_running_loop()
         await loop.run_in_executor(self.tools.disk_pool, self.partial.save_record)
+
+
+def _read_outcome(job: asyncio.Future[None]) -> None:
+    if not job.cancelled():
+        job.exception()
