@@ -11,6 +11,7 @@ import subprocess
 import sys
 from pathlib import Path
 
+import httpx
 import pytest
 
 from p2pshare.localnet import PEER_READY, LocalNetwork, PeerProc, spawn, wait_for
@@ -32,6 +33,14 @@ def start_peer_in(net: LocalNetwork, host: Host, name: str, tracker: str, config
                     share=share, data=data)  # fmt: skip
     net.procs.append(peer)
     return peer
+
+
+def served_by(peer: PeerProc, token: str) -> int | None:
+    """Pieces ``peer`` served, or None while it cannot be reached."""
+    try:
+        return int(api(peer, "/v1/status", token=token)["pieces_served"])
+    except httpx.TransportError:
+        return None
 
 
 def test_a_provider_cut_off_mid_download_is_left_behind_and_used_again_when_back(
@@ -72,15 +81,19 @@ def test_a_provider_cut_off_mid_download_is_left_behind_and_used_again_when_back
             "the fetcher to leave the cut-off provider behind",
         )
         lab.restore(far_host)
-        served = api(far, "/v1/status", token=token)["pieces_served"]
+        # the link is up again, but the first packets may still find no route
+        # (neighbour discovery failed while it was cut): ask until far answers
+        wait_for(lambda: served_by(far, token) is not None, 20, "far to answer again")
+        served = served_by(far, token)
         wait_for(
-            lambda: api(far, "/v1/status", token=token)["pieces_served"] > served,
+            lambda: (served_by(far, token) or 0) > (served or 0),
             40,
             "the provider to be used again once its link is back",
         )
         out, err = getting.communicate(timeout=120)
     finally:
         getting.kill()
+        getting.communicate()  # its pipes, closed
     assert getting.returncode == 0, err
     assert sha256(fetcher.share / "film.bin") == sha256(original)
     assert cli("status", "--api", fetcher.api).returncode == 0
