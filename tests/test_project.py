@@ -156,3 +156,28 @@ def test_the_peer_parts_only_lean_inward() -> None:
                 assert not name.startswith(
                     ("p2pshare.peer.node", "p2pshare.peer.run", "p2pshare.peer.api")
                 ), f"{part}/{path.name} imports {name}"
+
+
+MAX_FUNCTION_LINES = 60
+# route tables: one decorated handler per route, each short, inside the function that
+# builds the app (they share its state through the closure)
+LONG_FUNCTIONS_ALLOWED = {
+    "peer/api/control.py:create_app",
+    "tracker/app.py:create_app",
+}
+
+
+def test_no_function_is_longer_than_60_lines_but_the_route_tables() -> None:
+    """A function says one idea: past ~60 lines it says several (issue 17)."""
+    package = ROOT / "src" / "p2pshare"
+    long = []
+    for path in package.rglob("*.py"):
+        if "_proto" in path.parts:
+            continue
+        for node in ast.walk(ast.parse(path.read_text())):
+            if isinstance(node, ast.FunctionDef | ast.AsyncFunctionDef):
+                lines = (node.end_lineno or node.lineno) - node.lineno + 1
+                where = f"{path.relative_to(package).as_posix()}:{node.name}"
+                if lines > MAX_FUNCTION_LINES and where not in LONG_FUNCTIONS_ALLOWED:
+                    long.append(f"{where} ({lines} lines)")
+    assert not long, "split by idea: " + ", ".join(sorted(long))
