@@ -315,7 +315,7 @@ class BlockPeer(Host):
                     self.send(to, to.on_have, self, offer)
             return
         if self.picker is not None:
-            self.picker.have(src.index, piece)
+            self.picker.add_have(src.index, piece)
             self.pump(src)
 
     def pump(self, provider: Host) -> None:
