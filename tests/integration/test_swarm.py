@@ -80,7 +80,9 @@ def test_a_super_seeding_seeder_sends_about_one_copy_and_nothing_is_fetched_twic
 ) -> None:
     """Availability pushed on Exchange streams and super-seeding (issue 13): the slow
     seeder offers each downloader distinct pieces, the downloaders trade the rest. It
-    sent 2-3 copies when downloaders polled have-maps and fetched whatever it had."""
+    sent 2-3 copies when downloaders polled have-maps and fetched whatever it had.
+    The pieces travel as blocks on the Exchange streams, as they do between machines
+    (``swarm_blocks`` auto leaves out providers on this one)."""
     tracker = net.start_tracker()
     size = 6 << 20
     original = write_random(tmp_path / "seed" / "share" / "release.iso", size)
@@ -90,7 +92,12 @@ def test_a_super_seeding_seeder_sends_about_one_copy_and_nothing_is_fetched_twic
         'super_seed = "on"\n'  # auto leaves out downloaders on this machine
     )
     seed = net.start_peer("seed", "--config", str(config), tracker=tracker.url)
-    leeches = [net.start_peer(f"leech{i}", tracker=tracker.url) for i in range(4)]
+    leech_config = tmp_path / "leech.toml"
+    leech_config.write_text('[peer]\nswarm_blocks = "on"\n')
+    leeches = [
+        net.start_peer(f"leech{i}", "--config", str(leech_config), tracker=tracker.url)
+        for i in range(4)
+    ]
     content_id = api(seed, "/v1/files")["files"][0]["content_id"]
 
     for leech in leeches:
@@ -104,8 +111,9 @@ def test_a_super_seeding_seeder_sends_about_one_copy_and_nothing_is_fetched_twic
     wait_for(all_done, 60, "four downloads fed by one slow seeder")
     for leech in leeches:
         assert sha256(leech.share / "release.iso") == sha256(original)
-    pieces = size // PIECE
-    from_seed = api(seed, "/v1/status")["pieces_served"]
-    from_leeches = sum(api(leech, "/v1/status")["pieces_served"] for leech in leeches)
-    assert from_seed <= 1.25 * pieces, from_seed
-    assert from_seed + from_leeches <= 1.2 * len(leeches) * pieces, (from_seed, from_leeches)
+    from_seed = api(seed, "/v1/status")["bytes_served"]
+    from_leeches = sum(api(leech, "/v1/status")["bytes_served"] for leech in leeches)
+    assert from_seed <= 1.25 * size, from_seed / size
+    # blocks, not pieces, are what the endgame duplicates
+    assert from_seed + from_leeches <= 1.1 * len(leeches) * size, (from_seed, from_leeches)
+    assert from_leeches > 0

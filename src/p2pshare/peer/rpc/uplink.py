@@ -1,0 +1,157 @@
+"""This peer's upload of blocks: the requests of every ``Exchange`` stream in one
+``core.upload_queue.UploadQueue``, sent round robin as the streams take them.
+
+Upload bandwidth is what a swarm on real links runs short of, so the order in which
+requested blocks leave decides who gets what: the queue gives each requester an
+equal share, completes one copy of a piece at a time, and refuses (chokes) a
+requester over its share. The queue only works if blocks wait *in it* and not
+downstream, where a cancel can no longer reach them and the order is no longer
+ours: a block is taken from the queue only when fewer than ``MAX_WRITING`` blocks
+are being written (a gRPC write completes once its bytes are in the transport, so
+what waits beyond that is bounded by the socket buffers and the downloaders'
+windows, see ``core.block_picker``).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import time
+from collections.abc import Callable
+from typing import Protocol
+
+from p2pshare import errors
+from p2pshare._proto import peer_pb2 as pb
+from p2pshare.core.piece_picker import Throughput
+from p2pshare.core.rate import TokenBucket
+from p2pshare.core.upload_queue import UploadQueue, limit_for
+
+__all__ = ["BlockSource", "PieceRead", "Requester", "Uplink"]
+
+MAX_WRITING = 4
+"""Blocks handed to gRPC and not yet written, all streams together."""
+MIN_BLOCK, MAX_BLOCK = 16 * 1024, 1024 * 1024  # block sizes a downloader may ask for
+QUEUE_FLOOR = 8  # blocks queued in all before choking, whatever the measured rate
+ESTIMATE_BLOCK = 128 * 1024  # the block size the queue's limit is reckoned in
+
+Block = tuple[int, int]
+
+
+class PieceRead(Protocol):
+    def read(self, index: int) -> bytes: ...
+
+
+class BlockSource:
+    """The blocks of one file, read a piece at a time: a requester's blocks mostly
+    come one after another from one piece, which is then read from disk once."""
+
+    def __init__(self, reader: PieceRead, block_size: int) -> None:
+        self._reader = reader
+        self.block_size = block_size
+        self._piece = -1
+        self._data = b""
+
+    def read(self, block: Block) -> tuple[bytes, bool]:
+        """The bytes of ``block``, and whether it is the last of its piece."""
+        piece, b = block
+        if piece != self._piece:
+            self._data = self._reader.read(piece)
+            self._piece = piece
+        start = b * self.block_size
+        end = start + self.block_size
+        return self._data[start:end], end >= len(self._data)
+
+
+class Requester(Protocol):
+    """The sending side of one ``Exchange`` stream, as the uplink sees it."""
+
+    def __hash__(self) -> int: ...
+
+    def put(self, message: pb.ExchangeMessage, on_sent: Callable[[], None] | None) -> None: ...
+
+    def block(self, block: Block) -> tuple[bytes, bool]:
+        """The bytes of ``block``, and whether it is the last of its piece."""
+
+    def fail(self, exc: errors.P2PShareError) -> None:
+        """End the stream with ``exc`` (its file can no longer be read)."""
+
+
+class Uplink:
+    """Queues the block requests of every stream and feeds the streams in turn."""
+
+    def __init__(
+        self,
+        *,
+        rate: TokenBucket,
+        on_idle: Callable[[], None],
+        on_block: Callable[[int, bool], None] = lambda size, last: None,
+    ) -> None:
+        """``on_idle``: nothing queued or being written; ``on_block``: a block of this many
+        bytes goes out (True: the last of its piece)."""
+        self._queue: UploadQueue[Requester, Block] = UploadQueue(
+            max_queued=QUEUE_FLOOR, group=lambda block: block[0]
+        )
+        self._rate = rate
+        self._on_idle = on_idle
+        self._on_block = on_block
+        self._meter = Throughput()
+        self._writing = 0
+
+    @property
+    def busy(self) -> bool:
+        return self._writing > 0 or len(self._queue) > 0
+
+    def request(self, requester: Requester, block: Block) -> bool:
+        """Queue ``block`` for ``requester``; False: refused, the requester is choked."""
+        rate = self._meter.rate(time.monotonic())
+        self._queue.max_queued = max(QUEUE_FLOOR, limit_for(rate, ESTIMATE_BLOCK))
+        if not self._queue.request(requester, block):
+            return False
+        self._fill()
+        return True
+
+    def cancel(self, requester: Requester, block: Block) -> None:
+        self._queue.cancel(requester, block)
+
+    def drop(self, requester: Requester) -> None:
+        """The stream ended: its queued blocks are never sent."""
+        self._queue.drop(requester)
+        self._fill()
+
+    def _fill(self) -> None:
+        """Hand blocks to their streams while fewer than ``MAX_WRITING`` are in writing."""
+        while self._writing < MAX_WRITING:
+            nxt = self._queue.next()
+            if nxt is None:
+                break
+            requester, block = nxt
+            invited = self._queue.unchoke()
+            if invited is not None:
+                invited.put(pb.ExchangeMessage(unchoke=True), None)
+            self._send(requester, block)
+        if not self.busy:
+            self._on_idle()
+
+    def _send(self, requester: Requester, block: Block) -> None:
+        try:
+            # a page-cache read: cheaper inline than a hop to a thread
+            data, last = requester.block(block)
+        except errors.P2PShareError as exc:  # the file changed or went: end that stream
+            self._queue.drop(requester)
+            requester.fail(exc)
+            return
+        now = time.monotonic()
+        self._meter.count(len(data), now)
+        self._on_block(len(data), last)
+        piece, b = block
+        message = pb.ExchangeMessage(block=pb.Block(piece=piece, block=b, data=data))
+        self._writing += 1
+        delay = self._rate.take(len(data), now)
+        if delay:
+            asyncio.get_running_loop().call_later(delay, requester.put, message, self._sent)
+        else:
+            requester.put(message, self._sent)
+
+    def _sent(self) -> None:
+        """A block was written (or its stream ended): the next may go."""
+        self._writing -= 1
+        self._fill()
