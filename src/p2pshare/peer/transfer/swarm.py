@@ -53,6 +53,7 @@ FindProviders = Callable[[str], Awaitable[list[str]]]
 
 RECORD_EVERY = 2.0  # seconds between records of verified pieces
 PROVIDER_REFRESH = 3.0  # seconds between looks for new providers
+FIRST_LOOK = 0.25  # seconds before the first look, doubling up to PROVIDER_REFRESH
 HAVE_REFRESH = 1.0  # seconds between asking providers still downloading what they hold
 
 BlocksMode = Literal["auto", "on", "off"]
@@ -418,10 +419,12 @@ class Swarm:
     async def _supervise(self) -> None:
         """Join providers as they appear or their wait ends; fail when the rules give up."""
         last_look = last_haves = time.monotonic()
+        look_every = FIRST_LOOK
         while not self.picker.complete and self.fatal is None:
             now = time.monotonic()
             due = self.health.next_due(now)
-            await self.changed.wait(self.TICK if due is None else min(due, self.TICK))
+            sleep = min(self.TICK, max(0.0, last_look + look_every - now))
+            await self.changed.wait(sleep if due is None else min(due, sleep))
             self.changed.clear()
             if self.picker.complete or self.fatal is not None:
                 return
@@ -442,9 +445,12 @@ class Swarm:
                     f" {len(self.partial.have)}/{self.partial.manifest.piece_count} pieces kept;"
                     " run get again to resume)"
                 )
-            # look often: a swarm grows as other downloaders of the same file join
-            if now - last_look > PROVIDER_REFRESH:
+            # look often: a swarm grows as other downloaders of the same file join, and
+            # soon after the start, when those that started with us appear: looking
+            # first after 3 s left every downloader's uplink idle that long (netswarm)
+            if now - last_look >= look_every:
                 last_look = now
+                look_every = min(2 * look_every, PROVIDER_REFRESH)
                 for address in await self._look_for_providers():
                     self._add(address)
 
