@@ -32,6 +32,7 @@ MAX_WRITING = 4
 MIN_BLOCK, MAX_BLOCK = 16 * 1024, 1024 * 1024  # block sizes a downloader may ask for
 QUEUE_FLOOR = 8  # blocks queued in all before choking, whatever the measured rate
 ESTIMATE_BLOCK = 128 * 1024  # the block size the queue's limit is reckoned in
+IDLE_SLACK = 0.01  # seconds: an uplink this close to drained counts as idle
 
 Block = tuple[int, int]
 
@@ -95,6 +96,9 @@ class Uplink:
         self._on_block = on_block
         self._meter = Throughput()
         self._writing = 0
+        # when what was handed to gRPC will have crossed the link, at the measured rate
+        self._drained_at = 0.0
+        self._idle_timer: asyncio.TimerHandle | None = None
 
     @property
     def busy(self) -> bool:
@@ -128,8 +132,20 @@ class Uplink:
             if invited is not None:
                 invited.put(pb.ExchangeMessage(unchoke=True), None)
             self._send(requester, block)
-        if not self.busy:
-            self._on_idle()
+        self._check_idle()
+
+    def _check_idle(self) -> None:
+        """Tell ``on_idle`` once the link idles. A write completes when its bytes are in
+        the socket, seconds before they cross a slow link: told then, a super-seeder
+        offered second copies of pieces while its uplink was still full (1.22 copies)."""
+        self._idle_timer = None
+        if self.busy:
+            return
+        left = self._drained_at - time.monotonic()
+        if left > IDLE_SLACK:
+            self._idle_timer = asyncio.get_running_loop().call_later(left, self._check_idle)
+            return
+        self._on_idle()
 
     def _send(self, requester: Requester, block: Block) -> None:
         try:
@@ -141,6 +157,12 @@ class Uplink:
             return
         now = time.monotonic()
         self._meter.count(len(data), now)
+        rate = self._meter.rate(now)
+        if rate > 0:
+            self._drained_at = max(now, self._drained_at) + len(data) / rate
+        if self._idle_timer is not None:
+            self._idle_timer.cancel()
+            self._idle_timer = None
         self._on_block(len(data), last)
         piece, b = block
         message = pb.ExchangeMessage(block=pb.Block(piece=piece, block=b, data=data))
