@@ -488,11 +488,16 @@ class _Exchange:
         self._queue: asyncio.Queue[_Outgoing | None] = asyncio.Queue()
         self.error: errors.P2PShareError | None = None
         self.source: BlockSource | None = None  # set when the downloader asks for blocks
+        self._ended = False
 
     def send(self, piece: int) -> None:
         self.put(pb.ExchangeMessage(have=piece), None)
 
     def put(self, message: pb.ExchangeMessage, on_sent: Callable[[], None] | None) -> None:
+        if self._ended:  # a block the rate limit held back past the stream's end
+            if on_sent is not None:
+                on_sent()
+            return
         self._queue.put_nowait((message, on_sent))
 
     def check(self, ref: pb.BlockRef) -> tuple[int, int]:
@@ -525,6 +530,7 @@ class _Exchange:
 
     def release(self) -> None:
         """The stream ended: blocks handed to it and never written free the uplink."""
+        self._ended = True
         while not self._queue.empty():
             item = self._queue.get_nowait()
             if item is not None and item[1] is not None:

@@ -6,15 +6,18 @@ requested blocks leave decides who gets what: the queue gives each requester an
 equal share, completes one copy of a piece at a time, and refuses (chokes) a
 requester over its share. The queue only works if blocks wait *in it* and not
 downstream, where a cancel can no longer reach them and the order is no longer
-ours: a block is taken from the queue only when fewer than ``MAX_WRITING`` blocks
-are being written (a gRPC write completes once its bytes are in the transport, so
-what waits beyond that is bounded by the socket buffers and the downloaders'
-windows, see ``core.block_picker``).
+ours: a block is taken from the queue for a stream only when fewer than
+``MAX_WRITING`` of its blocks are being written (a gRPC write completes once its
+bytes are in the transport, so what waits beyond that is bounded by the socket
+buffers and the downloaders' windows, see ``core.block_picker``). The limit is per
+stream: with one limit for all, a few connections slowed by losses held every slot
+and the uplink ran at a third of its rate (netswarm --hard).
 """
 
 from __future__ import annotations
 
 import asyncio
+import functools
 import time
 from collections.abc import Callable
 from typing import Protocol
@@ -27,8 +30,8 @@ from p2pshare.core.upload_queue import UploadQueue, limit_for
 
 __all__ = ["BlockSource", "PieceRead", "Requester", "Uplink"]
 
-MAX_WRITING = 4
-"""Blocks handed to gRPC and not yet written, all streams together."""
+MAX_WRITING = 2
+"""Blocks handed to gRPC and not yet written, per stream: one in the socket, one next."""
 MIN_BLOCK, MAX_BLOCK = 16 * 1024, 1024 * 1024  # block sizes a downloader may ask for
 QUEUE_FLOOR = 8  # blocks queued in all before choking, whatever the measured rate
 ESTIMATE_BLOCK = 128 * 1024  # the block size the queue's limit is reckoned in
@@ -95,14 +98,14 @@ class Uplink:
         self._on_idle = on_idle
         self._on_block = on_block
         self._meter = Throughput()
-        self._writing = 0
+        self._writing: dict[Requester, int] = {}  # blocks handed to each stream, not written
         # when what was handed to gRPC will have crossed the link, at the measured rate
         self._drained_at = 0.0
         self._idle_timer: asyncio.TimerHandle | None = None
 
     @property
     def busy(self) -> bool:
-        return self._writing > 0 or len(self._queue) > 0
+        return bool(self._writing) or len(self._queue) > 0
 
     def request(self, requester: Requester, block: Block) -> bool:
         """Queue ``block`` for ``requester``; False: refused, the requester is choked."""
@@ -122,9 +125,9 @@ class Uplink:
         self._fill()
 
     def _fill(self) -> None:
-        """Hand blocks to their streams while fewer than ``MAX_WRITING`` are in writing."""
-        while self._writing < MAX_WRITING:
-            nxt = self._queue.next()
+        """Hand blocks to the streams that have fewer than ``MAX_WRITING`` in writing."""
+        while True:
+            nxt = self._queue.next(self._ready)
             if nxt is None:
                 break
             requester, block = nxt
@@ -133,6 +136,9 @@ class Uplink:
                 invited.put(pb.ExchangeMessage(unchoke=True), None)
             self._send(requester, block)
         self._check_idle()
+
+    def _ready(self, requester: Requester) -> bool:
+        return self._writing.get(requester, 0) < MAX_WRITING
 
     def _check_idle(self) -> None:
         """Tell ``on_idle`` once the link idles. A write completes when its bytes are in
@@ -166,14 +172,19 @@ class Uplink:
         self._on_block(len(data), last)
         piece, b = block
         message = pb.ExchangeMessage(block=pb.Block(piece=piece, block=b, data=data))
-        self._writing += 1
+        self._writing[requester] = self._writing.get(requester, 0) + 1
+        sent = functools.partial(self._sent, requester)
         delay = self._rate.take(len(data), now)
         if delay:
-            asyncio.get_running_loop().call_later(delay, requester.put, message, self._sent)
+            asyncio.get_running_loop().call_later(delay, requester.put, message, sent)
         else:
-            requester.put(message, self._sent)
+            requester.put(message, sent)
 
-    def _sent(self) -> None:
-        """A block was written (or its stream ended): the next may go."""
-        self._writing -= 1
+    def _sent(self, requester: Requester) -> None:
+        """A block to ``requester`` was written (or its stream ended): the next may go."""
+        left = self._writing[requester] - 1
+        if left:
+            self._writing[requester] = left
+        else:
+            del self._writing[requester]
         self._fill()
