@@ -188,15 +188,18 @@ class PeerService(pb_grpc.PeerServicer):
         self.bytes_served += size
         self.pieces_served += last
 
-    def _maybe_idle(self) -> None:
-        if not self._sending:
-            self._idle()
+    def _maybe_idle(self) -> bool:
+        return not self._sending and self._idle()
 
-    def _idle(self) -> None:
-        """The uplink has nothing to send: each super-seeded file may offer more."""
+    def _idle(self) -> bool:
+        """The uplink has nothing to send: each super-seeded file may offer more. True
+        if anything was offered."""
+        offered = False
         for seed in self._seeds.values():
             for downloader, piece in seed.idle():
                 downloader.send(piece)
+                offered = True
+        return offered
 
     def count_call(self, context: Ctx) -> None:
         """Count a cheap call against its remote's rate; ``Busy`` over it."""

@@ -36,6 +36,7 @@ MIN_BLOCK, MAX_BLOCK = 16 * 1024, 1024 * 1024  # block sizes a downloader may as
 QUEUE_FLOOR = 8  # blocks queued in all before choking, whatever the measured rate
 ESTIMATE_BLOCK = 128 * 1024  # the block size the queue's limit is reckoned in
 IDLE_SLACK = 0.01  # seconds: an uplink this close to drained counts as idle
+IDLE_AGAIN = 0.2  # seconds: still idle after offers, look again this much later
 
 Block = tuple[int, int]
 
@@ -86,11 +87,12 @@ class Uplink:
         self,
         *,
         rate: TokenBucket,
-        on_idle: Callable[[], None],
+        on_idle: Callable[[], bool],
         on_block: Callable[[int, bool], None] = lambda size, last: None,
     ) -> None:
-        """``on_idle``: nothing queued or being written; ``on_block``: a block of this many
-        bytes goes out (True: the last of its piece)."""
+        """``on_idle``: nothing queued or being written (True: it offered pieces, which may
+        bring requests); ``on_block``: a block of this many bytes goes out (True: the last
+        of its piece)."""
         self._queue: UploadQueue[Requester, Block] = UploadQueue(
             max_queued=QUEUE_FLOOR, group=lambda block: block[0]
         )
@@ -144,14 +146,19 @@ class Uplink:
         """Tell ``on_idle`` once the link idles. A write completes when its bytes are in
         the socket, seconds before they cross a slow link: told then, a super-seeder
         offered second copies of pieces while its uplink was still full (1.22 copies)."""
-        self._idle_timer = None
+        if self._idle_timer is not None:  # one look pending at a time
+            self._idle_timer.cancel()
+            self._idle_timer = None
         if self.busy:
             return
         left = self._drained_at - time.monotonic()
-        if left > IDLE_SLACK:
-            self._idle_timer = asyncio.get_running_loop().call_later(left, self._check_idle)
-            return
-        self._on_idle()
+        if left <= IDLE_SLACK:
+            if not self._on_idle():
+                return
+            # offers a downloader no longer needs bring no request, and nothing would
+            # look again: a super-seeder sat idle through the end of the hard netswarm
+            left = IDLE_AGAIN
+        self._idle_timer = asyncio.get_running_loop().call_later(left, self._check_idle)
 
     def _send(self, requester: Requester, block: Block) -> None:
         try:
