@@ -488,7 +488,8 @@ class Swarm:
         if decision.action is Action.FAIL:
             self.fatal = exc  # disk trouble: no provider can fix it
         elif decision.action is Action.BAN:
-            if not self.picker.is_banned(address):
+            # the user is told once (a block picker bans the sender of a bad piece itself)
+            if all(ban.address != address for ban in self.download.banned):
                 log.warning("banning %s: %s", address, decision.reason)
                 self.download.banned.append(Ban(address, decision.reason))
             self._stop_provider(address, Superseded(f"{address} banned"))
