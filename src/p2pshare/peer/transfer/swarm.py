@@ -53,7 +53,6 @@ FindProviders = Callable[[str], Awaitable[list[str]]]
 
 RECORD_EVERY = 2.0  # seconds between records of verified pieces
 PROVIDER_REFRESH = 3.0  # seconds between looks for new providers
-FIRST_LOOK = 0.25  # seconds before the first look, doubling up to PROVIDER_REFRESH
 HAVE_REFRESH = 1.0  # seconds between asking providers still downloading what they hold
 
 BlocksMode = Literal["auto", "on", "off"]
@@ -235,6 +234,8 @@ class Swarm:
 
     block_size = 0  # asked for on the Exchange stream (0: pieces go by GetPieces)
     TICK = PROVIDER_REFRESH  # the supervisor's longest sleep
+    FIRST_LOOK = PROVIDER_REFRESH  # seconds before the first look for new providers,
+    # doubling up to PROVIDER_REFRESH
 
     def __init__(
         self,
@@ -419,7 +420,7 @@ class Swarm:
     async def _supervise(self) -> None:
         """Join providers as they appear or their wait ends; fail when the rules give up."""
         last_look = last_haves = time.monotonic()
-        look_every = FIRST_LOOK
+        look_every = self.FIRST_LOOK
         while not self.picker.complete and self.fatal is None:
             now = time.monotonic()
             due = self.health.next_due(now)
@@ -445,9 +446,7 @@ class Swarm:
                     f" {len(self.partial.have)}/{self.partial.manifest.piece_count} pieces kept;"
                     " run get again to resume)"
                 )
-            # look often: a swarm grows as other downloaders of the same file join, and
-            # soon after the start, when those that started with us appear: looking
-            # first after 3 s left every downloader's uplink idle that long (netswarm)
+            # look often: a swarm grows as other downloaders of the same file join
             if now - last_look >= look_every:
                 last_look = now
                 look_every = min(2 * look_every, PROVIDER_REFRESH)
