@@ -16,7 +16,6 @@ from __future__ import annotations
 import asyncio
 import ipaddress
 import logging
-import random
 import time
 
 from p2pshare import errors
@@ -64,28 +63,20 @@ class BlockSwarm(Swarm):
     # loopback, where the CPU binds, the early looks made the swarm bench slower)
     FIRST_LOOK = 0.25
 
-    def __init__(
-        self,
-        tools: SwarmTools,
-        download: Download,
-        partial: PartialDownload,
-        providers: list[str],
-    ) -> None:
-        manifest = partial.manifest
-        count = manifest.piece_count
+    def _new_picker(self, start: int) -> BlockPicker[str]:
+        manifest = self.partial.manifest
         self.blocks: BlockPicker[str] = BlockPicker(
             file_size=manifest.size,
             piece_size=manifest.piece_size,
             block_size=BLOCK_SIZE,
-            held=partial.have,
-            # each downloader of a file begins somewhere else: see the picker's policy
-            start=random.randrange(count) if count else 0,
+            held=self.partial.have,
+            start=start,
         )
         self.block_size = self.blocks.block_size
-        super().__init__(tools, download, partial, providers, self.blocks)
         self.buffers: dict[int, bytearray] = {}  # pieces being gathered
         self.heard: dict[str, float] = {}  # provider -> last block (or first request) seen
         self.checks: set[asyncio.Task[None]] = set()  # pieces being verified and written
+        return self.blocks
 
     async def _ended(self) -> None:
         for task in self.checks:

@@ -243,12 +243,13 @@ class Swarm:
         download: Download,
         partial: PartialDownload,
         providers: list[str],
-        picker: Picker,
     ) -> None:
         self.tools = tools
         self.download = download
         self.partial = partial
-        self.picker = picker
+        count = partial.manifest.piece_count
+        # each downloader of a file begins somewhere else: see the pickers' policy
+        self.picker = self._new_picker(random.randrange(count) if count else 0)
         self.initial = providers
         self.workers: dict[str, list[asyncio.Task[None]]] = {}  # joining or active providers
         self.changed = Flag()  # the supervisor's wake-up
@@ -278,6 +279,11 @@ class Swarm:
                     await self._save_record()
         if self.fatal is not None:
             raise self.fatal
+
+    def _new_picker(self, start: int) -> Picker:
+        """The subclass's scheduling core, beginning at piece ``start`` (made first, with
+        the subclass's own state)."""
+        raise NotImplementedError
 
     async def _ended(self) -> None:
         """The swarm ends: subclasses stop what they run besides the providers' tasks."""
@@ -551,24 +557,14 @@ class PieceSwarm(Swarm):
     asking ``PiecePicker`` for a batch and running it on a thread (``_BatchStream``).
     The stream workers of a provider wake on a ``Pulse``."""
 
-    def __init__(
-        self,
-        tools: SwarmTools,
-        download: Download,
-        partial: PartialDownload,
-        providers: list[str],
-    ) -> None:
-        count = partial.manifest.piece_count
+    def _new_picker(self, start: int) -> PiecePicker[str]:
+        manifest = self.partial.manifest
         self.pieces: PiecePicker[str] = PiecePicker(
-            count,
-            partial.have,
-            piece_size=partial.manifest.piece_size,
-            # each downloader of a file begins somewhere else: see the picker's policy
-            start=random.randrange(count) if count else 0,
+            manifest.piece_count, self.partial.have, piece_size=manifest.piece_size, start=start
         )
-        super().__init__(tools, download, partial, providers, self.pieces)
         self.woken: dict[str, Pulse] = {}  # each provider's idle workers' wake-up
         self.streams: set[_BatchStream] = set()  # batches being fetched right now
+        return self.pieces
 
     def _fetching(self, address: str, tasks: list[asyncio.Task[None]]) -> None:
         self.woken[address] = Pulse()
