@@ -13,7 +13,7 @@ provider. Policy:
   complete (and can be served to others) as soon as possible;
 - **rarest first** among new pieces, ties broken from the download's ``start``
   (each downloader begins somewhere else) -- availability comes from the providers'
-  have-maps, kept current by ``have`` (one ``Have`` message per verified piece,
+  have-maps, kept current by ``add_have`` (one ``Have`` message per verified piece,
   pushed as it happens, instead of a poll);
 - **one request per block** until the endgame; the **endgame** begins only when no
   block of the whole file is left unrequested (not when one provider has nothing
