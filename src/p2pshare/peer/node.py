@@ -161,6 +161,7 @@ class PeerNode:
             pieces_per_request=s.pieces_per_request,
             # each verified piece is pushed to the downloaders fetching from us
             on_piece=lambda content_id, index: self.service.announce(content_id, index),
+            blocks=s.swarm_blocks,
         )
         self.service = PeerService(
             share=self.share,
