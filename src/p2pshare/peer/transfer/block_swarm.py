@@ -76,6 +76,7 @@ class BlockSwarm(Swarm):
         self.buffers: dict[int, bytearray] = {}  # pieces being gathered
         self.heard: dict[str, float] = {}  # provider -> last block (or first request) seen
         self.checks: set[asyncio.Task[None]] = set()  # pieces being verified and written
+        self.redials: set[asyncio.Task[None]] = set()  # channels of stalled providers closing
         return self.blocks
 
     async def _ended(self) -> None:
@@ -186,6 +187,15 @@ class BlockSwarm(Swarm):
     def _credit(self, address: str, index: int, size: int) -> bool:
         return self.blocks.piece_verified(index)
 
+    def _redial(self, address: str) -> None:
+        """Close the channel of a provider that stalled, so that joining it again dials
+        a new connection: a link that was cut leaves the old one retransmitting with
+        backoff, and a join on it waited there unseen until the download ended
+        (netns test: 18 s after the link came back)."""
+        task = asyncio.create_task(self.tools.clients.forget(address))
+        self.redials.add(task)
+        task.add_done_callback(self.redials.discard)
+
     def _tick(self, now: float) -> None:
         """Providers silent for longer than their blocks in flight should take are
         dropped (their blocks go to others); the others' windows are filled again."""
@@ -201,4 +211,5 @@ class BlockSwarm(Swarm):
             ):
                 exc = errors.TimedOut(f"peer {address} stalled")
                 self._act(address, self.health.failed(address, exc, now), exc)
+                self._redial(address)
         self._wake_workers()
