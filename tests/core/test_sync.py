@@ -117,6 +117,9 @@ def test_conflict_and_kept_version_names() -> None:
     assert is_conflict_name("a.sync-conflict-20260304-050607-2.txt")
     assert not is_conflict_name("report.pdf")
     assert kept_version_name("dir/a.tar.gz", when) == "dir/a.tar~20260304-050607.gz"
+    assert kept_version_name("a.txt", when, 3) == "a~20260304-050607-3.txt"
+    kept = [kept_version_name("a.txt", when, n) for n in (1, 2, 3, 10)]
+    assert versions_to_prune(kept, "a.txt", 2) == kept[:2]
 
 
 def test_only_the_newest_versions_are_kept() -> None:

@@ -216,9 +216,7 @@ def test_three_peers_sync_one_folder_both_ways_and_converge(net: LocalNetwork) -
         names = [[q.name for q in ps] for ps in contents]
         if names[0] != names[1] or names[1] != names[2] or len(names[0]) != 2:
             return False
-        return all(
-            len({sha256(p.share / n) for p in peers}) == 1 for n in names[0]
-        )
+        return all(len({sha256(p.share / n) for p in peers}) == 1 for n in names[0])
 
     wait_for(converged, 20, "the three peers to converge")
     winner = (a.share / "plan.txt").read_bytes()

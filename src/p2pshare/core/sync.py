@@ -261,11 +261,12 @@ def is_conflict_name(name: str) -> bool:
     return _CONFLICT.search(name) is not None
 
 
-def kept_version_name(name: str, when: float) -> str:
+def kept_version_name(name: str, when: float, n: int = 1) -> str:
     """The name of a replaced or removed version of ``name`` among the kept versions:
-    ``NAME~YYYYMMDD-HHMMSS.EXT`` (Syncthing's simple versioning)."""
+    ``NAME~YYYYMMDD-HHMMSS.EXT`` (Syncthing's simple versioning); the ``n``-th of
+    one second gets ``-n`` after the time."""
     folder, stem, ext = _split(name)
-    return f"{folder}{stem}~{_stamp(when)}{ext}"
+    return f"{folder}{stem}~{_stamp(when)}{f'-{n}' if n > 1 else ''}{ext}"
 
 
 def versions_to_prune(kept: Sequence[str], name: str, keep: int) -> list[str]:

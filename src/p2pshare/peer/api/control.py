@@ -294,6 +294,10 @@ class SyncEventView(_Model):
     at: float = Field(description="Unix time.")
     fetched: int = Field(description="Bytes downloaded for it.")
     reused: int = Field(description="Bytes taken from local files instead.")
+    steps: dict[str, float] = Field(
+        default_factory=dict,
+        description="Unix times of a new version's steps: heard, seeded, downloaded, landed.",
+    )
 
 
 class SubscriptionView(_Model):
@@ -349,6 +353,7 @@ class SubscriptionView(_Model):
                     at=e.at,
                     fetched=e.fetched,
                     reused=e.reused,
+                    steps=e.steps,
                 )
                 for e in folder.events
             ]

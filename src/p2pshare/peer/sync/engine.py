@@ -85,6 +85,9 @@ class SyncEvent:
     at: float = field(default_factory=time.time)
     fetched: int = 0  # bytes downloaded
     reused: int = 0  # bytes taken from local files
+    steps: dict[str, float] = field(default_factory=dict)
+    """Unix times of a new version's steps: heard, seeded (local pieces copied),
+    downloaded (the rest fetched, all verified), landed (in place)."""
 
     def to_json(self) -> dict[str, object]:
         return {
@@ -97,6 +100,7 @@ class SyncEvent:
             "at": self.at,
             "fetched": self.fetched,
             "reused": self.reused,
+            "steps": self.steps,
         }
 
 
@@ -190,7 +194,7 @@ Remember = Callable[[str, str, int, str], None]  # content id, name, size, provi
 class _Pending:
     """The versions heard for one name and not yet decided on, by provider."""
 
-    versions: dict[str, FileVersion | None] = field(default_factory=dict)
+    versions: dict[str, tuple[FileVersion | None, float]] = field(default_factory=dict)
     wake: asyncio.Event = field(default_factory=asyncio.Event)
 
 
@@ -205,6 +209,9 @@ class _Fetch:
     download: Download
     manifest: Manifest
     reused: int
+    given_up: list[Download] = field(default_factory=list)
+    """Downloads of versions this one superseded: their pieces were taken along."""
+    steps: dict[str, float] = field(default_factory=dict)
 
 
 class FolderSync:
@@ -250,7 +257,6 @@ class FolderSync:
         self.conflicts: list[str] = []
         self.fetched = 0
         self.reused = 0
-        self._abandoned: list[str] = []  # content ids of versions given up
 
     @property
     def incoming(self) -> Path:
@@ -282,7 +288,7 @@ class FolderSync:
         except errors.InvalidName:
             return
         pending = self._pending.setdefault(name, _Pending())
-        pending.versions[provider] = version
+        pending.versions[provider] = (version, time.time())
         pending.wake.set()
         if name not in self._workers:
             self._workers[name] = asyncio.create_task(self._work(name), name=f"sync {name}")
@@ -297,8 +303,8 @@ class FolderSync:
                 if pending.versions:
                     heard, pending.versions = pending.versions, {}
                     pending.wake.clear()
-                    for provider, version in heard.items():
-                        fetch = await self._consider(name, provider, version, fetch)
+                    for provider, (version, at) in heard.items():
+                        fetch = await self._consider(name, provider, version, fetch, at)
                 elif fetch is not None:
                     download = fetch.download
                     if download.done:
@@ -330,7 +336,12 @@ class FolderSync:
                 self._workers[name] = asyncio.create_task(self._work(name))
 
     async def _consider(
-        self, name: str, provider: str, version: FileVersion | None, fetch: _Fetch | None
+        self,
+        name: str,
+        provider: str,
+        version: FileVersion | None,
+        fetch: _Fetch | None,
+        heard: float,
     ) -> _Fetch | None:
         if version is None:
             try:
@@ -353,7 +364,16 @@ class FolderSync:
         local = await self._local(name, path)
         decision = decide(local, version, mirror=self.mirror, two_way=self.two_way)
         log.debug("sync %r from %s: %s", name, provider, decision)
-        return await self._apply(name, path, provider, version, decision)
+        made = await self._apply(name, path, provider, version, decision)
+        if made is not None:
+            made.steps["heard"] = heard
+        if fetch is not None:
+            given_up = [*fetch.given_up, fetch.download]
+            if made is not None:
+                made.given_up = given_up  # the new one took their pieces
+            else:
+                await self._drop(given_up)
+        return made
 
     async def _apply(
         self, name: str, path: Path, provider: str, remote: FileVersion, decision: Decision
@@ -424,6 +444,7 @@ class FolderSync:
         incoming = self.incoming.resolve()
         target = incoming.joinpath(*manifest.name.split("/"))
         reused = 0
+        trusted: list[int] = []
         existing = self._downloads_of(remote.content_id)
         if existing is None or existing.done:
             target.parent.mkdir(parents=True, exist_ok=True)
@@ -431,12 +452,15 @@ class FolderSync:
             if load_record(record) is None:
                 others = self._candidates(remote.content_id, path)
                 plan = await asyncio.to_thread(self._seed, manifest, target, record, path, others)
-                piece = [manifest.piece_length(i) for i in range(manifest.piece_count)]
-                reused = plan.local_bytes(piece) if plan is not None else 0
-        download = self._downloads.start(remote.content_id, incoming)
-        return _Fetch(
+                if plan is not None:
+                    piece = [manifest.piece_length(i) for i in range(manifest.piece_count)]
+                    reused, trusted = plan[0].local_bytes(piece), plan[1]
+        download = self._downloads.start(remote.content_id, incoming, verified=trusted)
+        made = _Fetch(
             remote, decision.vector, decision.conflict, provider, download, manifest, reused
         )
+        made.steps["seeded"] = time.time()
+        return made
 
     def _downloads_of(self, content_id: str) -> Download | None:
         try:
@@ -458,7 +482,7 @@ class FolderSync:
 
     def _seed(
         self, manifest: Manifest, target: Path, record: Path, base_path: Path, paths: list[Path]
-    ) -> PiecePlan | None:
+    ) -> tuple[PiecePlan, list[int]] | None:
         size = manifest.piece_size
         base = self._source(base_path, size)
         others = [s for p in self._partials() if (s := self._partial_source(p, size))]
@@ -474,10 +498,18 @@ class FolderSync:
     def _source(self, path: Path, piece_size: int) -> Source | None:
         if not path.is_file() or path.is_symlink():
             return None
+        before = stat_key(path)
         manifest = self._manifest_of_local(path, path.name, piece_size)
         if manifest is None:
             return None
-        return Source(path, manifest.piece_hashes, manifest.piece_size, manifest.size)
+        after = stat_key(path)
+        return Source(
+            path,
+            manifest.piece_hashes,
+            manifest.piece_size,
+            manifest.size,
+            verified_as=after if after == before else None,
+        )
 
     def _partials(self) -> list[Path]:
         """Records of downloads into this folder's incoming/ (versions given up)."""
@@ -503,18 +535,19 @@ class FolderSync:
 
     async def _give_up(self, fetch: _Fetch) -> None:
         """Stop a download of a version that is no longer wanted; its verified pieces
-        stay (paused) for the next version to take, then go."""
-        cid = fetch.remote.content_id
+        stay (paused) for the next version to take (``_drop`` then deletes them)."""
         with contextlib.suppress(errors.P2PShareError):
-            await self._downloads.pause(cid)
-        self._abandoned.append(cid)
+            await self._downloads.pause(fetch.remote.content_id)
+
+    async def _drop(self, downloads: list[Download]) -> None:
+        for d in downloads:
+            with contextlib.suppress(errors.P2PShareError):
+                await self._downloads.cancel(d.content_id)
 
     async def _landed(self, name: str, fetch: _Fetch) -> None:
         download = fetch.download
-        for cid in self._abandoned:  # their pieces were taken: delete them
-            with contextlib.suppress(errors.P2PShareError):
-                await self._downloads.cancel(cid)
-        self._abandoned.clear()
+        fetch.steps["downloaded"] = time.time()
+        await self._drop([d for d in fetch.given_up if d.content_id != download.content_id])
         if download.state != "complete" or download.path is None:
             self._event("failed", name, download.error or download.state)
             return
@@ -545,17 +578,16 @@ class FolderSync:
             self._store.put(path, remote, stat_key(path))
             self._event("failed", name, f"cannot move the new version into place: {exc}")
             return
-        fetched = max(download.size - fetch.reused, 0)
+        fetched = download.received + sum(d.received for d in fetch.given_up)
         self.fetched += fetched
         self.reused += fetch.reused
+        fetch.steps["landed"] = time.time()
         if fetch.conflict and existed:
             self.conflicts.append(moved)
-            self._event(
-                "conflict", name, f"the local version is kept as {moved}", fetched, fetch.reused
-            )
+            action, detail = "conflict", f"the local version is kept as {moved}"
         else:
-            action = "replaced" if existed else "added"
-            self._event(action, name, f"from {fetch.provider}", fetched, fetch.reused)
+            action, detail = ("replaced" if existed else "added"), f"from {fetch.provider}"
+        self._event(action, name, detail, fetched, fetch.reused, fetch.steps)
 
     def _install(
         self, staged: Path, path: Path, name: str, conflict: bool, old_mtime: float
@@ -577,12 +609,12 @@ class FolderSync:
         """Keep the file at ``path`` among the versions (or nowhere, with keep 0)."""
         if self.keep <= 0:
             return
-        kept = self.versions_dir.joinpath(*kept_version_name(name, time.time()).split("/"))
+        when, n = time.time(), 1
+        kept = self.versions_dir.joinpath(*kept_version_name(name, when).split("/"))
         kept.parent.mkdir(parents=True, exist_ok=True)
-        n = 1
-        while kept.exists():
+        while kept.exists():  # more than one version in a second: -2, -3...
             n += 1
-            kept = kept.with_name(f"{kept.stem}-{n}{kept.suffix}")
+            kept = self.versions_dir.joinpath(*kept_version_name(name, when, n).split("/"))
         _link_or_copy(path, kept)
         with contextlib.suppress(OSError):  # its pieces may serve a later version
             st = os.stat(path)
@@ -619,10 +651,23 @@ class FolderSync:
         return path.parent.resolve().is_relative_to(folder) if path.parent.exists() else True
 
     def _event(
-        self, action: str, name: str, detail: str = "", fetched: int = 0, reused: int = 0
+        self,
+        action: str,
+        name: str,
+        detail: str = "",
+        fetched: int = 0,
+        reused: int = 0,
+        steps: dict[str, float] | None = None,
     ) -> None:
         event = SyncEvent(
-            action, name, str(self.folder), self.sub_id, detail, fetched=fetched, reused=reused
+            action,
+            name,
+            str(self.folder),
+            self.sub_id,
+            detail,
+            fetched=fetched,
+            reused=reused,
+            steps=steps or {},
         )
         self.events.append(event)
         log.info("sync %s: %s %r %s", self.sub_id, action, name, detail)
