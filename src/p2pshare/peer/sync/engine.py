@@ -361,6 +361,9 @@ class FolderSync:
                 return fetch
             await self._give_up(fetch)  # superseded before it landed
         path = self.folder.joinpath(*name.split("/"))
+        if not self._inside(path):
+            self._event("failed", name, "refused: it leads out of the folder through a symlink")
+            return fetch
         local = await self._local(name, path)
         decision = decide(local, version, mirror=self.mirror, two_way=self.two_way)
         log.debug("sync %r from %s: %s", name, provider, decision)
@@ -432,9 +435,6 @@ class FolderSync:
     async def _start(
         self, name: str, path: Path, provider: str, remote: FileVersion, decision: Replace
     ) -> _Fetch | None:
-        if not self._inside(path):
-            self._event("failed", name, "it would leave the folder through a symlink")
-            return None
         try:
             manifest = await self._manifest_of(provider, remote.content_id)
         except errors.P2PShareError as exc:
@@ -593,6 +593,8 @@ class FolderSync:
         self, staged: Path, path: Path, name: str, conflict: bool, old_mtime: float
     ) -> str:
         """Give ``staged`` the name ``path``, the file there kept first (in a thread)."""
+        if not self._inside(path):
+            raise OSError(f"{name!r} leads out of the folder through a symlink")
         path.parent.mkdir(parents=True, exist_ok=True)
         moved = ""
         if conflict:
@@ -631,7 +633,7 @@ class FolderSync:
         self._store.put(path, tombstone, None)
 
         def move() -> bool:
-            if not path.is_file() or path.is_symlink():
+            if not self._inside(path) or not path.is_file():
                 return False
             self._keep(path, name)
             path.unlink()
@@ -647,8 +649,14 @@ class FolderSync:
             self._event("removed", name, where)
 
     def _inside(self, path: Path) -> bool:
-        folder = self.folder.resolve()
-        return path.parent.resolve().is_relative_to(folder) if path.parent.exists() else True
+        """Whether ``path`` stays in the folder: its nearest existing parent, symlinks
+        resolved, is inside (a remote name never leads out through a symlink)."""
+        parent = path.parent
+        while not parent.exists() and parent != self.folder:
+            parent = parent.parent
+        if path.is_symlink():
+            return False
+        return parent.resolve().is_relative_to(self.folder.resolve())
 
     def _event(
         self,
