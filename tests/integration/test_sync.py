@@ -136,7 +136,9 @@ def test_a_local_change_that_conflicts_is_kept_and_upstream_takes_the_name(
     assert sub["conflicts"] == [copies[0].name]
     assert any(e["action"] == "conflict" for e in sub["events"])
     listed = cli("subscriptions", "--api", b.api)
-    assert copies[0].name in listed.stdout.replace("\n", "") or "conflict" in listed.stdout
+    assert "conflict notes.txt" in listed.stdout, listed.stdout
+    status = "".join(cli("status", "--api", b.api).stdout.split())  # unwrapped
+    assert "conflictcopieskept:" in status and copies[0].name in status, status
 
 
 def test_a_subscriber_down_during_changes_catches_up_after_a_restart(

@@ -407,6 +407,8 @@ def status(api: ApiOpt = None, config: ConfigOpt = None, as_json: JsonOpt = Fals
         reachable,
         f"neighbours {len(doc['neighbours'])}: {' '.join(doc['neighbours']) or '-'}",
         f"served {_size(doc['bytes_served'])} in {doc['pieces_served']} pieces",
+        _sync_line("syncing", doc.get("pubsub", {}).get("syncing", [])),
+        _sync_line("conflict copies kept", doc.get("pubsub", {}).get("conflicts", [])),
     ):
         if line is not None:
             out.print(shown(line))
@@ -423,6 +425,14 @@ def status(api: ApiOpt = None, config: ConfigOpt = None, as_json: JsonOpt = Fals
                 shown(_note(d)),
             )
         out.print(table)
+
+
+def _sync_line(what: str, paths: list[str]) -> str | None:
+    """A status line of the folder syncs (none when there is nothing to say)."""
+    if not paths:
+        return None
+    more = f" and {len(paths) - 5} more" if len(paths) > 5 else ""
+    return f"{what}: {', '.join(paths[:5])}{more}"
 
 
 def _note(d: dict[str, Any]) -> str:

@@ -374,6 +374,13 @@ class PubSubView(_Model):
     relayed: int = Field(description="Changes of other peers passed on.")
     tracker_events: str = Field(description="The tracker's event stream, when one is open.")
     subscriptions: int
+    syncing: list[str] = Field(
+        default_factory=list, description="Names the folder syncs are bringing in now."
+    )
+    conflicts: list[str] = Field(
+        default_factory=list,
+        description="Conflict copies the folder syncs made since the peer started (paths).",
+    )
 
 
 class StatusView(_Model):
@@ -703,6 +710,16 @@ def _status(node: PeerNode, *, downloads: bool = True) -> StatusView:
             relayed=node.publisher.relayed,
             tracker_events=node.tracker_events,
             subscriptions=len(node.subscriptions.all()),
+            syncing=[
+                str(Path(f.folder, n))
+                for f in node.subscriptions.folders.values()
+                for n in f.busy()
+            ],
+            conflicts=[
+                str(Path(f.folder, c))
+                for f in node.subscriptions.folders.values()
+                for c in f.conflicts
+            ],
         ),
         pieces_served=uploaded.pieces,
         bytes_served=uploaded.bytes,
