@@ -151,12 +151,18 @@ class SyncShare:
         """Our files matching ``query`` (or just ``name``), removed ones too, each with
         its version: what a ``Search`` with ``with_versions`` gets."""
         root = self.share.root
-        shared = {f.path: f.content_id for f in self.share.files()}
+        if name:
+            one = root.joinpath(*name.split("/"))
+            entry = self.store.get(one)
+            entries = [(one, entry)] if entry is not None else []
+            found = self.share.named(name)
+            shared = {found.path: found.content_id} if found is not None else {}
+        else:
+            entries = list(self.store.under(root))
+            shared = {f.path: f.content_id for f in self.share.files()}
         out: list[pb.SearchHit] = []
-        for path, entry in self.store.under(root):
+        for path, entry in entries:
             rel = "/".join(path.relative_to(root).parts)
-            if name and rel != name:
-                continue
             if not name and query is not None and not query.matches(rel):
                 continue
             v = entry.version
