@@ -5,7 +5,6 @@ no edit is lost without a newer version having seen it."""
 
 from __future__ import annotations
 
-import time
 from dataclasses import dataclass, field, replace
 
 import pytest
@@ -107,7 +106,7 @@ def test_a_change_beats_a_concurrent_removal() -> None:
 
 
 def test_conflict_and_kept_version_names() -> None:
-    when = time.mktime((2026, 3, 4, 5, 6, 7, 0, 0, -1))
+    when = (2026, 3, 4, 5, 6, 7)
     assert conflict_name("dir/report.pdf", when) == "dir/report.sync-conflict-20260304-050607.pdf"
     assert conflict_name("Makefile", when) == "Makefile.sync-conflict-20260304-050607"
     assert conflict_name(".env", when) == ".env.sync-conflict-20260304-050607"

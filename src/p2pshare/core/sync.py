@@ -24,7 +24,6 @@ The rules (README, "Keeping folders in sync"):
 from __future__ import annotations
 
 import re
-import time
 from collections.abc import Iterable, Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
 from enum import Enum
@@ -35,6 +34,7 @@ __all__ = [
     "Decision",
     "FileVersion",
     "Ignore",
+    "Moment",
     "Order",
     "PiecePlan",
     "Remove",
@@ -236,11 +236,16 @@ def _split(name: str) -> tuple[str, str, str]:
     return folder, base[:dot], base[dot:]
 
 
-def _stamp(when: float) -> str:
-    return time.strftime("%Y%m%d-%H%M%S", time.localtime(when))
+Moment = tuple[int, int, int, int, int, int]
+"""Local year, month, day, hour, minute, second (``time.localtime(t)[:6]``)."""
 
 
-def conflict_name(name: str, when: float, taken: Iterable[str] = ()) -> str:
+def _stamp(when: Moment) -> str:
+    y, mo, d, h, mi, s = when
+    return f"{y:04d}{mo:02d}{d:02d}-{h:02d}{mi:02d}{s:02d}"
+
+
+def conflict_name(name: str, when: Moment, taken: Iterable[str] = ()) -> str:
     """``NAME.sync-conflict-YYYYMMDD-HHMMSS.EXT`` for ``name``, ``when`` being the
     losing version's modification time (so every peer that keeps it picks the same
     name), with ``-2``, ``-3``... after the time if that name is ``taken``."""
@@ -261,7 +266,7 @@ def is_conflict_name(name: str) -> bool:
     return _CONFLICT.search(name) is not None
 
 
-def kept_version_name(name: str, when: float, n: int = 1) -> str:
+def kept_version_name(name: str, when: Moment, n: int = 1) -> str:
     """The name of a replaced or removed version of ``name`` among the kept versions:
     ``NAME~YYYYMMDD-HHMMSS.EXT`` (Syncthing's simple versioning); the ``n``-th of
     one second gets ``-n`` after the time."""

@@ -605,7 +605,7 @@ class FolderSync:
         moved = ""
         if conflict:
             taken = {p.name for p in path.parent.iterdir()}
-            made = conflict_name(path.name, old_mtime, taken)
+            made = conflict_name(path.name, _moment(old_mtime), taken)
             _link_or_copy(path, path.with_name(made))
             moved = "/".join([*name.split("/")[:-1], made])
         elif path.is_file():
@@ -617,7 +617,7 @@ class FolderSync:
         """Keep the file at ``path`` among the versions (or nowhere, with keep 0)."""
         if self.keep <= 0:
             return
-        when, n = time.time(), 1
+        when, n = _moment(time.time()), 1
         kept = self.versions_dir.joinpath(*kept_version_name(name, when).split("/"))
         kept.parent.mkdir(parents=True, exist_ok=True)
         while kept.exists():  # more than one version in a second: -2, -3...
@@ -686,6 +686,11 @@ class FolderSync:
         self.events.append(event)
         log.info("sync %s: %s %r %s", self.sub_id, action, name, detail)
         self._on_event(event)
+
+
+def _moment(t: float) -> tuple[int, int, int, int, int, int]:
+    y, mo, d, h, mi, sec = time.localtime(t)[:6]
+    return (y, mo, d, h, mi, sec)
 
 
 def _link_or_copy(src: Path, dst: Path) -> None:
