@@ -136,3 +136,23 @@ def test_a_remote_name_never_leads_out_through_a_symlink(tmp_path: Path) -> None
     assert not sync._inside(folder / "link" / "new" / "a.txt")
     assert not sync._inside(folder / "file-link")
     os.rmdir(outside)
+
+
+def test_versions_from_the_network_are_bounded() -> None:
+    from p2pshare import errors
+    from p2pshare._proto import peer_pb2 as pb
+    from p2pshare.peer.sync.wire import MAX_COUNTER, version_from_pb
+
+    def made(counters: list[pb.VersionCounter]) -> object:
+        return version_from_pb(
+            counters, content_id="a" * 64, size=1, mtime_ns=0, origin="x", deleted=False
+        )
+
+    ok = made([pb.VersionCounter(device="d", value=MAX_COUNTER)])
+    assert ok is not None
+    with pytest.raises(errors.UsageError):
+        made([pb.VersionCounter(device="d", value=MAX_COUNTER + 1)])
+    with pytest.raises(errors.UsageError):
+        made([pb.VersionCounter(device=f"d{i}", value=1) for i in range(65)])
+    with pytest.raises(errors.P2PShareError):
+        version_from_pb([], content_id="nope", size=1, mtime_ns=0, origin="x", deleted=False)

@@ -9,7 +9,9 @@ from p2pshare._proto import peer_pb2 as pb
 from p2pshare.core.manifest import check_content_id
 from p2pshare.core.sync import MAX_COUNTERS, FileVersion, Vector
 
-__all__ = ["hit_version", "version_from_pb", "version_to_pb"]
+__all__ = ["MAX_COUNTER", "hit_version", "version_from_pb", "version_to_pb"]
+
+MAX_COUNTER = 1 << 62  # larger ones from the network are refused: bumps stay in a uint64
 
 
 def version_to_pb(version: FileVersion) -> list[pb.VersionCounter]:
@@ -29,6 +31,8 @@ def version_from_pb(
     items = list(counters)
     if len(items) > MAX_COUNTERS:
         raise errors.UsageError(f"a version vector of more than {MAX_COUNTERS} devices")
+    if any(c.value > MAX_COUNTER for c in items):
+        raise errors.UsageError("a version counter out of range")
     try:
         vector = Vector((c.device[:64], int(c.value)) for c in items)
     except ValueError as exc:
