@@ -8,10 +8,12 @@ from __future__ import annotations
 import hashlib
 import json
 import os
+import threading
 import time
 from pathlib import Path
 from typing import Any
 
+import httpx
 import pytest
 
 from p2pshare.localnet import LocalNetwork, PeerProc, TrackerProc, wait_for
@@ -105,12 +107,30 @@ def test_edits_appends_truncations_renames_and_removals_reach_a_mirror(
     assert listed.returncode == 0 and "removed renamed.bin" in listed.stdout, listed.stdout
 
 
+def sync_events(peer: PeerProc, found: list[dict[str, Any]], stop: threading.Event) -> None:
+    """The ``sync`` events of the peer's event stream, appended to ``found``."""
+    with httpx.stream("GET", peer.api + "/v1/events", params={"q": "keep"}, timeout=30) as r:
+        for line in r.iter_lines():
+            if line.startswith("data:") and '"event": "sync"' in line:
+                found.append(json.loads(line[5:]))
+            if stop.is_set():
+                return
+
+
 def test_without_mirror_removals_are_kept(net: LocalNetwork, tmp_path: Path) -> None:
     _, a, b = pair(net)
+    found: list[dict[str, Any]] = []
+    stop = threading.Event()
+    reader = threading.Thread(target=sync_events, args=(b, found, stop), daemon=True)
+    reader.start()
     f = write_random(a.share / "keep me.txt", 50_000)
     into = tmp_path / "copy"
     subscribe(b, "keep", into)
     wait_for(lambda: same_as(into / "keep me.txt", sha256(f)), 10, "the file")
+    wait_for(lambda: found, 10, "the event stream to tell")
+    assert found[0]["action"] == "added" and found[0]["name"] == "keep me.txt"
+    assert found[0]["folder"] == str(into) and found[0]["fetched"] == 50_000
+    stop.set()
     f.unlink()
     later = write_random(a.share / "keep later.txt", 1000)  # a change after the removal
     wait_for(lambda: same_as(into / "keep later.txt", sha256(later)), 10, "a later file")
