@@ -71,6 +71,7 @@ STATE_DIR = ".p2pshare"  # inside a synced folder: incoming/ and versions/
 MAX_LISTING = 100_000  # versions asked of one publisher at once
 MAX_SOURCES = 64  # local files looked at for pieces of a new version (besides the old one)
 EVENTS_KEPT = 50
+RETRY = 60.0  # seconds before a version whose download failed is tried again
 
 
 @dataclass(frozen=True)
@@ -263,6 +264,8 @@ class FolderSync:
         self.conflicts: list[str] = []
         self.fetched = 0
         self.reused = 0
+        self._closed = False
+        self._retries: list[asyncio.TimerHandle] = []
 
     @property
     def incoming(self) -> Path:
@@ -282,6 +285,9 @@ class FolderSync:
         return sorted("/".join(p.relative_to(root).parts) for p in root.rglob("*") if p.is_file())
 
     async def close(self) -> None:
+        self._closed = True
+        for retry in self._retries:
+            retry.cancel()
         tasks = list(self._workers.values())
         for task in tasks:
             task.cancel()
@@ -289,6 +295,8 @@ class FolderSync:
 
     def offer(self, name: str, provider: str, version: FileVersion | None = None) -> None:
         """``provider`` has ``version`` of ``name`` (``None``: it has changed, ask it)."""
+        if self._closed:
+            return
         try:
             check_share_name(name)
         except errors.InvalidName:
@@ -338,7 +346,7 @@ class FolderSync:
             del self._workers[name]
             if self._pending.get(name) is pending and not pending.versions:
                 del self._pending[name]
-            elif pending.versions:  # heard more while ending: go on
+            elif pending.versions and not self._closed:  # heard more while ending: go on
                 self._workers[name] = asyncio.create_task(self._work(name))
 
     async def _consider(
@@ -555,7 +563,11 @@ class FolderSync:
         fetch.steps["downloaded"] = time.time()
         await self._drop([d for d in fetch.given_up if d.content_id != download.content_id])
         if download.state != "complete" or download.path is None:
-            self._event("failed", name, download.error or download.state)
+            if download.state == "failed":
+                self._event("failed", name, f"{download.error}; again in {RETRY:.0f} s")
+                self._retry(name, fetch.provider, fetch.remote)
+            else:  # cancelled by the user: until the next version
+                self._event("failed", name, download.state)
             return
         staged = Path(download.path)
         path = self.folder.joinpath(*name.split("/"))
@@ -594,6 +606,12 @@ class FolderSync:
         else:
             action, detail = ("replaced" if existed else "added"), f"from {fetch.provider}"
         self._event(action, name, detail, fetched, fetch.reused, fetch.steps)
+
+    def _retry(self, name: str, provider: str, version: FileVersion) -> None:
+        """Offer a version whose download failed again later (Syncthing retries too)."""
+        loop = asyncio.get_running_loop()
+        self._retries = [r for r in self._retries if not r.cancelled()][-100:]
+        self._retries.append(loop.call_later(RETRY, self.offer, name, provider, version))
 
     def _install(
         self, staged: Path, path: Path, name: str, conflict: bool, old_mtime: float
