@@ -250,3 +250,29 @@ def test_three_peers_sync_one_folder_both_ways_and_converge(net: LocalNetwork) -
     wait_for(lambda: not any((p.share / "plan.txt").exists() for p in peers), 10, "removed")
     for p in peers:
         assert list((p.share / ".p2pshare" / "versions").glob("plan~*.txt")) or p is b
+
+
+def test_the_old_version_stays_readable_until_the_new_one_is_complete(
+    net: LocalNetwork, tmp_path: Path
+) -> None:
+    tracker = net.start_tracker()
+    slow = {"P2PSHARE_PEER_MAX_UPLOAD_RATE": str(4 * MiB)}
+    a = net.start_peer("a", tracker=tracker.url, env=slow)
+    b = net.start_peer("b", "--seed", a.address, tracker=tracker.url)
+    wait_for(lambda: api(b, "/v1/status")["neighbours"] == [a.address], 10, "b's neighbour")
+    f = write_random(a.share / "video.mkv", 4 * MiB)
+    into = tmp_path / "videos"
+    subscribe(b, "video", into, "--versions", "0")
+    wait_for(lambda: same_as(into / "video.mkv", sha256(f)), 15, "the first version")
+    old = sha256(f)
+    edit(f, 0, os.urandom(12 * MiB))  # 12 MiB to fetch at 4 MiB/s
+    new = sha256(f)
+    wait_for(lambda: subscription(b)["syncing"] == ["video.mkv"], 10, "the new version to start")
+    seen = []
+    while subscription(b)["syncing"]:
+        seen.append(sha256(into / "video.mkv"))
+        time.sleep(0.2)
+    assert set(seen) <= {old, new}, "a half-written file under the name"  # only ever whole
+    assert seen.count(old) >= 3
+    wait_for(lambda: same_as(into / "video.mkv", sha256(f)), 10, "the new version")
+    assert not (into / ".p2pshare" / "versions").exists()  # --versions 0: none kept
