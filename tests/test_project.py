@@ -156,3 +156,54 @@ def test_the_peer_parts_only_lean_inward() -> None:
                 assert not name.startswith(
                     ("p2pshare.peer.node", "p2pshare.peer.run", "p2pshare.peer.api")
                 ), f"{part}/{path.name} imports {name}"
+
+
+MAX_FUNCTION_LINES = 60
+# route tables: one decorated handler per route, each short, inside the function that
+# builds the app (they share its state through the closure)
+LONG_FUNCTIONS_ALLOWED = {
+    "peer/api/control.py:create_app",
+    "tracker/app.py:create_app",
+}
+
+
+def test_no_function_is_longer_than_60_lines_but_the_route_tables() -> None:
+    """A function says one idea: past ~60 lines it says several (issue 17)."""
+    package = ROOT / "src" / "p2pshare"
+    long = []
+    for path in package.rglob("*.py"):
+        if "_proto" in path.parts:
+            continue
+        for node in ast.walk(ast.parse(path.read_text())):
+            if isinstance(node, ast.FunctionDef | ast.AsyncFunctionDef):
+                lines = (node.end_lineno or node.lineno) - node.lineno + 1
+                where = f"{path.relative_to(package).as_posix()}:{node.name}"
+                if lines > MAX_FUNCTION_LINES and where not in LONG_FUNCTIONS_ALLOWED:
+                    long.append(f"{where} ({lines} lines)")
+    assert not long, "split by idea: " + ", ".join(sorted(long))
+
+
+def test_the_package_map_of_the_architecture_names_every_module() -> None:
+    """docs/architecture.md is where a newcomer finds where a thing lives (issue 17): a
+    module it does not name is one nobody finds."""
+    doc = (ROOT / "docs" / "architecture.md").read_text()
+    package_map = doc.split("## The package map", 1)[1].split("\n## ", 1)[0]
+    sections = {
+        m[1]: m[2]
+        for m in re.finditer(
+            r"^### `([a-z0-9_/]+)`[^\n]*\n(.*?)(?=^### |\Z)", package_map, re.M | re.S
+        )
+    }
+    package = ROOT / "src" / "p2pshare"
+    missing = []
+    for path in package.rglob("*.py"):
+        relative = path.relative_to(package)
+        if "_proto" in relative.parts or path.name in ("__init__.py", "__main__.py"):
+            continue
+        top = relative.parts[0] + "/" if len(relative.parts) > 1 else "p2pshare/"
+        name = "/".join(relative.parts[1:]) if len(relative.parts) > 1 else path.name
+        if f"`{name}`" not in sections.get(top, ""):
+            missing.append(relative.as_posix())
+    assert not missing, "not in the package map of docs/architecture.md: " + ", ".join(
+        sorted(missing)
+    )

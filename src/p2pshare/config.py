@@ -227,6 +227,13 @@ class PeerSettings(_NetworkSettings):
         " (BEP 16) so our upload carries each piece about once: auto (not to a downloader"
         " on this machine, where upload costs no bandwidth), on, off.",
     )
+    swarm_blocks: SuperSeedMode = Field(
+        "auto",
+        description="Fetch 128 KiB blocks on each provider's exchange stream, served from"
+        " its fair upload queue, instead of whole pieces by GetPieces calls: auto (unless"
+        " every provider is on this machine, where the CPU binds and whole pieces are"
+        " faster), on, off. A provider too old for blocks is left out while it is on.",
+    )
     max_uploads: int = Field(
         64, ge=1, le=4096, description="Concurrent GetPieces streams this peer serves."
     )

@@ -18,7 +18,7 @@ from p2pshare.peer.transfer.partial import partial_path
 from tests.browser.conftest import ARTIFACTS, screenshot
 from tests.integration.helpers import api, sha256, wait_registered, write_random
 
-pytestmark = [pytest.mark.browser, pytest.mark.integration]
+pytestmark = [pytest.mark.browser, pytest.mark.integration, pytest.mark.xdist_group("browser")]
 
 
 @dataclass

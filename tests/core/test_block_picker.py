@@ -55,7 +55,7 @@ def test_a_have_makes_a_piece_available_at_once() -> None:
     p = picker()
     p.add_provider("leech", PieceSet(4))
     assert p.pick("leech", 4, now=0.0) == []
-    p.have("leech", 2)
+    p.add_have("leech", 2)
     assert p.pick("leech", 8, now=0.0) == [(2, 0), (2, 1), (2, 2), (2, 3)]
 
 
@@ -224,7 +224,7 @@ def test_random_runs_keep_the_invariants(pieces, blocks, haves, seed) -> None:
         if seed.random() < 0.1:
             n, piece = seed.randrange(len(maps)), seed.randrange(pieces)
             maps[n].add(piece)
-            p.have(str(n), piece)
+            p.add_have(str(n), piece)
     while not p.complete:  # the seeder finishes it
         t += 0.01
         blocks_now = p.pick("seed", 1000, now=t) or sorted(p.in_flight("seed"))

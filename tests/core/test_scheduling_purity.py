@@ -9,7 +9,13 @@ from pathlib import Path
 import pytest
 
 CORE = Path(__file__).resolve().parents[2] / "src" / "p2pshare" / "core"
-SCHEDULING = ["piece_picker.py", "block_picker.py", "upload_queue.py", "super_seed.py"]
+SCHEDULING = [
+    "availability.py",
+    "piece_picker.py",
+    "block_picker.py",
+    "upload_queue.py",
+    "super_seed.py",
+]
 FORBIDDEN = {"time", "os", "threading", "asyncio", "random", "socket", "grpc", "datetime"}
 
 

@@ -53,9 +53,19 @@ def test_every_piece_is_offered_once_before_any_twice_and_the_rarest_again_first
     assert seed.join("x", PieceSet(3, [0, 1])) == [2]
     assert seed.join("y", PieceSet(3, [1])) == [0]  # 0 was never offered; 2 was
     assert seed.join("z", PieceSet(3)) == [1]  # the one piece never offered
-    # every piece offered once: the one fewest downloaders hold (2: nobody yet)
-    assert seed.join("w", PieceSet(3)) == [2]
+    # every piece offered once: a second copy only when the uplink idles, then the
+    # one fewest downloaders hold (2: nobody yet)
+    assert seed.join("w", PieceSet(3)) == []
+    assert seed.idle() == [("w", 2)]
     assert seed.offers(2) == 2
+
+
+def test_a_held_offer_closes_without_a_new_one_once_every_piece_was_offered() -> None:
+    seed: SuperSeed[str] = SuperSeed(2, open_offers=1)
+    assert seed.join("a", PieceSet(2)) == [0]
+    assert seed.join("b", PieceSet(2)) == [1]
+    assert seed.has("a", 1) == []  # from b: b's offer spread, nothing fresh is left
+    assert seed.has("a", 0) == []
 
 
 def test_pieces_offered_to_a_downloader_that_leaves_are_offered_again() -> None:

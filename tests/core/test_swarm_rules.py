@@ -82,6 +82,21 @@ def test_a_failing_provider_is_dropped_and_joined_again_after_a_wait_that_starts
     assert h.failed("a", errors.TimedOut("slow"), now=now).wait == RETRY_FIRST  # counts afresh
 
 
+def test_a_provider_that_cannot_be_joined_again_waits_longer_each_time():
+    """Joining again failed before ``joined``: it was tried again at once, forever (a
+    downloader of the hard netswarm dialled a departed peer 5000 times in 40 s)."""
+    h = ProviderHealth()
+    h.joined("a")
+    now, waits = 0.0, []
+    for _ in range(4):
+        d = h.failed("a", errors.Unreachable("refused"), now=now)
+        assert d.action is Action.DROP and d.wait > 0
+        waits.append(d.wait)
+        now += d.wait
+        assert h.due(now) == ["a"] and h.may_join("a", now=now)
+    assert waits == [RETRY_FIRST, 2 * RETRY_FIRST, 4 * RETRY_FIRST, RETRY_MAX]
+
+
 def test_other_streams_of_a_dropped_provider_do_not_lengthen_its_wait():
     h = ProviderHealth()
     h.joined("a")

@@ -27,6 +27,17 @@ def test_a_cancelled_item_is_not_sent() -> None:
     assert q.next() is None
 
 
+def test_a_requester_whose_link_is_full_keeps_its_place_while_others_are_served() -> None:
+    q: UploadQueue[str, tuple[int, int]] = UploadQueue(group=lambda block: block[0])
+    q.request("slow", (1, 0))
+    q.request("fast", (2, 0))
+    q.request("fast", (2, 1))
+    assert q.next(lambda r: r != "slow") == ("fast", (2, 0))
+    assert q.next(lambda r: r != "slow") == ("fast", (2, 1))
+    assert q.next(lambda r: r != "slow") is None and len(q) == 1
+    assert q.next() == ("slow", (1, 0))
+
+
 def test_a_requester_that_leaves_takes_its_queue_with_it() -> None:
     q: UploadQueue[str, int] = UploadQueue()
     q.request("a", 1)

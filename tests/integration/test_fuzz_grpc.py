@@ -28,7 +28,7 @@ from p2pshare.localnet import LocalNetwork, PeerProc, wait_for
 from tests.hostile_names import HOSTILE_NAMES
 from tests.integration.helpers import api, cli, sha256
 
-pytestmark = pytest.mark.integration
+pytestmark = [pytest.mark.integration, pytest.mark.xdist_group("fuzz_grpc")]
 
 SERVICE = pb.DESCRIPTOR.services_by_name["Peer"]
 METHODS = list(SERVICE.methods)

@@ -27,7 +27,7 @@ from schemathesis.generation import GenerationMode
 from p2pshare.localnet import LocalNetwork, PeerProc, TrackerProc
 from tests.integration.helpers import write_random
 
-pytestmark = pytest.mark.integration
+pytestmark = [pytest.mark.integration, pytest.mark.xdist_group("fuzz_http")]
 
 EXAMPLES = 25
 STREAM_EXAMPLES = 5

@@ -31,7 +31,7 @@ from p2pshare.localnet import (
 from p2pshare.netlab import Host, NetLab
 from tests.integration.helpers import api, sha256, write_random
 
-pytestmark = pytest.mark.integration
+pytestmark = [pytest.mark.integration, pytest.mark.xdist_group("netlab")]
 
 TOKEN = "netlab-test-control-api-token"
 TRACKER_PORT, PEER_PORT, API_PORT = 8460, 8461, 8462

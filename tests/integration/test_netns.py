@@ -18,7 +18,7 @@ from p2pshare.localnet import PEER_READY, LocalNetwork, PeerProc, spawn, wait_fo
 from p2pshare.netlab import Host, NetLab
 from tests.integration.helpers import api, cli, sha256, write_random
 
-pytestmark = pytest.mark.integration
+pytestmark = [pytest.mark.integration, pytest.mark.xdist_group("netlab")]
 PIECE = 64 << 10
 
 

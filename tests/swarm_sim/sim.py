@@ -59,6 +59,7 @@ LEGACY_STREAMS = 4  # streams_per_provider
 LEGACY_BATCH = 8  # pieces_per_request
 LEGACY_HAVE_POLL = 1.0  # HAVE_REFRESH
 LEGACY_IDLE_WAIT = 1.0  # an idle worker waits for a change or this long
+IDLE_AGAIN = 0.2  # an idle super-seeder looks again this much later (peer/rpc/uplink.py)
 CANCEL_OVERRUN = 256 * KIB  # bytes of a cancelled stream still sent (HTTP/2 window)
 CHUNK = 128 * KIB  # how finely uplinks interleave the streams they serve
 
@@ -315,7 +316,7 @@ class BlockPeer(Host):
                     self.send(to, to.on_have, self, offer)
             return
         if self.picker is not None:
-            self.picker.have(src.index, piece)
+            self.picker.add_have(src.index, piece)
             self.pump(src)
 
     def pump(self, provider: Host) -> None:
@@ -372,9 +373,12 @@ class BlockPeer(Host):
         item = self.queue.next()
         if item is None:
             if self.seed is not None:  # idle: offer beyond the spread limit
-                for downloader, offer in self.seed.idle():
+                offers = self.seed.idle()
+                for downloader, offer in offers:
                     to = self.neighbours[downloader]
                     self.send(to, to.on_have, self, offer)
+                if offers:  # still idle later (offers that bring no request): look again
+                    self.clock.after(IDLE_AGAIN, self.kick)
             return None
         requester, block = item
         invited = self.queue.unchoke()

@@ -24,17 +24,17 @@ _sym_db = _symbol_database.Default()
 
 
 
-DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n\x16p2pshare/v1/peer.proto\x12\x0bp2pshare.v1\",\n\x08PeerInfo\x12\x0f\n\x07peer_id\x18\x01 \x01(\t\x12\x0f\n\x07\x61\x64\x64ress\x18\x02 \x01(\t\"3\n\x0cHelloRequest\x12#\n\x04peer\x18\x01 \x01(\x0b\x32\x15.p2pshare.v1.PeerInfo\"\xa0\x01\n\rHelloResponse\x12#\n\x04peer\x18\x01 \x01(\x0b\x32\x15.p2pshare.v1.PeerInfo\x12$\n\x05known\x18\x02 \x03(\x0b\x32\x15.p2pshare.v1.PeerInfo\x12\x18\n\x10protocol_version\x18\x03 \x01(\r\x12\x10\n\x08\x61\x63\x63\x65pted\x18\x04 \x01(\x08\x12\x18\n\x10software_version\x18\x05 \x01(\t\"%\n\x0fManifestRequest\x12\x12\n\ncontent_id\x18\x01 \x01(\t\"y\n\x08Manifest\x12\x12\n\ncontent_id\x18\x01 \x01(\t\x12\x0c\n\x04name\x18\x02 \x01(\t\x12\x0c\n\x04size\x18\x03 \x01(\x04\x12\x12\n\npiece_size\x18\x04 \x01(\r\x12\x14\n\x0cpiece_hashes\x18\x05 \x03(\x0c\x12\x13\n\x0b\x66ile_sha256\x18\x06 \x01(\x0c\"4\n\rPiecesRequest\x12\x12\n\ncontent_id\x18\x01 \x01(\t\x12\x0f\n\x07indexes\x18\x02 \x03(\r\"$\n\x05Piece\x12\r\n\x05index\x18\x01 \x01(\r\x12\x0c\n\x04\x64\x61ta\x18\x02 \x01(\x0c\"!\n\x0bHaveRequest\x12\x12\n\ncontent_id\x18\x01 \x01(\t\"V\n\x07HaveMap\x12\x12\n\ncontent_id\x18\x01 \x01(\t\x12\x10\n\x08\x63omplete\x18\x02 \x01(\x08\x12\x13\n\x0bpiece_count\x18\x03 \x01(\r\x12\x10\n\x08\x62itfield\x18\x04 \x01(\x0c\"F\n\x0c\x45xchangeOpen\x12\x12\n\ncontent_id\x18\x01 \x01(\t\x12\"\n\x04have\x18\x02 \x01(\x0b\x32\x14.p2pshare.v1.HaveMap\"~\n\x0f\x45xchangeMessage\x12)\n\x04open\x18\x01 \x01(\x0b\x32\x19.p2pshare.v1.ExchangeOpenH\x00\x12(\n\x08\x62itfield\x18\x02 \x01(\x0b\x32\x14.p2pshare.v1.HaveMapH\x00\x12\x0e\n\x04have\x18\x03 \x01(\rH\x00\x42\x06\n\x04kind\"l\n\rSearchRequest\x12\r\n\x05query\x18\x01 \x01(\t\x12\r\n\x05limit\x18\x02 \x01(\r\x12\x12\n\ncontent_id\x18\t \x01(\t\x12\x15\n\rwith_versions\x18\n \x01(\x08\x12\x0c\n\x04name\x18\x0b \x01(\tJ\x04\x08\x03\x10\t\"/\n\x0eVersionCounter\x12\x0e\n\x06\x64\x65vice\x18\x01 \x01(\t\x12\r\n\x05value\x18\x02 \x01(\x04\"\xd3\x01\n\tSearchHit\x12\x12\n\ncontent_id\x18\x01 \x01(\t\x12\x0c\n\x04name\x18\x02 \x01(\t\x12\x0c\n\x04size\x18\x03 \x01(\x04\x12\'\n\x08provider\x18\x04 \x01(\x0b\x32\x15.p2pshare.v1.PeerInfo\x12\x0c\n\x04hops\x18\x05 \x01(\r\x12,\n\x07version\x18\x06 \x03(\x0b\x32\x1b.p2pshare.v1.VersionCounter\x12\x10\n\x08mtime_ns\x18\x07 \x01(\x03\x12\x0e\n\x06origin\x18\x08 \x01(\t\x12\x0f\n\x07\x64\x65leted\x18\t \x01(\x08\"\xef\x01\n\x0cOverlayQuery\x12\x0b\n\x03tag\x18\x01 \x01(\r\x12\x10\n\x08query_id\x18\x02 \x01(\t\x12\x0b\n\x03ttl\x18\x03 \x01(\r\x12%\n\x04mode\x18\x04 \x01(\x0e\x32\x17.p2pshare.v1.SearchMode\x12\x0f\n\x07walkers\x18\x05 \x01(\r\x12%\n\x06origin\x18\x06 \x01(\x0b\x32\x15.p2pshare.v1.PeerInfo\x12\r\n\x05query\x18\x07 \x01(\t\x12\x12\n\ncontent_id\x18\x08 \x01(\t\x12\r\n\x05limit\x18\t \x01(\r\x12\x12\n\ntimeout_ms\x18\n \x01(\r\x12\x0e\n\x06\x63overs\x18\x0b \x01(\x08\"O\n\x0cOverlayReply\x12\x0b\n\x03tag\x18\x01 \x01(\r\x12$\n\x04hits\x18\x02 \x03(\x0b\x32\x16.p2pshare.v1.SearchHit\x12\x0c\n\x04\x64one\x18\x03 \x01(\x08\"\xaa\x01\n\x0eOverlayMessage\x12&\n\x05hello\x18\x01 \x01(\x0b\x32\x15.p2pshare.v1.PeerInfoH\x00\x12*\n\x05query\x18\x02 \x01(\x0b\x32\x19.p2pshare.v1.OverlayQueryH\x00\x12*\n\x05reply\x18\x03 \x01(\x0b\x32\x19.p2pshare.v1.OverlayReplyH\x00\x12\x10\n\x06\x63\x61ncel\x18\x04 \x01(\rH\x00\x42\x06\n\x04kind\"=\n\x0cOverlayBatch\x12-\n\x08messages\x18\x01 \x03(\x0b\x32\x1b.p2pshare.v1.OverlayMessage\"H\n\x10SubscribeRequest\x12\r\n\x05query\x18\x01 \x01(\t\x12%\n\x06sender\x18\x02 \x01(\x0b\x32\x15.p2pshare.v1.PeerInfo\"\xfc\x01\n\x0bShareChange\x12%\n\x04kind\x18\x01 \x01(\x0e\x32\x17.p2pshare.v1.ChangeKind\x12\x12\n\ncontent_id\x18\x02 \x01(\t\x12\x0c\n\x04name\x18\x03 \x01(\t\x12\x0c\n\x04size\x18\x04 \x01(\x04\x12\'\n\x08provider\x18\x05 \x01(\x0b\x32\x15.p2pshare.v1.PeerInfo\x12\x0c\n\x04hops\x18\x06 \x01(\r\x12,\n\x07version\x18\x07 \x03(\x0b\x32\x1b.p2pshare.v1.VersionCounter\x12\x10\n\x08mtime_ns\x18\x08 \x01(\x03\x12\x0e\n\x06origin\x18\t \x01(\t\x12\x0f\n\x07\x64\x65leted\x18\n \x01(\x08*9\n\nSearchMode\x12\x15\n\x11SEARCH_MODE_FLOOD\x10\x00\x12\x14\n\x10SEARCH_MODE_WALK\x10\x01*<\n\nChangeKind\x12\x15\n\x11\x43HANGE_KIND_ADDED\x10\x00\x12\x17\n\x13\x43HANGE_KIND_REMOVED\x10\x01\x32\x9d\x04\n\x04Peer\x12>\n\x05Hello\x12\x19.p2pshare.v1.HelloRequest\x1a\x1a.p2pshare.v1.HelloResponse\x12\x42\n\x0bGetManifest\x12\x1c.p2pshare.v1.ManifestRequest\x1a\x15.p2pshare.v1.Manifest\x12=\n\tGetPieces\x12\x1a.p2pshare.v1.PiecesRequest\x1a\x12.p2pshare.v1.Piece0\x01\x12\x39\n\x07GetHave\x12\x18.p2pshare.v1.HaveRequest\x1a\x14.p2pshare.v1.HaveMap\x12J\n\x08\x45xchange\x12\x1c.p2pshare.v1.ExchangeMessage\x1a\x1c.p2pshare.v1.ExchangeMessage(\x01\x30\x01\x12>\n\x06Search\x12\x1a.p2pshare.v1.SearchRequest\x1a\x16.p2pshare.v1.SearchHit0\x01\x12\x46\n\tSubscribe\x12\x1d.p2pshare.v1.SubscribeRequest\x1a\x18.p2pshare.v1.ShareChange0\x01\x12\x43\n\x07Overlay\x12\x19.p2pshare.v1.OverlayBatch\x1a\x19.p2pshare.v1.OverlayBatch(\x01\x30\x01\x62\x06proto3')
+DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n\x16p2pshare/v1/peer.proto\x12\x0bp2pshare.v1\",\n\x08PeerInfo\x12\x0f\n\x07peer_id\x18\x01 \x01(\t\x12\x0f\n\x07\x61\x64\x64ress\x18\x02 \x01(\t\"3\n\x0cHelloRequest\x12#\n\x04peer\x18\x01 \x01(\x0b\x32\x15.p2pshare.v1.PeerInfo\"\xa0\x01\n\rHelloResponse\x12#\n\x04peer\x18\x01 \x01(\x0b\x32\x15.p2pshare.v1.PeerInfo\x12$\n\x05known\x18\x02 \x03(\x0b\x32\x15.p2pshare.v1.PeerInfo\x12\x18\n\x10protocol_version\x18\x03 \x01(\r\x12\x10\n\x08\x61\x63\x63\x65pted\x18\x04 \x01(\x08\x12\x18\n\x10software_version\x18\x05 \x01(\t\"%\n\x0fManifestRequest\x12\x12\n\ncontent_id\x18\x01 \x01(\t\"y\n\x08Manifest\x12\x12\n\ncontent_id\x18\x01 \x01(\t\x12\x0c\n\x04name\x18\x02 \x01(\t\x12\x0c\n\x04size\x18\x03 \x01(\x04\x12\x12\n\npiece_size\x18\x04 \x01(\r\x12\x14\n\x0cpiece_hashes\x18\x05 \x03(\x0c\x12\x13\n\x0b\x66ile_sha256\x18\x06 \x01(\x0c\"4\n\rPiecesRequest\x12\x12\n\ncontent_id\x18\x01 \x01(\t\x12\x0f\n\x07indexes\x18\x02 \x03(\r\"$\n\x05Piece\x12\r\n\x05index\x18\x01 \x01(\r\x12\x0c\n\x04\x64\x61ta\x18\x02 \x01(\x0c\"!\n\x0bHaveRequest\x12\x12\n\ncontent_id\x18\x01 \x01(\t\"j\n\x07HaveMap\x12\x12\n\ncontent_id\x18\x01 \x01(\t\x12\x10\n\x08\x63omplete\x18\x02 \x01(\x08\x12\x13\n\x0bpiece_count\x18\x03 \x01(\r\x12\x10\n\x08\x62itfield\x18\x04 \x01(\x0c\x12\x12\n\nblock_size\x18\x05 \x01(\r\"Z\n\x0c\x45xchangeOpen\x12\x12\n\ncontent_id\x18\x01 \x01(\t\x12\"\n\x04have\x18\x02 \x01(\x0b\x32\x14.p2pshare.v1.HaveMap\x12\x12\n\nblock_size\x18\x03 \x01(\r\"(\n\x08\x42lockRef\x12\r\n\x05piece\x18\x01 \x01(\r\x12\r\n\x05\x62lock\x18\x02 \x01(\r\"3\n\x05\x42lock\x12\r\n\x05piece\x18\x01 \x01(\r\x12\r\n\x05\x62lock\x18\x02 \x01(\r\x12\x0c\n\x04\x64\x61ta\x18\x03 \x01(\x0c\"\xb3\x02\n\x0f\x45xchangeMessage\x12)\n\x04open\x18\x01 \x01(\x0b\x32\x19.p2pshare.v1.ExchangeOpenH\x00\x12(\n\x08\x62itfield\x18\x02 \x01(\x0b\x32\x14.p2pshare.v1.HaveMapH\x00\x12\x0e\n\x04have\x18\x03 \x01(\rH\x00\x12(\n\x07request\x18\x04 \x01(\x0b\x32\x15.p2pshare.v1.BlockRefH\x00\x12\'\n\x06\x63\x61ncel\x18\x05 \x01(\x0b\x32\x15.p2pshare.v1.BlockRefH\x00\x12#\n\x05\x62lock\x18\x06 \x01(\x0b\x32\x12.p2pshare.v1.BlockH\x00\x12(\n\x07refused\x18\x07 \x01(\x0b\x32\x15.p2pshare.v1.BlockRefH\x00\x12\x11\n\x07unchoke\x18\x08 \x01(\x08H\x00\x42\x06\n\x04kind\"l\n\rSearchRequest\x12\r\n\x05query\x18\x01 \x01(\t\x12\r\n\x05limit\x18\x02 \x01(\r\x12\x12\n\ncontent_id\x18\t \x01(\t\x12\x15\n\rwith_versions\x18\n \x01(\x08\x12\x0c\n\x04name\x18\x0b \x01(\tJ\x04\x08\x03\x10\t\"/\n\x0eVersionCounter\x12\x0e\n\x06\x64\x65vice\x18\x01 \x01(\t\x12\r\n\x05value\x18\x02 \x01(\x04\"\xd3\x01\n\tSearchHit\x12\x12\n\ncontent_id\x18\x01 \x01(\t\x12\x0c\n\x04name\x18\x02 \x01(\t\x12\x0c\n\x04size\x18\x03 \x01(\x04\x12\'\n\x08provider\x18\x04 \x01(\x0b\x32\x15.p2pshare.v1.PeerInfo\x12\x0c\n\x04hops\x18\x05 \x01(\r\x12,\n\x07version\x18\x06 \x03(\x0b\x32\x1b.p2pshare.v1.VersionCounter\x12\x10\n\x08mtime_ns\x18\x07 \x01(\x03\x12\x0e\n\x06origin\x18\x08 \x01(\t\x12\x0f\n\x07\x64\x65leted\x18\t \x01(\x08\"\xef\x01\n\x0cOverlayQuery\x12\x0b\n\x03tag\x18\x01 \x01(\r\x12\x10\n\x08query_id\x18\x02 \x01(\t\x12\x0b\n\x03ttl\x18\x03 \x01(\r\x12%\n\x04mode\x18\x04 \x01(\x0e\x32\x17.p2pshare.v1.SearchMode\x12\x0f\n\x07walkers\x18\x05 \x01(\r\x12%\n\x06origin\x18\x06 \x01(\x0b\x32\x15.p2pshare.v1.PeerInfo\x12\r\n\x05query\x18\x07 \x01(\t\x12\x12\n\ncontent_id\x18\x08 \x01(\t\x12\r\n\x05limit\x18\t \x01(\r\x12\x12\n\ntimeout_ms\x18\n \x01(\r\x12\x0e\n\x06\x63overs\x18\x0b \x01(\x08\"O\n\x0cOverlayReply\x12\x0b\n\x03tag\x18\x01 \x01(\r\x12$\n\x04hits\x18\x02 \x03(\x0b\x32\x16.p2pshare.v1.SearchHit\x12\x0c\n\x04\x64one\x18\x03 \x01(\x08\"\xaa\x01\n\x0eOverlayMessage\x12&\n\x05hello\x18\x01 \x01(\x0b\x32\x15.p2pshare.v1.PeerInfoH\x00\x12*\n\x05query\x18\x02 \x01(\x0b\x32\x19.p2pshare.v1.OverlayQueryH\x00\x12*\n\x05reply\x18\x03 \x01(\x0b\x32\x19.p2pshare.v1.OverlayReplyH\x00\x12\x10\n\x06\x63\x61ncel\x18\x04 \x01(\rH\x00\x42\x06\n\x04kind\"=\n\x0cOverlayBatch\x12-\n\x08messages\x18\x01 \x03(\x0b\x32\x1b.p2pshare.v1.OverlayMessage\"H\n\x10SubscribeRequest\x12\r\n\x05query\x18\x01 \x01(\t\x12%\n\x06sender\x18\x02 \x01(\x0b\x32\x15.p2pshare.v1.PeerInfo\"\xfc\x01\n\x0bShareChange\x12%\n\x04kind\x18\x01 \x01(\x0e\x32\x17.p2pshare.v1.ChangeKind\x12\x12\n\ncontent_id\x18\x02 \x01(\t\x12\x0c\n\x04name\x18\x03 \x01(\t\x12\x0c\n\x04size\x18\x04 \x01(\x04\x12\'\n\x08provider\x18\x05 \x01(\x0b\x32\x15.p2pshare.v1.PeerInfo\x12\x0c\n\x04hops\x18\x06 \x01(\r\x12,\n\x07version\x18\x07 \x03(\x0b\x32\x1b.p2pshare.v1.VersionCounter\x12\x10\n\x08mtime_ns\x18\x08 \x01(\x03\x12\x0e\n\x06origin\x18\t \x01(\t\x12\x0f\n\x07\x64\x65leted\x18\n \x01(\x08*9\n\nSearchMode\x12\x15\n\x11SEARCH_MODE_FLOOD\x10\x00\x12\x14\n\x10SEARCH_MODE_WALK\x10\x01*<\n\nChangeKind\x12\x15\n\x11\x43HANGE_KIND_ADDED\x10\x00\x12\x17\n\x13\x43HANGE_KIND_REMOVED\x10\x01\x32\x9d\x04\n\x04Peer\x12>\n\x05Hello\x12\x19.p2pshare.v1.HelloRequest\x1a\x1a.p2pshare.v1.HelloResponse\x12\x42\n\x0bGetManifest\x12\x1c.p2pshare.v1.ManifestRequest\x1a\x15.p2pshare.v1.Manifest\x12=\n\tGetPieces\x12\x1a.p2pshare.v1.PiecesRequest\x1a\x12.p2pshare.v1.Piece0\x01\x12\x39\n\x07GetHave\x12\x18.p2pshare.v1.HaveRequest\x1a\x14.p2pshare.v1.HaveMap\x12J\n\x08\x45xchange\x12\x1c.p2pshare.v1.ExchangeMessage\x1a\x1c.p2pshare.v1.ExchangeMessage(\x01\x30\x01\x12>\n\x06Search\x12\x1a.p2pshare.v1.SearchRequest\x1a\x16.p2pshare.v1.SearchHit0\x01\x12\x46\n\tSubscribe\x12\x1d.p2pshare.v1.SubscribeRequest\x1a\x18.p2pshare.v1.ShareChange0\x01\x12\x43\n\x07Overlay\x12\x19.p2pshare.v1.OverlayBatch\x1a\x19.p2pshare.v1.OverlayBatch(\x01\x30\x01\x62\x06proto3')
 
 _globals = globals()
 _builder.BuildMessageAndEnumDescriptors(DESCRIPTOR, _globals)
 _builder.BuildTopDescriptorsAndMessages(DESCRIPTOR, 'p2pshare.v1.peer_pb2', _globals)
 if not _descriptor._USE_C_DESCRIPTORS:
   DESCRIPTOR._loaded_options = None
-  _globals['_SEARCHMODE']._serialized_start=2139
-  _globals['_SEARCHMODE']._serialized_end=2196
-  _globals['_CHANGEKIND']._serialized_start=2198
-  _globals['_CHANGEKIND']._serialized_end=2258
+  _globals['_SEARCHMODE']._serialized_start=2456
+  _globals['_SEARCHMODE']._serialized_end=2513
+  _globals['_CHANGEKIND']._serialized_start=2515
+  _globals['_CHANGEKIND']._serialized_end=2575
   _globals['_PEERINFO']._serialized_start=39
   _globals['_PEERINFO']._serialized_end=83
   _globals['_HELLOREQUEST']._serialized_start=85
@@ -52,29 +52,33 @@ if not _descriptor._USE_C_DESCRIPTORS:
   _globals['_HAVEREQUEST']._serialized_start=555
   _globals['_HAVEREQUEST']._serialized_end=588
   _globals['_HAVEMAP']._serialized_start=590
-  _globals['_HAVEMAP']._serialized_end=676
-  _globals['_EXCHANGEOPEN']._serialized_start=678
-  _globals['_EXCHANGEOPEN']._serialized_end=748
-  _globals['_EXCHANGEMESSAGE']._serialized_start=750
-  _globals['_EXCHANGEMESSAGE']._serialized_end=876
-  _globals['_SEARCHREQUEST']._serialized_start=878
-  _globals['_SEARCHREQUEST']._serialized_end=986
-  _globals['_VERSIONCOUNTER']._serialized_start=988
-  _globals['_VERSIONCOUNTER']._serialized_end=1035
-  _globals['_SEARCHHIT']._serialized_start=1038
-  _globals['_SEARCHHIT']._serialized_end=1249
-  _globals['_OVERLAYQUERY']._serialized_start=1252
-  _globals['_OVERLAYQUERY']._serialized_end=1491
-  _globals['_OVERLAYREPLY']._serialized_start=1493
-  _globals['_OVERLAYREPLY']._serialized_end=1572
-  _globals['_OVERLAYMESSAGE']._serialized_start=1575
-  _globals['_OVERLAYMESSAGE']._serialized_end=1745
-  _globals['_OVERLAYBATCH']._serialized_start=1747
-  _globals['_OVERLAYBATCH']._serialized_end=1808
-  _globals['_SUBSCRIBEREQUEST']._serialized_start=1810
-  _globals['_SUBSCRIBEREQUEST']._serialized_end=1882
-  _globals['_SHARECHANGE']._serialized_start=1885
-  _globals['_SHARECHANGE']._serialized_end=2137
-  _globals['_PEER']._serialized_start=2261
-  _globals['_PEER']._serialized_end=2802
+  _globals['_HAVEMAP']._serialized_end=696
+  _globals['_EXCHANGEOPEN']._serialized_start=698
+  _globals['_EXCHANGEOPEN']._serialized_end=788
+  _globals['_BLOCKREF']._serialized_start=790
+  _globals['_BLOCKREF']._serialized_end=830
+  _globals['_BLOCK']._serialized_start=832
+  _globals['_BLOCK']._serialized_end=883
+  _globals['_EXCHANGEMESSAGE']._serialized_start=886
+  _globals['_EXCHANGEMESSAGE']._serialized_end=1193
+  _globals['_SEARCHREQUEST']._serialized_start=1195
+  _globals['_SEARCHREQUEST']._serialized_end=1303
+  _globals['_VERSIONCOUNTER']._serialized_start=1305
+  _globals['_VERSIONCOUNTER']._serialized_end=1352
+  _globals['_SEARCHHIT']._serialized_start=1355
+  _globals['_SEARCHHIT']._serialized_end=1566
+  _globals['_OVERLAYQUERY']._serialized_start=1569
+  _globals['_OVERLAYQUERY']._serialized_end=1808
+  _globals['_OVERLAYREPLY']._serialized_start=1810
+  _globals['_OVERLAYREPLY']._serialized_end=1889
+  _globals['_OVERLAYMESSAGE']._serialized_start=1892
+  _globals['_OVERLAYMESSAGE']._serialized_end=2062
+  _globals['_OVERLAYBATCH']._serialized_start=2064
+  _globals['_OVERLAYBATCH']._serialized_end=2125
+  _globals['_SUBSCRIBEREQUEST']._serialized_start=2127
+  _globals['_SUBSCRIBEREQUEST']._serialized_end=2199
+  _globals['_SHARECHANGE']._serialized_start=2202
+  _globals['_SHARECHANGE']._serialized_end=2454
+  _globals['_PEER']._serialized_start=2578
+  _globals['_PEER']._serialized_end=3119
 # @@protoc_insertion_point(module_scope)

@@ -94,34 +94,66 @@ class HaveRequest(_message.Message):
     def __init__(self, content_id: _Optional[str] = ...) -> None: ...
 
 class HaveMap(_message.Message):
-    __slots__ = ("content_id", "complete", "piece_count", "bitfield")
+    __slots__ = ("content_id", "complete", "piece_count", "bitfield", "block_size")
     CONTENT_ID_FIELD_NUMBER: _ClassVar[int]
     COMPLETE_FIELD_NUMBER: _ClassVar[int]
     PIECE_COUNT_FIELD_NUMBER: _ClassVar[int]
     BITFIELD_FIELD_NUMBER: _ClassVar[int]
+    BLOCK_SIZE_FIELD_NUMBER: _ClassVar[int]
     content_id: str
     complete: bool
     piece_count: int
     bitfield: bytes
-    def __init__(self, content_id: _Optional[str] = ..., complete: _Optional[bool] = ..., piece_count: _Optional[int] = ..., bitfield: _Optional[bytes] = ...) -> None: ...
+    block_size: int
+    def __init__(self, content_id: _Optional[str] = ..., complete: _Optional[bool] = ..., piece_count: _Optional[int] = ..., bitfield: _Optional[bytes] = ..., block_size: _Optional[int] = ...) -> None: ...
 
 class ExchangeOpen(_message.Message):
-    __slots__ = ("content_id", "have")
+    __slots__ = ("content_id", "have", "block_size")
     CONTENT_ID_FIELD_NUMBER: _ClassVar[int]
     HAVE_FIELD_NUMBER: _ClassVar[int]
+    BLOCK_SIZE_FIELD_NUMBER: _ClassVar[int]
     content_id: str
     have: HaveMap
-    def __init__(self, content_id: _Optional[str] = ..., have: _Optional[_Union[HaveMap, _Mapping]] = ...) -> None: ...
+    block_size: int
+    def __init__(self, content_id: _Optional[str] = ..., have: _Optional[_Union[HaveMap, _Mapping]] = ..., block_size: _Optional[int] = ...) -> None: ...
+
+class BlockRef(_message.Message):
+    __slots__ = ("piece", "block")
+    PIECE_FIELD_NUMBER: _ClassVar[int]
+    BLOCK_FIELD_NUMBER: _ClassVar[int]
+    piece: int
+    block: int
+    def __init__(self, piece: _Optional[int] = ..., block: _Optional[int] = ...) -> None: ...
+
+class Block(_message.Message):
+    __slots__ = ("piece", "block", "data")
+    PIECE_FIELD_NUMBER: _ClassVar[int]
+    BLOCK_FIELD_NUMBER: _ClassVar[int]
+    DATA_FIELD_NUMBER: _ClassVar[int]
+    piece: int
+    block: int
+    data: bytes
+    def __init__(self, piece: _Optional[int] = ..., block: _Optional[int] = ..., data: _Optional[bytes] = ...) -> None: ...
 
 class ExchangeMessage(_message.Message):
-    __slots__ = ("open", "bitfield", "have")
+    __slots__ = ("open", "bitfield", "have", "request", "cancel", "block", "refused", "unchoke")
     OPEN_FIELD_NUMBER: _ClassVar[int]
     BITFIELD_FIELD_NUMBER: _ClassVar[int]
     HAVE_FIELD_NUMBER: _ClassVar[int]
+    REQUEST_FIELD_NUMBER: _ClassVar[int]
+    CANCEL_FIELD_NUMBER: _ClassVar[int]
+    BLOCK_FIELD_NUMBER: _ClassVar[int]
+    REFUSED_FIELD_NUMBER: _ClassVar[int]
+    UNCHOKE_FIELD_NUMBER: _ClassVar[int]
     open: ExchangeOpen
     bitfield: HaveMap
     have: int
-    def __init__(self, open: _Optional[_Union[ExchangeOpen, _Mapping]] = ..., bitfield: _Optional[_Union[HaveMap, _Mapping]] = ..., have: _Optional[int] = ...) -> None: ...
+    request: BlockRef
+    cancel: BlockRef
+    block: Block
+    refused: BlockRef
+    unchoke: bool
+    def __init__(self, open: _Optional[_Union[ExchangeOpen, _Mapping]] = ..., bitfield: _Optional[_Union[HaveMap, _Mapping]] = ..., have: _Optional[int] = ..., request: _Optional[_Union[BlockRef, _Mapping]] = ..., cancel: _Optional[_Union[BlockRef, _Mapping]] = ..., block: _Optional[_Union[Block, _Mapping]] = ..., refused: _Optional[_Union[BlockRef, _Mapping]] = ..., unchoke: _Optional[bool] = ...) -> None: ...
 
 class SearchRequest(_message.Message):
     __slots__ = ("query", "limit", "content_id", "with_versions", "name")

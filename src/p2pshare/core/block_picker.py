@@ -13,7 +13,7 @@ provider. Policy:
   complete (and can be served to others) as soon as possible;
 - **rarest first** among new pieces, ties broken from the download's ``start``
   (each downloader begins somewhere else) -- availability comes from the providers'
-  have-maps, kept current by ``have`` (one ``Have`` message per verified piece,
+  have-maps, kept current by ``add_have`` (one ``Have`` message per verified piece,
   pushed as it happens, instead of a poll);
 - **one request per block** until the endgame; the **endgame** begins only when no
   block of the whole file is left unrequested (not when one provider has nothing
@@ -38,6 +38,7 @@ from collections.abc import Hashable, Iterator
 from dataclasses import dataclass, field
 from typing import Generic, TypeVar
 
+from p2pshare.core.availability import Availability
 from p2pshare.core.piece_picker import Throughput
 from p2pshare.core.pieces import PieceSet
 
@@ -58,10 +59,6 @@ MAX_REQUESTERS = 2  # endgame: a block is asked of at most this many providers a
 _FREE, _ASKED, _GOT = 0, 1, 2
 
 
-def _copy(have: PieceSet) -> PieceSet:
-    return PieceSet.from_bytes(have.count, have.to_bytes())
-
-
 @dataclass(frozen=True)
 class Arrival(Generic[P]):
     """What a received block meant."""
@@ -76,14 +73,10 @@ class Arrival(Generic[P]):
 
 @dataclass
 class _Source:
-    have: PieceSet | None  # None: has every piece
     in_flight: dict[Block, float] = field(default_factory=dict)  # block -> when asked
     meter: Throughput = field(default_factory=Throughput)
     latency: float | None = None  # shortest request-to-block time seen
     choked: bool = False  # refused our requests; ask again when it unchokes us
-
-    def has(self, piece: int) -> bool:
-        return self.have is None or piece in self.have
 
 
 class BlockPicker(Generic[P]):
@@ -112,9 +105,8 @@ class BlockPicker(Generic[P]):
         self._count = count
         self._start = start
         self._sources: dict[P, _Source] = {}
-        self._banned: set[P] = set()
-        self._seeders = 0
-        self._availability = [0] * count  # from providers with a partial have-map
+        self._holders: Availability[P] = Availability(count)
+        self._delivered: dict[P, int] = {}  # bytes of new blocks from each, kept after it goes
         self._blocks: dict[int, list[int]] = {}  # started pieces: state of each block
         self._asked: dict[Block, list[P]] = {}  # blocks in flight: their providers
         self._senders: dict[int, set[P]] = {}  # started pieces: who sent their blocks
@@ -153,51 +145,33 @@ class BlockPicker(Generic[P]):
         return list(self._sources)
 
     def is_banned(self, provider: P) -> bool:
-        return provider in self._banned
+        return self._holders.is_banned(provider)
+
+    def is_seeder(self, provider: P) -> bool:
+        return self._holders.is_seeder(provider)
 
     def add_provider(self, provider: P, have: PieceSet | None = None) -> bool:
         """Add a provider (``have=None``: it has every piece); False if banned or known."""
-        if provider in self._banned or provider in self._sources:
+        if not self._holders.add(provider, have):
             return False
-        self._sources[provider] = _Source(None if have is None else _copy(have))
-        if have is None:
-            self._seeders += 1
-        else:
-            for i in have:
-                self._availability[i] += 1
+        self._sources[provider] = _Source()
         return True
 
-    def have(self, provider: P, piece: int) -> None:
-        """``provider`` announced that it now holds ``piece`` (a ``Have`` message)."""
-        state = self._sources.get(provider)
-        if state is not None and state.have is not None and state.have.add(piece):
-            self._availability[piece] += 1
+    def add_have(self, provider: P, piece: int) -> bool:
+        """``provider`` announced that it now holds ``piece`` (a ``Have`` message); True
+        if that is news."""
+        return self._holders.add_have(provider, piece)
 
     def update_have(self, provider: P, have: PieceSet | None) -> None:
         """``provider`` sent its whole have-map again (``None``: it holds everything)."""
-        state = self._sources.get(provider)
-        if state is None or state.have is None:
-            return
-        for i in state.have:
-            self._availability[i] -= 1
-        if have is None:
-            self._seeders += 1
-            state.have = None
-        else:
-            state.have = _copy(have)
-            for i in have:
-                self._availability[i] += 1
+        self._holders.update(provider, have)
 
     def remove_provider(self, provider: P) -> None:
         """Forget a provider (gone, or dropped); its blocks in flight go back to the pool."""
+        self._holders.remove(provider)
         state = self._sources.pop(provider, None)
         if state is None:
             return
-        if state.have is None:
-            self._seeders -= 1
-        else:
-            for i in state.have:
-                self._availability[i] -= 1
         for block in state.in_flight:
             self._unask(block, provider)
         for piece, owner in self._pinned.items():
@@ -207,7 +181,19 @@ class BlockPicker(Generic[P]):
     def ban(self, provider: P) -> None:
         """A provider sent a bad piece: drop it for the rest of this download."""
         self.remove_provider(provider)
-        self._banned.add(provider)
+        self._holders.ban(provider)
+
+    def ranking(self, now: float) -> list[P]:
+        """Providers, fastest first: the order to prefer them in."""
+        return sorted(self._sources, key=lambda p: -self._sources[p].meter.rate(now))
+
+    def delivered(self) -> dict[P, int]:
+        """Bytes of new blocks received from each provider so far, gone ones included."""
+        return dict(self._delivered)
+
+    def all_in_flight(self) -> set[int]:
+        """Pieces begun and not yet held (some of their blocks asked or here)."""
+        return set(self._blocks)
 
     # -- requests ------------------------------------------------------------------
 
@@ -256,10 +242,16 @@ class BlockPicker(Generic[P]):
         state = self._sources.get(provider)
         return state.meter.rate(now) if state else 0.0
 
+    def rate_when_last_heard(self, provider: P) -> float:
+        """Throughput as of ``provider``'s last block: what to expect when it goes quiet."""
+        state = self._sources.get(provider)
+        return state.meter.rate_when_last_heard() if state else 0.0
+
     def wanted_from(self, provider: P) -> bool:
         """Whether ``provider`` has any piece still missing here."""
-        state = self._sources.get(provider)
-        return state is not None and any(state.has(i) for i in self._held.missing())
+        return provider in self._sources and any(
+            self._holders.has(provider, i) for i in self._held.missing()
+        )
 
     def pick(self, provider: P, limit: int, now: float) -> list[Block]:
         """Up to ``limit`` blocks to ask of ``provider`` now, marked in flight."""
@@ -284,16 +276,17 @@ class BlockPicker(Generic[P]):
 
     def _pieces_for(self, provider: P, state: _Source) -> Iterator[int]:
         """Pieces with free blocks that ``provider`` has: started ones, then rarest first."""
+        holders = self._holders
         for piece, states in self._blocks.items():
-            if _FREE in states and state.has(piece) and self._may_send(piece, provider):
+            if _FREE in states and holders.has(provider, piece) and self._may_send(piece, provider):
                 yield piece
         fresh = [
             i
             for i in self._held.missing(self._start)
-            if i not in self._blocks and state.has(i) and self._may_send(i, provider)
+            if i not in self._blocks and holders.has(provider, i) and self._may_send(i, provider)
         ]
-        if self._seeders != len(self._sources):
-            fresh.sort(key=lambda i: self._availability[i])  # stable: ties keep the order
+        if not holders.only_seeders:
+            fresh.sort(key=holders.holders)  # stable: ties keep the order
         yield from fresh
 
     def _may_send(self, piece: int, provider: P) -> bool:
@@ -308,7 +301,7 @@ class BlockPicker(Generic[P]):
             for block, askers in self._asked.items()
             if provider not in askers
             and len(askers) < MAX_REQUESTERS
-            and state.has(block[0])
+            and self._holders.has(provider, block[0])
             and self._may_send(block[0], provider)
         ]
         candidates.sort()
@@ -381,6 +374,7 @@ class BlockPicker(Generic[P]):
             self._free -= 1
         states[b] = _GOT
         self._senders[piece].add(provider)
+        self._delivered[provider] = self._delivered.get(provider, 0) + size
         done = piece if all(s == _GOT for s in states) else None
         return Arrival(new=True, piece_done=done, cancels=tuple(cancels))
 

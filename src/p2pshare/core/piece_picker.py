@@ -28,6 +28,7 @@ from collections.abc import Hashable
 from dataclasses import dataclass, field
 from typing import Generic, TypeVar
 
+from p2pshare.core.availability import Availability
 from p2pshare.core.pieces import PieceSet
 
 P = TypeVar("P", bound=Hashable)
@@ -79,13 +80,9 @@ class Throughput:
 
 @dataclass
 class _Provider:
-    have: PieceSet | None  # None: a seeder, has every piece
     in_flight: set[int] = field(default_factory=set)
     received: int = 0
     meter: Throughput = field(default_factory=Throughput)
-
-    def has(self, index: int) -> bool:
-        return self.have is None or index in self.have
 
 
 class PiecePicker(Generic[P]):
@@ -104,9 +101,7 @@ class PiecePicker(Generic[P]):
         self._count = count
         self._piece_size = piece_size
         self._providers: dict[P, _Provider] = {}
-        self._banned: set[P] = set()
-        self._seeders = 0
-        self._availability = [0] * count  # from providers with a partial have-map
+        self._sources: Availability[P] = Availability(count)
         self._requested: dict[int, set[P]] = {}
         self._delivered: dict[P, int] = {}  # verified bytes from each provider, kept after it goes
 
@@ -123,64 +118,39 @@ class PiecePicker(Generic[P]):
         return list(self._providers)
 
     def is_banned(self, provider: P) -> bool:
-        return provider in self._banned
+        return self._sources.is_banned(provider)
 
     def add_provider(self, provider: P, have: PieceSet | None = None) -> bool:
         """Add a provider (``have=None``: it has every piece); False if banned or known."""
-        if provider in self._banned or provider in self._providers:
+        if not self._sources.add(provider, have):
             return False
-        self._providers[provider] = _Provider(have)
-        if have is None:
-            self._seeders += 1
-        else:
-            for i in have:
-                self._availability[i] += 1
+        self._providers[provider] = _Provider()
         return True
 
     def is_seeder(self, provider: P) -> bool:
-        state = self._providers.get(provider)
-        return state is not None and state.have is None
+        return self._sources.is_seeder(provider)
 
     def update_have(self, provider: P, have: PieceSet | None) -> None:
         """A provider still downloading tells what it holds now (``None``: everything)."""
-        state = self._providers.get(provider)
-        if state is None or state.have is None:
-            return
-        for i in state.have:
-            self._availability[i] -= 1
-        if have is None:
-            self._seeders += 1
-        else:
-            for i in have:
-                self._availability[i] += 1
-        state.have = have
+        self._sources.update(provider, have)
 
     def add_have(self, provider: P, index: int) -> bool:
         """A provider still downloading announced piece ``index`` (a pushed ``Have``);
         True if that is news."""
-        state = self._providers.get(provider)
-        if state is None or state.have is None or not state.have.add(index):
-            return False
-        self._availability[index] += 1
-        return True
+        return self._sources.add_have(provider, index)
 
     def remove_provider(self, provider: P) -> None:
         """Forget a provider; its pieces in flight go back to the pool."""
+        self._sources.remove(provider)
         state = self._providers.pop(provider, None)
-        if state is None:
-            return
-        if state.have is None:
-            self._seeders -= 1
-        else:
-            for i in state.have:
-                self._availability[i] -= 1
-        for i in state.in_flight:
-            self._unrequest(i, provider)
+        if state is not None:
+            for i in state.in_flight:
+                self._unrequest(i, provider)
 
     def ban(self, provider: P) -> None:
         """A provider sent a bad piece: drop it for the rest of this download."""
         self.remove_provider(provider)
-        self._banned.add(provider)
+        self._sources.ban(provider)
 
     def _unrequest(self, index: int, provider: P) -> None:
         askers = self._requested.get(index)
@@ -194,14 +164,17 @@ class PiecePicker(Generic[P]):
         state = self._providers.get(provider)
         if state is None or limit <= 0:
             return []
+        sources = self._sources
         candidates = (
-            i for i in self._held.missing(self._start) if i not in self._requested and state.has(i)
+            i
+            for i in self._held.missing(self._start)
+            if i not in self._requested and sources.has(provider, i)
         )
-        if self._seeders == len(self._providers):
+        if sources.only_seeders:
             # every provider has every piece: rarity is equal, take the first ones in order
             fresh = list(itertools.islice(candidates, limit))
         else:
-            fresh = sorted(candidates, key=lambda i: self._availability[i])[:limit]
+            fresh = sorted(candidates, key=sources.holders)[:limit]
         if fresh:
             chosen = fresh
         elif len(self._requested) < self._held.count - len(self._held):
@@ -216,7 +189,7 @@ class PiecePicker(Generic[P]):
                 for i in self._requested
                 if provider not in self._requested[i]
                 and len(self._requested[i]) < MAX_REQUESTERS
-                and state.has(i)
+                and sources.has(provider, i)
                 and i not in self._held
             ]
             dup.sort(key=lambda i: (len(self._requested[i]), i))
@@ -292,5 +265,6 @@ class PiecePicker(Generic[P]):
 
     def wanted_from(self, provider: P) -> bool:
         """Whether ``provider`` has any piece still missing here."""
-        state = self._providers.get(provider)
-        return state is not None and any(state.has(i) for i in self._held.missing())
+        return provider in self._sources and any(
+            self._sources.has(provider, i) for i in self._held.missing()
+        )

@@ -14,6 +14,10 @@ of offered pieces only. Policy:
   piece goes out once before any goes out twice), then fewest downloaders holding it
   (learnt from their ``Have`` messages), then index order from a rotating cursor
   (consecutive offers are spread over the file);
+- a piece goes out a second time only when the uplink idles (``idle``): once every
+  piece was offered, a held offer closes with no new one, as the rest is in the
+  downloaders' hands (offering the pieces still in flight to a first downloader to
+  others as well made the seeder send 1.22 copies on the netswarm testbed);
 - when a downloader holds an offered piece (from the seeder or from anyone else: its
   ``Have`` says so) the offer is closed and the next one made, so each downloader has
   ``open_offers`` pieces to fetch from the seeder at any time, and the seeder's
@@ -164,13 +168,14 @@ class SuperSeed(Generic[P]):
             return self._offer(state, self.lone_offers)
         if len(state.unspread) >= self.max_unspread:
             return []  # wait until one of them is passed on (or the uplink idles)
-        return self._offer(state, self.open_offers)
+        return self._offer(state, self.open_offers, fresh=True)
 
-    def _offer(self, state: _Downloader, up_to: int) -> list[int]:
+    def _offer(self, state: _Downloader, up_to: int, *, fresh: bool = False) -> list[int]:
+        """Up to ``up_to`` open offers for ``state``; ``fresh``: only pieces never offered."""
         new: list[int] = []
         while len(state.open) < up_to:
             piece = self._choose(state)
-            if piece is None:
+            if piece is None or (fresh and self._offers[piece]):
                 break
             state.open.add(piece)
             state.announced.add(piece)

@@ -120,7 +120,7 @@ class ProviderHealth:
             # alive but full: not a failure; wait and ask again
             self._busy.add(address)
             return Decision(Action.RETRY, BUSY_BACKOFF)
-        if address in self._retry_at:  # another stream of a provider already dropped
+        if self._retry_at.get(address, now) > now:  # another stream of it already dropped
             return Decision(Action.DROP, self._retry_at[address] - now)
         drops = self._drops[address] = self._drops.get(address, 0) + 1
         wait = retry_wait(drops)

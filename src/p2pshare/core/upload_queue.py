@@ -27,7 +27,9 @@ Two refinements, both measured in the swarm simulation (``tests/swarm_sim``):
 
 A requester may queue at most ``per_requester`` blocks, so a greedy remote cannot
 queue up memory. A cancel removes a block not yet sent. Pure: no clock is needed;
-the adapter pops the next block when its uplink (its socket's write buffer) has room.
+the adapter pops the next block when its uplink (its socket's write buffer) has room,
+naming the requesters whose connection can take a block now (``ready``): one slow
+connection (TCP after a loss) must not hold up the others.
 """
 
 from __future__ import annotations
@@ -140,11 +142,13 @@ class UploadQueue(Generic[P, T]):
         self._queued -= len(queue)
         return list(queue)
 
-    def next(self) -> tuple[P, T] | None:
-        """The item to send now and whom to, or None if nothing is queued."""
-        if not self._queues:
+    def next(self, ready: Callable[[P], bool] | None = None) -> tuple[P, T] | None:
+        """The item to send now and whom to, or None if nothing is queued; ``ready``:
+        only requesters for which it is true may be served now (the others' links are
+        full: they keep their place in line)."""
+        requester = self._choose(ready)
+        if requester is None:
             return None
-        requester = self._choose()
         queue = self._queues.pop(requester)
         item = queue.popleft()
         self._queued -= 1
@@ -168,14 +172,16 @@ class UploadQueue(Generic[P, T]):
                 return requester
         return None
 
-    def _choose(self) -> P:
-        """The requester to serve: the first in line, unless (with ``group``) another
-        has more of the piece at the head of its queue already sent."""
-        first = next(iter(self._queues))
-        if self._group is None:
-            return first
-        best, most = first, -1
+    def _choose(self, ready: Callable[[P], bool] | None) -> P | None:
+        """The requester to serve: the first ready one in line, unless (with ``group``)
+        another has more of the piece at the head of its queue already sent."""
+        best: P | None = None
+        most = -1
         for requester, queue in self._queues.items():
+            if ready is not None and not ready(requester):
+                continue
+            if self._group is None:
+                return requester
             sent = self._progress.get(requester, {}).get(self._group(queue[0]), 0)
             if sent > most:
                 best, most = requester, sent

@@ -24,11 +24,10 @@ from p2pshare.core.manifest import Manifest, check_content_id_prefix
 from p2pshare.core.names import parse_query
 from p2pshare.core.paths import check_share_name
 from p2pshare.core.pubsub import ADDED, REMOVED, ShareChange
-from p2pshare.core.query_router import DEFAULT_TTL
 from p2pshare.core.sync import FileVersion
 from p2pshare.core.tracker_session import Registration
 from p2pshare.peer.discovery.providers import ProviderLookup
-from p2pshare.peer.discovery.search import OVERLAY_TIMEOUT, HitsFound, NetworkSearch
+from p2pshare.peer.discovery.search import NetworkSearch
 from p2pshare.peer.discovery.tracker_session import TrackerSession
 from p2pshare.peer.overlay.network import SAVED_NAME, Overlay
 from p2pshare.peer.overlay.publisher import NeighbourFeeds, Publisher, tracker_changes
@@ -172,6 +171,7 @@ class PeerNode:
             pieces_per_request=s.pieces_per_request,
             # each verified piece is pushed to the downloaders fetching from us
             on_piece=lambda content_id, index: self.service.announce(content_id, index),
+            blocks=s.swarm_blocks,
         )
         self.service = PeerService(
             share=self.share,
@@ -452,40 +452,10 @@ class PeerNode:
                 await asyncio.gather(feed, return_exceptions=True)
 
     async def _subscription_search(self, query: str) -> list[SearchHit]:
-        hits, _ = await self.search_everywhere(query, CATCH_UP_LIMIT)
+        hits, _ = await self.network_search.search_everywhere(query, CATCH_UP_LIMIT)
         return hits
 
     # -- finding and fetching -------------------------------------------------
-
-    async def search_everywhere(
-        self,
-        query: str,
-        limit: int,
-        *,
-        source: str = "both",
-        ttl: int = DEFAULT_TTL,
-        walkers: int = 0,
-        timeout: float = OVERLAY_TIMEOUT,
-    ) -> tuple[list[SearchHit], dict[str, str]]:
-        """Hits from the tracker, the overlay and this peer's share (``NetworkSearch``)."""
-        return await self.network_search.search_everywhere(
-            query, limit, source=source, ttl=ttl, walkers=walkers, timeout=timeout
-        )
-
-    def search_stream(
-        self,
-        query: str,
-        limit: int,
-        *,
-        source: str = "both",
-        ttl: int = DEFAULT_TTL,
-        walkers: int = 0,
-        timeout: float = OVERLAY_TIMEOUT,
-    ) -> AsyncIterator[HitsFound]:
-        """Hits as each source gives them (``NetworkSearch.search_stream``)."""
-        return self.network_search.search_stream(
-            query, limit, source=source, ttl=ttl, walkers=walkers, timeout=timeout
-        )
 
     def bytes_received(self) -> int:
         """Bytes of verified pieces downloaded since the start."""

@@ -112,6 +112,59 @@ def _json_response(
     return bytes(head + body)
 
 
+class _Response:
+    """One ASGI response as HTTP/1.1 bytes: the status line and headers go out with the
+    first body message, with a Content-Length when that message is the whole body (else
+    chunked); the answer to a HEAD has no body."""
+
+    __slots__ = ("chunked", "done", "head_only", "keep_alive", "pending_head", "started")
+
+    def __init__(self, method: str, keep_alive: bool) -> None:
+        self.head_only = method == "HEAD"
+        self.keep_alive = keep_alive
+        self.started = False  # the app sent http.response.start
+        self.done = False  # the app sent the last body message
+        self.chunked = False
+        self.pending_head: tuple[int, list[tuple[bytes, bytes]]] | None = None
+
+    def encode(self, message: Message) -> bytes | None:
+        """The bytes ``message`` puts on the wire; None: none (yet)."""
+        if message["type"] == "http.response.start":
+            self.started = True
+            status = int(message["status"])
+            headers = [(bytes(k).lower(), bytes(v)) for k, v in message.get("headers", ())]
+            self.pending_head = (status, headers)
+            return None
+        if message["type"] != "http.response.body" or not self.started:
+            return None
+        chunk = bytes(message.get("body", b""))
+        more = bool(message.get("more_body", False))
+        out = bytearray()
+        if self.pending_head is not None:
+            status, headers = self.pending_head
+            self.pending_head = None
+            names = {k for k, _ in headers}
+            if b"content-length" not in names and status not in (204, 304):
+                if more:
+                    self.chunked = True
+                    headers.append((b"transfer-encoding", b"chunked"))
+                else:
+                    headers.append((b"content-length", b"%d" % len(chunk)))
+            out += _head(status, headers, self.keep_alive)
+        if self.head_only:
+            chunk = b""
+        if self.chunked:
+            if chunk:
+                out += b"%x\r\n" % len(chunk) + chunk + b"\r\n"
+            if not more:
+                out += b"0\r\n\r\n"
+        else:
+            out += chunk
+        if not more:
+            self.done = True
+        return bytes(out)
+
+
 class _Connection(asyncio.Protocol):
     """One client connection: parse requests, answer them in order."""
 
@@ -268,7 +321,36 @@ class _Connection(asyncio.Protocol):
             self._close()
 
     async def _asgi(self, req: _Request, raw_path: bytes, path: str, query: bytes) -> None:
-        scope: dict[str, Any] = {
+        """Answer ``req`` with the ASGI app, then go on with the queue (or close)."""
+        body = b"".join(req.body)
+        sent_body = False
+        response = _Response(req.method, req.keep_alive)
+
+        async def receive() -> Message:
+            nonlocal sent_body
+            if not sent_body:
+                sent_body = True
+                return {"type": "http.request", "body": body, "more_body": False}
+            await self.disconnected.wait()
+            return {"type": "http.disconnect"}
+
+        async def send(message: Message) -> None:
+            if self.closing or self.transport is None or response.done:
+                return
+            out = response.encode(message)
+            if out is not None:
+                self.transport.write(out)
+                await self.can_write.wait()
+
+        try:
+            await self.server.app(self._scope(req, raw_path, path, query), receive, send)
+        except Exception:
+            log.exception("%s %s crashed", req.method, path)
+        self._asgi_done(response)
+
+    def _scope(self, req: _Request, raw_path: bytes, path: str, query: bytes) -> dict[str, Any]:
+        """The ASGI scope of ``req`` on this connection."""
+        return {
             "type": "http",
             "asgi": {"version": "3.0", "spec_version": "2.3"},
             "http_version": "1.1",
@@ -283,68 +365,13 @@ class _Connection(asyncio.Protocol):
             "headers": req.headers,
             "state": {},
         }
-        body = b"".join(req.body)
-        sent_body = False
-        pending_head: tuple[int, list[tuple[bytes, bytes]]] | None = None
-        started = False
-        done = False
-        chunked = False
-        keep_alive = req.keep_alive
 
-        async def receive() -> Message:
-            nonlocal sent_body
-            if not sent_body:
-                sent_body = True
-                return {"type": "http.request", "body": body, "more_body": False}
-            await self.disconnected.wait()
-            return {"type": "http.disconnect"}
-
-        async def send(message: Message) -> None:
-            nonlocal started, done, chunked, pending_head
-            if self.closing or self.transport is None or done:
-                return
-            if message["type"] == "http.response.start":
-                started = True
-                status = int(message["status"])
-                headers = [(bytes(k).lower(), bytes(v)) for k, v in message.get("headers", ())]
-                pending_head = (status, headers)
-                return
-            if message["type"] != "http.response.body" or not started:
-                return
-            chunk = bytes(message.get("body", b""))
-            more = bool(message.get("more_body", False))
-            out = bytearray()
-            if pending_head is not None:
-                status, headers = pending_head
-                pending_head = None
-                names = {k for k, _ in headers}
-                if b"content-length" not in names and status not in (204, 304):
-                    if more:
-                        chunked = True
-                        headers.append((b"transfer-encoding", b"chunked"))
-                    else:
-                        headers.append((b"content-length", b"%d" % len(chunk)))
-                out += _head(status, headers, keep_alive)
-            if req.method == "HEAD":
-                chunk = b""
-            if chunked:
-                if chunk:
-                    out += b"%x\r\n" % len(chunk) + chunk + b"\r\n"
-                if not more:
-                    out += b"0\r\n\r\n"
-            else:
-                out += chunk
-            self.transport.write(bytes(out))
-            if not more:
-                done = True
-            await self.can_write.wait()
-
-        try:
-            await self.server.app(scope, receive, send)
-        except Exception:
-            log.exception("%s %s crashed", req.method, path)
-        if not done:
-            if started or self.closing:
+    def _asgi_done(self, response: _Response) -> None:
+        """After the app: a 500 if it answered nothing; the connection closed if the
+        answer is cut short or asked for it, else the next queued request answered."""
+        keep_alive = response.keep_alive
+        if not response.done:
+            if response.started or self.closing:
                 keep_alive = False
             elif self.transport is not None:
                 self.transport.write(

@@ -481,6 +481,62 @@ def _match_expression(terms: Iterable[str]) -> str:
     return " AND ".join('"' + t.replace('"', '""') + '"*' for t in terms)
 
 
+@dataclass(slots=True)
+class _PickedHits:
+    """The hits a search keeps of its candidate rows (``_pick_hits``)."""
+
+    found: dict[str, str]
+    """Content id -> its hit as JSON, in the order of the rows."""
+    shared_ids: list[str]
+    """Content ids of ``found`` shared by several peers: their rows name one provider."""
+    scanned: int
+    """Rows read."""
+    valid_until: float
+    """When the answer stops holding: the first of its providers expires."""
+    cut_at: int | None
+    """The last name read, if the answer stops short of all; else None."""
+
+
+def _pick_hits(rows: Iterable[tuple[Any, ...]], query: Query, limit: int) -> _PickedHits:
+    """The first ``limit`` content ids of ``rows`` (``SqliteRegistry._hit_rows``) whose
+    name matches ``query``, one hit each; a glob reads at most ``GLOB_SCAN_LIMIT`` rows."""
+    found: dict[str, str] = {}
+    shared_ids: list[str] = []
+    checked: dict[str, bool] = {}
+    scanned = 0
+    valid_until = math.inf  # the answer holds until one of its providers expires
+    cut_at: int | None = None  # the last name read, if the answer stops short of all
+    glob = query.glob is not None
+    spaced_terms = [" " + t for t in query.terms]
+    for name_id, content_id, name, name_words, shared, expires, hit in rows:
+        scanned += 1
+        if glob and scanned > GLOB_SCAN_LIMIT:
+            cut_at = name_id
+            break
+        if content_id in found:
+            continue
+        ok = checked.get(name)
+        if ok is None:
+            if glob:
+                ok = query.matches(name)
+            else:
+                # names.words is words(name) joined by spaces, so " t" in " words"
+                # is "some word starts with t": Query.matches without folding again
+                padded = " " + name_words
+                ok = all(t in padded for t in spaced_terms)
+            checked[name] = ok
+        if ok:
+            found[content_id] = hit
+            if shared:
+                shared_ids.append(content_id)
+            elif expires < valid_until:
+                valid_until = expires
+            if len(found) >= limit:
+                cut_at = name_id
+                break
+    return _PickedHits(found, shared_ids, scanned, valid_until, cut_at)
+
+
 class SqliteRegistry:
     """The registry in one SQLite file; a tracker restart on the same file keeps it all.
 
@@ -1163,14 +1219,33 @@ class SqliteRegistry:
                 self._searches_kept += 1
                 return self._unpack.decompress(kept)
         self._searches_run += 1
-        # the row's peer is the provider; for shared content, one of several
+        rows = self._hit_rows(terms, now)
+        picked = _pick_hits(rows, query, limit)
+        rows.close()
+        if picked.shared_ids:
+            self._name_every_provider(picked, now)
+        answer = ("[" + ",".join(picked.found.values()) + "]").encode()
+        if cache is not None and picked.scanned >= CACHED_FROM_ROWS:
+            # zstd level 1: 11.6 kB of 50 hits take 4.8 kB, read back in 13 us (zlib: 5 kB,
+            # 65 us); so 24 MiB keep the answers of the load benchmark's 5,000 words.
+            # Copied: zstd's bytes sit in a block of the worst-case size, whose unused
+            # end, between kept answers, would stay a hole (RSS was twice the budget)
+            packed = bytes(memoryview(self._pack.compress(answer)))
+            cache.put(key, terms, packed, picked.valid_until, last_rank=picked.cut_at)
+        return answer
+
+    def _hit_rows(self, terms: list[str], now: float) -> sqlite3.Cursor:
+        """Candidate rows of a search: ``(name id, content id, name, words, shared,
+        expires, hit as JSON)`` of every file of a live, reachable provider whose name
+        has words starting with ``terms`` (every file, without terms). The row's peer is
+        the provider; for shared content, one of several."""
         columns = (
             "n.id, f.content_id, n.name, n.words, f.shared, p.expires,"
             " json_object('content_id', f.content_id, 'name', n.name, 'size', f.size,"
             " 'providers', json_array(json_object('peer_id', p.peer_id, 'address', p.address)))"
         )
         if terms:
-            rows = self._db.execute(
+            return self._db.execute(
                 f"SELECT {columns} FROM names_fts"
                 " JOIN names n ON n.id = names_fts.rowid"
                 " JOIN files f ON f.name_id = n.id"
@@ -1181,64 +1256,23 @@ class SqliteRegistry:
                 " ORDER BY names_fts.rowid",
                 (_match_expression(terms), now),
             )
-        else:
-            rows = self._db.execute(
-                f"SELECT {columns} FROM files f"
-                " JOIN names n ON n.id = f.name_id"
-                " JOIN peers p ON p.id = f.peer"
-                " WHERE p.expires > ? AND p.reachable = 1",
-                (now,),
-            )
-        found: dict[str, str] = {}
-        shared_ids: list[str] = []
-        checked: dict[str, bool] = {}
-        scanned = 0
-        valid_until = math.inf  # the answer holds until one of its providers expires
-        cut_at: int | None = None  # the last name read, if the answer stops short of all
-        glob = query.glob is not None
-        spaced_terms = [" " + t for t in query.terms]
-        for name_id, content_id, name, name_words, shared, expires, hit in rows:
-            scanned += 1
-            if glob and scanned > GLOB_SCAN_LIMIT:
-                cut_at = name_id
-                break
-            if content_id in found:
-                continue
-            ok = checked.get(name)
-            if ok is None:
-                if glob:
-                    ok = query.matches(name)
-                else:
-                    # names.words is words(name) joined by spaces, so " t" in " words"
-                    # is "some word starts with t": Query.matches without folding again
-                    padded = " " + name_words
-                    ok = all(t in padded for t in spaced_terms)
-                checked[name] = ok
-            if ok:
-                found[content_id] = hit
-                if shared:
-                    shared_ids.append(content_id)
-                elif expires < valid_until:
-                    valid_until = expires
-                if len(found) >= limit:
-                    cut_at = name_id
-                    break
-        rows.close()
-        if shared_ids:
-            providers, earliest = self._providers_of(shared_ids, now)
-            valid_until = min(valid_until, earliest)
-            for cid in shared_ids:
-                hit = json.loads(found[cid])
-                found[cid] = hit_json(cid, hit["name"], hit["size"], providers.get(cid, []))
-        answer = ("[" + ",".join(found.values()) + "]").encode()
-        if cache is not None and scanned >= CACHED_FROM_ROWS:
-            # zstd level 1: 11.6 kB of 50 hits take 4.8 kB, read back in 13 us (zlib: 5 kB,
-            # 65 us); so 24 MiB keep the answers of the load benchmark's 5,000 words.
-            # Copied: zstd's bytes sit in a block of the worst-case size, whose unused
-            # end, between kept answers, would stay a hole (RSS was twice the budget)
-            packed = bytes(memoryview(self._pack.compress(answer)))
-            cache.put(key, terms, packed, valid_until, last_rank=cut_at)
-        return answer
+        return self._db.execute(
+            f"SELECT {columns} FROM files f"
+            " JOIN names n ON n.id = f.name_id"
+            " JOIN peers p ON p.id = f.peer"
+            " WHERE p.expires > ? AND p.reachable = 1",
+            (now,),
+        )
+
+    def _name_every_provider(self, picked: _PickedHits, now: float) -> None:
+        """Give each hit of shared content (found with one provider) all its live
+        providers; the answer then holds only until the first of them expires."""
+        providers, earliest = self._providers_of(picked.shared_ids, now)
+        picked.valid_until = min(picked.valid_until, earliest)
+        found = picked.found
+        for cid in picked.shared_ids:
+            hit = json.loads(found[cid])
+            found[cid] = hit_json(cid, hit["name"], hit["size"], providers.get(cid, []))
 
     def feed_after(self, seq: int, limit: int) -> list[FeedRow]:
         """Up to ``limit`` rows of the change feed after ``seq``, oldest first."""

@@ -208,70 +208,20 @@ async def serve(
             print(READY_LINE.format(url=url), flush=True)
 
     try:
-        registry = SqliteRegistry(
-            settings.db,
-            lease_seconds=settings.lease_seconds,
-            auto_checkpoint=False,
-            search_cache_bytes=settings.search_cache_mb << 20,
-            client_limits=ClientLimits(
-                max_peers_per_client=settings.max_peers_per_client,
-                max_files_per_client=settings.max_files_per_client,
-                max_files_per_peer=settings.max_files_per_peer,
-            ),
-        )
+        registry = _open_registry(settings)
     except Exception:
         sock.close()
         raise
     tasks: list[asyncio.Task[None]] = []
     api: FastAPI | None = None
     try:
-        limits = RequestLimits(rate=settings.rate_limit, burst=settings.rate_burst)
-        file_rate = None
-        if settings.files_per_second > 0:
-            burst = settings.max_files_per_peer or MAX_FILES_PER_REQUEST
-            file_rate = FileRate(rate=settings.files_per_second, burst=burst)
-        dial = None
-        if settings.verify_addresses:
-            dial = GrpcHello(tls=security, network_key=settings.network_key)
-        api = create_app(
-            registry,
-            neighbour_sample=settings.neighbour_sample,
-            limits=limits,
-            network_key=settings.network_key,
-            shared_metrics=shared_metrics,
-            dial=dial,
-            file_rate=file_rate,
-        )
+        api = _create_api(settings, registry, security, shared_metrics)
         app = with_hot_routes(api)
-        if purge:  # and tidy: one process of several does
-            interval = min(settings.lease_seconds / 2, 30.0)
-            tasks.append(asyncio.create_task(purge_forever(registry, interval), name="purge"))
-            tasks.append(asyncio.create_task(tidy_forever(settings.db, TIDY_SECONDS), name="tidy"))
-        tasks.append(
-            asyncio.create_task(
-                flush_forever(registry, api.state.metrics, HEARTBEAT_FLUSH_SECONDS),
-                name="flush leases",
-            )
-        )
+        tasks += _upkeep_tasks(settings, registry, api.state.metrics, purge=purge)
         if http_server.AVAILABLE and os.environ.get("P2PSHARE_TRACKER_HTTP") != "uvicorn":
             await _serve_own(app, sock, ready, ssl_context)
-            return
-        config = uvicorn.Config(
-            app,
-            log_level=settings.log_level,
-            access_log=False,
-            server_header=False,
-            # the client address is the socket's, as in the own server: X-Forwarded-For
-            # from anyone would let a client pick its rate-limit bucket
-            proxy_headers=False,
-            lifespan="off",
-            timeout_graceful_shutdown=5,
-        )
-        # uvicorn makes its SSL context only from files; ours is made in memory
-        config.load()
-        config.ssl = ssl_context
-        server = _Server(config, ready)
-        await server.serve(sockets=[sock])
+        else:
+            await _serve_uvicorn(app, settings, sock, ready, ssl_context)
     finally:
         for task in tasks:
             task.cancel()
@@ -282,6 +232,94 @@ async def serve(
         registry.close()
         sock.close()
         sys.stdout.flush()
+
+
+def _open_registry(settings: TrackerSettings) -> SqliteRegistry:
+    """The registry in ``settings.db``, with the per-client limits and the search cache
+    of ``settings``; checkpoints are left to ``tidy_forever``."""
+    return SqliteRegistry(
+        settings.db,
+        lease_seconds=settings.lease_seconds,
+        auto_checkpoint=False,
+        search_cache_bytes=settings.search_cache_mb << 20,
+        client_limits=ClientLimits(
+            max_peers_per_client=settings.max_peers_per_client,
+            max_files_per_client=settings.max_files_per_client,
+            max_files_per_peer=settings.max_files_per_peer,
+        ),
+    )
+
+
+def _create_api(
+    settings: TrackerSettings,
+    registry: Registry,
+    security: tls.Tls | None,
+    shared_metrics: Path | None,
+) -> FastAPI:
+    """The REST API over ``registry``, with the request and file rates of ``settings``
+    and, if it verifies addresses, a dial-back to each registering peer."""
+    limits = RequestLimits(rate=settings.rate_limit, burst=settings.rate_burst)
+    file_rate = None
+    if settings.files_per_second > 0:
+        burst = settings.max_files_per_peer or MAX_FILES_PER_REQUEST
+        file_rate = FileRate(rate=settings.files_per_second, burst=burst)
+    dial = None
+    if settings.verify_addresses:
+        dial = GrpcHello(tls=security, network_key=settings.network_key)
+    return create_app(
+        registry,
+        neighbour_sample=settings.neighbour_sample,
+        limits=limits,
+        network_key=settings.network_key,
+        shared_metrics=shared_metrics,
+        dial=dial,
+        file_rate=file_rate,
+    )
+
+
+def _upkeep_tasks(
+    settings: TrackerSettings, registry: Registry, metrics: TrackerMetrics, *, purge: bool
+) -> list[asyncio.Task[None]]:
+    """The background work of a worker: renewed leases written and searches counted;
+    with ``purge`` (one process of several), expired peers purged and the file tidied."""
+    tasks = []
+    if purge:
+        interval = min(settings.lease_seconds / 2, 30.0)
+        tasks.append(asyncio.create_task(purge_forever(registry, interval), name="purge"))
+        tasks.append(asyncio.create_task(tidy_forever(settings.db, TIDY_SECONDS), name="tidy"))
+    tasks.append(
+        asyncio.create_task(
+            flush_forever(registry, metrics, HEARTBEAT_FLUSH_SECONDS), name="flush leases"
+        )
+    )
+    return tasks
+
+
+async def _serve_uvicorn(
+    app: HotRoutes,
+    settings: TrackerSettings,
+    sock: socket.socket,
+    ready: Callable[[], None],
+    ssl_context: ssl.SSLContext | None,
+) -> None:
+    """Serve with uvicorn (no httptools, or ``P2PSHARE_TRACKER_HTTP=uvicorn``) until
+    SIGINT or SIGTERM."""
+    config = uvicorn.Config(
+        app,
+        log_level=settings.log_level,
+        access_log=False,
+        server_header=False,
+        # the client address is the socket's, as in the own server: X-Forwarded-For
+        # from anyone would let a client pick its rate-limit bucket
+        proxy_headers=False,
+        lifespan="off",
+        timeout_graceful_shutdown=5,
+    )
+    # uvicorn makes its SSL context only from files; ours is made in memory
+    config.load()
+    config.ssl = ssl_context
+    server = _Server(config, ready)
+    await server.serve(sockets=[sock])
 
 
 # -- several worker processes ---------------------------------------------------------------

@@ -507,7 +507,7 @@ def create_app(
             float, Query(gt=0, le=30, description="Seconds to wait for overlay hits.")
         ] = 3.0,
     ) -> SearchResult:
-        hits, sources = await node.search_everywhere(
+        hits, sources = await node.network_search.search_everywhere(
             q, limit, source=source, ttl=ttl, walkers=walkers, timeout=timeout
         )
         return SearchResult(hits=hits, sources=sources)
@@ -530,7 +530,7 @@ def create_app(
         tracker, then each overlay hit as it arrives; ``state`` is set on a source's
         last event), then ``done``. Hits are not merged: merge them by content id."""
         parse_query(q)  # a bad query is a 422, before the stream starts
-        found = node.search_stream(
+        found = node.network_search.search_stream(
             q, limit, source=source, ttl=ttl, walkers=walkers, timeout=timeout
         )
 

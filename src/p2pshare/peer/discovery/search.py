@@ -19,7 +19,7 @@ from p2pshare._proto import peer_pb2 as pb
 from p2pshare.core.addresses import check_address
 from p2pshare.core.hits import Hit, HitMerger, Provider
 from p2pshare.core.manifest import check_content_id
-from p2pshare.core.names import parse_query
+from p2pshare.core.names import Query, parse_query
 from p2pshare.core.paths import check_share_name
 from p2pshare.core.query_router import DEFAULT_TTL
 from p2pshare.peer.overlay.network import Overlay
@@ -77,9 +77,7 @@ class NetworkSearch:
     ) -> tuple[list[SearchHit], dict[str, str]]:
         """Hits from the tracker, the overlay and this peer's share, one per content id
         with all providers; ``sources`` says how each source answered."""
-        if source not in SOURCES:
-            raise errors.UsageError(f"source must be one of {', '.join(SOURCES)}")
-        parsed = parse_query(query)
+        parsed = _parse(query, source)
         sources: dict[str, str] = {}
         answers: list[list[SearchHit]] = []
         asks = []
@@ -112,9 +110,7 @@ class NetworkSearch:
         """The hits of ``search_everywhere`` as each source gives them: this peer's
         share at once, the tracker's answer, then each overlay hit as it arrives
         (unmerged: the reader merges them by content id, as ``core.hits`` does)."""
-        if source not in SOURCES:
-            raise errors.UsageError(f"source must be one of {', '.join(SOURCES)}")
-        parsed = parse_query(query)
+        parsed = _parse(query, source)
         me = [self._me()]
         local = [
             SearchHit(content_id=f.content_id, name=f.name, size=f.size, providers=me)
@@ -231,6 +227,13 @@ class NetworkSearch:
                 checked.content_id, checked.name, checked.size, _providers(checked.providers)
             )
         return [_to_model(h) for h in merger.hits()]
+
+
+def _parse(query: str, source: str) -> Query:
+    """``query`` parsed (``core.names``), after a check that ``source`` is one of ``SOURCES``."""
+    if source not in SOURCES:
+        raise errors.UsageError(f"source must be one of {', '.join(SOURCES)}")
+    return parse_query(query)
 
 
 def _checked(hit: pb.SearchHit) -> SearchHit | None:

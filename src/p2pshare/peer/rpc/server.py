@@ -14,6 +14,7 @@ address (``wire.remote_key``). Message sizes are capped by the channel options
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import functools
 import logging
 import random
@@ -35,6 +36,7 @@ from p2pshare.core.slots import Slots
 from p2pshare.core.super_seed import SuperSeed
 from p2pshare.peer.overlay.network import Overlay
 from p2pshare.peer.overlay.publisher import Publisher, change_to_pb
+from p2pshare.peer.rpc.uplink import MAX_BLOCK, MIN_BLOCK, BlockSource, PieceRead, Uplink
 from p2pshare.peer.rpc.wire import (
     PROTOCOL_VERSION,
     SERVER_OPTIONS,
@@ -173,6 +175,7 @@ class PeerService(pb_grpc.PeerServicer):
         self._seeds: dict[str, SuperSeed[_Exchange]] = {}  # content id -> its super-seeding
         self._watchers: dict[str, set[_Exchange]] = {}  # content id (partial here) -> streams
         self._sending = 0  # GetPieces streams running: none, and the uplink idles
+        self._uplink = Uplink(rate=self._rate, on_idle=self._maybe_idle, on_block=self._served)
 
     def announce(self, content_id: str, index: int) -> None:
         """A piece of a download in progress here verified: tell every downloader that
@@ -180,11 +183,23 @@ class PeerService(pb_grpc.PeerServicer):
         for watcher in self._watchers.get(content_id, ()):
             watcher.send(index)
 
-    def _idle(self) -> None:
-        """The uplink has nothing to send: each super-seeded file may offer more."""
+    def _served(self, size: int, last: bool) -> None:
+        """A block went out: a piece counts as served with its last block."""
+        self.bytes_served += size
+        self.pieces_served += last
+
+    def _maybe_idle(self) -> bool:
+        return not self._sending and self._idle()
+
+    def _idle(self) -> bool:
+        """The uplink has nothing to send: each super-seeded file may offer more. True
+        if anything was offered."""
+        offered = False
         for seed in self._seeds.values():
             for downloader, piece in seed.idle():
                 downloader.send(piece)
+                offered = True
+        return offered
 
     def count_call(self, context: Ctx) -> None:
         """Count a cheap call against its remote's rate; ``Busy`` over it."""
@@ -270,7 +285,7 @@ class PeerService(pb_grpc.PeerServicer):
         finally:
             self._uploads.release(remote)
             self._sending -= 1
-            if not self._sending:
+            if not self._sending and not self._uplink.busy:
                 self._idle()
 
     async def Exchange(
@@ -298,52 +313,88 @@ class PeerService(pb_grpc.PeerServicer):
             raise errors.UsageError("an exchange begins with open")
         content_id = check_content_id(first.open.content_id)
         manifest, partial = self._source(content_id)
+        me = _Exchange(manifest, partial)
+        block_size = first.open.block_size
+        if block_size and not MIN_BLOCK <= block_size <= MAX_BLOCK:
+            raise errors.UsageError(
+                f"blocks of {block_size} bytes: not in [{MIN_BLOCK}, {MAX_BLOCK}]"
+            )
+        seed, reply = self._exchange_reply(content_id, manifest, partial, first.open, me, context)
+        with contextlib.ExitStack() as stack:
+            if block_size:
+                pieces: PieceRead = (
+                    stack.enter_context(partial.reader())
+                    if partial
+                    else stack.enter_context(self._share.reader(content_id))
+                )
+                me.source = BlockSource(pieces, block_size)
+                reply.block_size = block_size
+            reader_task = asyncio.create_task(self._exchange_reader(messages, me, seed))
+            try:
+                await context.write(pb.ExchangeMessage(bitfield=reply))
+                while (item := await me.next()) is not None:
+                    message, on_sent = item
+                    try:
+                        await context.write(message)
+                    finally:
+                        if on_sent is not None:
+                            on_sent()
+            finally:
+                reader_task.cancel()
+                await asyncio.gather(reader_task, return_exceptions=True)
+                self._uplink.drop(me)
+                me.release()
+                self._exchange_ended(content_id, me, seed)
+        if me.error is not None:
+            raise me.error
+
+    def _exchange_reply(
+        self,
+        content_id: str,
+        manifest: Manifest,
+        partial: PartialDownload | None,
+        opening: pb.ExchangeOpen,
+        me: _Exchange,
+        context: Ctx,
+    ) -> tuple[SuperSeed[_Exchange] | None, pb.HaveMap]:
+        """What we hold (or, super-seeding, offer ``me``), and the super-seeding if any."""
         count = manifest.piece_count
-        have = _have_map(first.open.have, count)
-        me = _Exchange()
-        seed: SuperSeed[_Exchange] | None = None
         if partial is None and not self._super_seeds(context):
-            reply = pb.HaveMap(content_id=content_id, complete=True, piece_count=count)
-        elif partial is None:
+            return None, pb.HaveMap(content_id=content_id, complete=True, piece_count=count)
+        if partial is None:
             seed = self._seeds.get(content_id)
             if seed is None:
                 start = random.randrange(count) if count else 0
                 seed = SuperSeed(count, start=start, lone_offers=LONE_OFFERS)
                 self._seeds[content_id] = seed
-            offered = PieceSet(count, seed.join(me, have))
-            reply = pb.HaveMap(
+            offered = PieceSet(count, seed.join(me, _have_map(opening.have, count)))
+            return seed, pb.HaveMap(
                 content_id=content_id,
                 complete=False,
                 piece_count=count,
                 bitfield=offered.to_bytes(),
             )
-        else:
-            self._watchers.setdefault(content_id, set()).add(me)
-            reply = pb.HaveMap(
-                content_id=content_id,
-                complete=partial.have.complete,
-                piece_count=count,
-                bitfield=partial.have.to_bytes(),
-            )
-        reader = asyncio.create_task(self._exchange_reader(messages, me, seed, count))
-        try:
-            await context.write(pb.ExchangeMessage(bitfield=reply))
-            while (piece := await me.next()) is not None:
-                await context.write(pb.ExchangeMessage(have=piece))
-        finally:
-            reader.cancel()
-            await asyncio.gather(reader, return_exceptions=True)
-            if seed is not None:
-                seed.leave(me)
-                if not seed.downloaders:
-                    self._seeds.pop(content_id, None)
-            watchers = self._watchers.get(content_id)
-            if watchers is not None:
-                watchers.discard(me)
-                if not watchers:
-                    del self._watchers[content_id]
-        if me.error is not None:
-            raise me.error
+        _have_map(opening.have, count)  # checked, as from everyone
+        self._watchers.setdefault(content_id, set()).add(me)
+        return None, pb.HaveMap(
+            content_id=content_id,
+            complete=partial.have.complete,
+            piece_count=count,
+            bitfield=partial.have.to_bytes(),
+        )
+
+    def _exchange_ended(
+        self, content_id: str, me: _Exchange, seed: SuperSeed[_Exchange] | None
+    ) -> None:
+        if seed is not None:
+            seed.leave(me)
+            if not seed.downloaders:
+                self._seeds.pop(content_id, None)
+        watchers = self._watchers.get(content_id)
+        if watchers is not None:
+            watchers.discard(me)
+            if not watchers:
+                del self._watchers[content_id]
 
     def _super_seeds(self, context: Ctx) -> bool:
         """Whether a downloader is offered pieces a few at a time: between processes of
@@ -358,18 +409,27 @@ class PeerService(pb_grpc.PeerServicer):
         messages: AsyncIterator[pb.ExchangeMessage],
         me: _Exchange,
         seed: SuperSeed[_Exchange] | None,
-        count: int,
     ) -> None:
-        """The downloader's ``have`` messages: to a super-seeder, offers they close."""
+        """The downloader's ``have`` messages (to a super-seeder, offers they close) and
+        its block requests and cancels (to the uplink's queue)."""
+        count = me.manifest.piece_count
         try:
             async for message in messages:
-                if message.WhichOneof("kind") != "have":
-                    raise errors.UsageError("after open an exchange sends only have")
-                if message.have >= count:
-                    raise errors.UsageError(f"piece {message.have} out of range ({count})")
-                if seed is not None:
-                    for downloader, piece in seed.has(me, message.have):
-                        downloader.send(piece)
+                kind = message.WhichOneof("kind")
+                if kind == "have":
+                    if message.have >= count:
+                        raise errors.UsageError(f"piece {message.have} out of range ({count})")
+                    if seed is not None:
+                        for downloader, piece in seed.has(me, message.have):
+                            downloader.send(piece)
+                elif kind == "request":
+                    block = me.check(message.request)
+                    if not self._uplink.request(me, block):
+                        me.put(pb.ExchangeMessage(refused=message.request), None)
+                elif kind == "cancel":
+                    self._uplink.cancel(me, me.check(message.cancel))
+                else:
+                    raise errors.UsageError("after open an exchange sends have, request or cancel")
         except errors.P2PShareError as exc:
             me.error = exc
         me.close()
@@ -422,20 +482,65 @@ class PeerService(pb_grpc.PeerServicer):
 
 
 class _Exchange:
-    """The sending side of one ``Exchange`` stream: pieces to announce, in order."""
+    """The sending side of one ``Exchange`` stream: announcements and blocks, in order,
+    each block with the uplink's callback for when it is written."""
 
-    def __init__(self) -> None:
-        self._queue: asyncio.Queue[int | None] = asyncio.Queue()
+    def __init__(self, manifest: Manifest, partial: PartialDownload | None) -> None:
+        self.manifest = manifest
+        self._partial = partial
+        self._queue: asyncio.Queue[_Outgoing | None] = asyncio.Queue()
         self.error: errors.P2PShareError | None = None
+        self.source: BlockSource | None = None  # set when the downloader asks for blocks
+        self._ended = False
 
     def send(self, piece: int) -> None:
-        self._queue.put_nowait(piece)
+        self.put(pb.ExchangeMessage(have=piece), None)
+
+    def put(self, message: pb.ExchangeMessage, on_sent: Callable[[], None] | None) -> None:
+        if self._ended:  # a block the rate limit held back past the stream's end
+            if on_sent is not None:
+                on_sent()
+            return
+        self._queue.put_nowait((message, on_sent))
+
+    def check(self, ref: pb.BlockRef) -> tuple[int, int]:
+        """The block ``ref`` names, if this stream serves blocks and we hold its piece."""
+        if self.source is None:
+            raise errors.UsageError("block requests on an exchange opened without block_size")
+        count = self.manifest.piece_count
+        if ref.piece >= count:
+            raise errors.UsageError(f"piece {ref.piece} out of range ({count})")
+        if self._partial is not None and ref.piece not in self._partial.have:
+            raise errors.UsageError(f"piece {ref.piece} is not held here")
+        blocks = -(-self.manifest.piece_length(ref.piece) // self.source.block_size)
+        if ref.block >= blocks:
+            raise errors.UsageError(f"block {ref.block} out of range ({blocks})")
+        return ref.piece, ref.block
+
+    def block(self, block: tuple[int, int]) -> tuple[bytes, bool]:
+        assert self.source is not None  # only checked requests reach the uplink
+        return self.source.read(block)
+
+    def fail(self, exc: errors.P2PShareError) -> None:
+        self.error = exc
+        self.close()
 
     def close(self) -> None:
         self._queue.put_nowait(None)
 
-    async def next(self) -> int | None:
+    async def next(self) -> _Outgoing | None:
         return await self._queue.get()
+
+    def release(self) -> None:
+        """The stream ended: blocks handed to it and never written free the uplink."""
+        self._ended = True
+        while not self._queue.empty():
+            item = self._queue.get_nowait()
+            if item is not None and item[1] is not None:
+                item[1]()
+
+
+_Outgoing = tuple[pb.ExchangeMessage, Callable[[], None] | None]
 
 
 def _have_map(msg: pb.HaveMap, count: int) -> PieceSet:

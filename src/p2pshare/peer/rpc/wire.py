@@ -45,6 +45,7 @@ SERVER_OPTIONS: list[tuple[str, int | str]] = [
     ("grpc.so_reuseport", 0),
 ]
 
+# our errors as gRPC status codes, on the server side (``status_for``: the first match)
 _STATUS: list[tuple[type[errors.P2PShareError], grpc.StatusCode]] = [
     (errors.NotFound, grpc.StatusCode.NOT_FOUND),
     (errors.PermissionDenied, grpc.StatusCode.PERMISSION_DENIED),
@@ -53,6 +54,16 @@ _STATUS: list[tuple[type[errors.P2PShareError], grpc.StatusCode]] = [
     (errors.Busy, grpc.StatusCode.RESOURCE_EXHAUSTED),
     (errors.TransportError, grpc.StatusCode.UNAVAILABLE),
 ]
+# and back, on the client side (``translate``); any other code is a ``RemoteError``
+_ERROR_OF_STATUS: dict[grpc.StatusCode, type[errors.P2PShareError]] = {
+    grpc.StatusCode.UNAVAILABLE: errors.Unreachable,
+    grpc.StatusCode.DEADLINE_EXCEEDED: errors.TimedOut,
+    grpc.StatusCode.NOT_FOUND: errors.NotFound,
+    grpc.StatusCode.RESOURCE_EXHAUSTED: errors.Busy,
+    grpc.StatusCode.PERMISSION_DENIED: errors.PermissionDenied,
+    grpc.StatusCode.CANCELLED: errors.Unreachable,
+    grpc.StatusCode.UNIMPLEMENTED: errors.Unsupported,
+}
 
 
 def remote_key(peer: str) -> str:
@@ -64,27 +75,29 @@ def remote_key(peer: str) -> str:
     a peer on this machine, where every peer has the same address: those are told
     apart by their connection (a peer keeps one channel to each peer it calls).
     """
-    kind, _, rest = peer.partition(":")
-    if kind not in ("ipv4", "ipv6"):
-        return peer
-    host = rest.rpartition(":")[0].strip("[]")
-    try:
-        loopback = ipaddress.ip_address(host.partition("%")[0]).is_loopback
-    except ValueError:
-        return peer
-    return peer if loopback else client_key(host)
+    _, host, loopback = _split_peer(peer)
+    return client_key(host) if loopback is False else peer
 
 
 def is_loopback_peer(peer: str) -> bool:
     """Whether gRPC's ``context.peer()`` is a process on this machine (loopback)."""
-    kind, _, rest = peer.partition(":")
+    kind, _, loopback = _split_peer(peer)
     if kind not in ("ipv4", "ipv6"):
         return kind == "unix"
+    return bool(loopback)
+
+
+def _split_peer(peer: str) -> tuple[str, str, bool | None]:
+    """gRPC's ``context.peer()`` as its kind (``ipv4``, ``ipv6``, ``unix``...), its
+    host, and whether that host is a loopback address (None: not an IP address)."""
+    kind, _, rest = peer.partition(":")
+    if kind not in ("ipv4", "ipv6"):
+        return kind, "", None
     host = rest.rpartition(":")[0].strip("[]")
     try:
-        return ipaddress.ip_address(host.partition("%")[0]).is_loopback
+        return kind, host, ipaddress.ip_address(host.partition("%")[0]).is_loopback
     except ValueError:
-        return False
+        return kind, host, None
 
 
 def status_for(exc: errors.P2PShareError) -> grpc.StatusCode:
@@ -99,21 +112,7 @@ def translate(exc: grpc.RpcError, address: str) -> errors.P2PShareError:
     call = cast(grpc.Call, exc)  # every RpcError grpc raises for a call is also a Call
     code = call.code()
     detail = f"peer {address}: {call.details() or code.name}"
-    if code == grpc.StatusCode.UNAVAILABLE:
-        return errors.Unreachable(detail)
-    if code == grpc.StatusCode.DEADLINE_EXCEEDED:
-        return errors.TimedOut(detail)
-    if code == grpc.StatusCode.NOT_FOUND:
-        return errors.NotFound(detail)
-    if code == grpc.StatusCode.RESOURCE_EXHAUSTED:
-        return errors.Busy(detail)
-    if code == grpc.StatusCode.PERMISSION_DENIED:
-        return errors.PermissionDenied(detail)
-    if code == grpc.StatusCode.CANCELLED:
-        return errors.Unreachable(detail)
-    if code == grpc.StatusCode.UNIMPLEMENTED:
-        return errors.Unsupported(detail)
-    return errors.RemoteError(detail)
+    return _ERROR_OF_STATUS.get(code, errors.RemoteError)(detail)
 
 
 def manifest_to_pb(manifest: Manifest) -> pb.Manifest:

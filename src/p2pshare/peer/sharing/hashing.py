@@ -146,58 +146,87 @@ def _hash_in_threads(
 ) -> bytes:
     """Fill ``hashes`` with ``threads`` workers, a window of pieces each at a time (and
     the whole file's SHA-256 beside them if asked: returned, else ``b""``)."""
-    events: queue.SimpleQueue[int | BaseException] = queue.SimpleQueue()
-    stop = threading.Event()
-    next_window = iter(range(windows))
-    claim = threading.Lock()
-
-    def piece_worker() -> None:
-        buf = bytearray(min(per_window * piece_size, size))
-        try:
-            while not stop.is_set():
-                with claim:
-                    w = next(next_window, None)
-                if w is None:
-                    return
-                events.put(_hash_window(fd, size, piece_size, per_window, w, buf, hashes))
-        except BaseException as exc:  # handed to the calling thread, re-raised there
-            stop.set()
-            events.put(exc)
-
-    file_hash: list[bytes] = []
-
-    def whole_worker() -> None:
-        try:
-            file_hash.append(_sha256_fd(fd, size, stop))
-            events.put(0)
-        except BaseException as exc:
-            stop.set()
-            events.put(exc)
-
-    error: BaseException | None = None
+    work = _SharedWork(fd, size, piece_size, per_window, windows, hashes)
     with ThreadPoolExecutor(threads + whole_file_sha256, "p2pshare-hash") as pool:
         for _ in range(threads):
-            pool.submit(piece_worker)
+            pool.submit(work.hash_windows)
         if whole_file_sha256:
-            pool.submit(whole_worker)
-        remaining = windows + whole_file_sha256
+            pool.submit(work.hash_whole_file)
+        error = work.wait(windows + whole_file_sha256, progress)
+        work.stop.set()
+    if error is not None:
+        raise error
+    return work.file_hash[0] if whole_file_sha256 else b""
+
+
+class _SharedWork:
+    """What the hashing threads share: the next window to claim, the piece hashes, the
+    whole file's hash, and the events they send the calling thread (bytes hashed, or
+    the error that stopped one: then ``stop`` stops the others)."""
+
+    def __init__(
+        self,
+        fd: int,
+        size: int,
+        piece_size: int,
+        per_window: int,
+        windows: int,
+        hashes: list[bytes],
+    ) -> None:
+        self.fd = fd
+        self.size = size
+        self.piece_size = piece_size
+        self.per_window = per_window
+        self.hashes = hashes
+        self.file_hash: list[bytes] = []
+        self.events: queue.SimpleQueue[int | BaseException] = queue.SimpleQueue()
+        self.stop = threading.Event()
+        self._next_window = iter(range(windows))
+        self._claim = threading.Lock()
+
+    def hash_windows(self) -> None:
+        """A worker: hash windows of pieces until none is left (or ``stop``)."""
+        buf = bytearray(min(self.per_window * self.piece_size, self.size))
+        try:
+            while not self.stop.is_set():
+                with self._claim:
+                    w = next(self._next_window, None)
+                if w is None:
+                    return
+                done = _hash_window(
+                    self.fd, self.size, self.piece_size, self.per_window, w, buf, self.hashes
+                )
+                self.events.put(done)
+        except BaseException as exc:  # handed to the calling thread, re-raised there
+            self._failed(exc)
+
+    def hash_whole_file(self) -> None:
+        """A worker: the whole file's SHA-256, in one sequential pass."""
+        try:
+            self.file_hash.append(_sha256_fd(self.fd, self.size, self.stop))
+            self.events.put(0)
+        except BaseException as exc:
+            self._failed(exc)
+
+    def _failed(self, exc: BaseException) -> None:
+        self.stop.set()
+        self.events.put(exc)
+
+    def wait(self, remaining: int, progress: Progress | None) -> BaseException | None:
+        """In the calling thread: wait for ``remaining`` units of work (windows, and the
+        whole file), reporting bytes hashed to ``progress``; the first error, if any."""
         while remaining:
-            event = events.get()
+            event = self.events.get()
             if isinstance(event, BaseException):
-                error = error or event
-                break
+                return event
             remaining -= 1
             if progress is not None and event:
                 try:
                     progress(event)
                 except BaseException as exc:
-                    stop.set()
-                    error = exc
-                    break
-        stop.set()
-    if error is not None:
-        raise error
-    return file_hash[0] if whole_file_sha256 else b""
+                    self.stop.set()
+                    return exc
+        return None
 
 
 def iter_piece_hashes(fd: int, size: int, piece_size: int) -> Iterator[bytes]:

@@ -19,6 +19,7 @@ from p2pshare.core.manifest import Manifest, check_content_id
 from p2pshare.core.paths import check_share_name
 from p2pshare.peer.rpc.client import PeerClients
 from p2pshare.peer.sharing.hashing import hash_file
+from p2pshare.peer.transfer.block_swarm import new_swarm
 from p2pshare.peer.transfer.partial import (
     PartialDownload,
     load_record,
@@ -26,7 +27,7 @@ from p2pshare.peer.transfer.partial import (
     recorded_pieces,
 )
 from p2pshare.peer.transfer.progress import Download
-from p2pshare.peer.transfer.swarm import DownloadLimit, FindProviders, Swarm, SwarmTools
+from p2pshare.peer.transfer.swarm import BlocksMode, DownloadLimit, FindProviders, Swarm, SwarmTools
 
 log = logging.getLogger(__name__)
 
@@ -60,6 +61,7 @@ class DownloadManager:
         streams_per_provider: int = 4,
         pieces_per_request: int = 8,
         on_piece: Callable[[str, int], None] = lambda content_id, index: None,
+        blocks: BlocksMode = "auto",
     ) -> None:
         self._clients = clients
         self._find_providers = find_providers
@@ -88,6 +90,7 @@ class DownloadManager:
             streams_per_provider=streams_per_provider,
             pieces_per_request=pieces_per_request,
             announce=on_piece,
+            blocks=blocks,
         )
         records.mkdir(parents=True, exist_ok=True)
 
@@ -290,7 +293,7 @@ class DownloadManager:
                 download.state = "downloading"
                 download.why_stalled = None  # the swarm says from now on why it waits
                 download.touch()
-                swarm = Swarm(self._tools, download, partial, providers)
+                swarm = new_swarm(self._tools, download, partial, providers)
                 self._swarms[manifest.content_id] = swarm
                 try:
                     await swarm.run()

@@ -1,10 +1,16 @@
 """The swarm of one download: pieces from every provider at once.
 
-``Swarm`` owns a ``PiecePicker`` (the pure scheduling core) and a
-``PartialDownload`` (the disk). The control (which piece, which provider,
-retries, bans, stalls, new providers) stays on the event loop; the data of each
-batch of pieces is received, verified and written on a thread
-(``_BatchStream``), which reports the pieces back to the loop.
+``Swarm`` is what every swarm does: it joins providers (an ``Exchange`` stream
+each, availability both ways), follows the rules of ``core.swarm_rules`` (stalls,
+bans, drops, joining again, giving up), records verified pieces for a resume and
+announces them. Two ways to fetch the pieces build on it:
+
+- ``PieceSwarm``: whole pieces by ``GetPieces`` calls, scheduled by
+  ``core.piece_picker``; each batch is received, verified and written on a thread
+  (``_BatchStream``): the fastest path where the CPU binds (peers on one machine);
+- ``block_swarm.BlockSwarm``: blocks requested on the Exchange stream itself,
+  scheduled by ``core.block_picker`` and served from the provider's fair upload
+  queue: the path for real links, where upload bandwidth binds.
 """
 
 from __future__ import annotations
@@ -18,6 +24,7 @@ import time
 from collections.abc import Awaitable, Callable, Iterator
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
+from typing import Literal, Protocol
 
 from p2pshare import errors
 from p2pshare._proto import peer_pb2 as pb
@@ -48,6 +55,8 @@ RECORD_EVERY = 2.0  # seconds between records of verified pieces
 PROVIDER_REFRESH = 3.0  # seconds between looks for new providers
 HAVE_REFRESH = 1.0  # seconds between asking providers still downloading what they hold
 
+BlocksMode = Literal["auto", "on", "off"]
+
 
 @dataclass(frozen=True)
 class SwarmTools:
@@ -63,6 +72,9 @@ class SwarmTools:
     heap: HeapTrimmer = field(default_factory=HeapTrimmer)
     announce: Callable[[str, int], None] = lambda content_id, index: None
     """Tell the downloaders that fetch from us that a piece of ours verified."""
+    blocks: BlocksMode = "auto"
+    """Fetch blocks on Exchange streams (``BlockSwarm``): auto (unless every provider is
+    on this machine), on, off (whole pieces by GetPieces, ``PieceSwarm``)."""
 
 
 class DownloadLimit:
@@ -72,12 +84,16 @@ class DownloadLimit:
         self._bucket = TokenBucket(rate, max(rate / 4, 1), time.monotonic()) if rate else None
         self._lock = threading.Lock()
 
+    def delay(self, size: int) -> float:
+        """Seconds to wait before ``size`` more bytes are allowed (spent now)."""
+        if self._bucket is None:
+            return 0.0
+        with self._lock:
+            return self._bucket.take(size, time.monotonic())
+
     def wait(self, size: int) -> None:
         """Block the calling stream thread until ``size`` more bytes are allowed."""
-        if self._bucket is None:
-            return
-        with self._lock:
-            delay = self._bucket.take(size, time.monotonic())
+        delay = self.delay(size)
         if delay:
             time.sleep(delay)  # a stream thread, never the event loop
 
@@ -93,7 +109,7 @@ class _BatchStream:
 
     def __init__(
         self,
-        swarm: Swarm,
+        swarm: PieceSwarm,
         address: str,
         batch: list[int],
         pending: set[int],
@@ -174,16 +190,52 @@ class _BatchStream:
             raise errors.RemoteError(f"peer {self.address} ended the stream early")
 
 
+class Picker(Protocol):
+    """What ``Swarm`` asks of its scheduling core (``PiecePicker`` or ``BlockPicker``)."""
+
+    @property
+    def held(self) -> PieceSet: ...
+
+    @property
+    def complete(self) -> bool: ...
+
+    def is_banned(self, provider: str) -> bool: ...
+
+    def is_seeder(self, provider: str) -> bool: ...
+
+    def add_provider(self, provider: str, have: PieceSet | None = None) -> bool: ...
+
+    def add_have(self, provider: str, index: int) -> bool: ...
+
+    def update_have(self, provider: str, have: PieceSet | None) -> None: ...
+
+    def remove_provider(self, provider: str) -> None: ...
+
+    def ban(self, provider: str) -> None: ...
+
+    def ranking(self, now: float) -> list[str]: ...
+
+    def delivered(self) -> dict[str, int]: ...
+
+    def all_in_flight(self) -> set[int]: ...
+
+
 class Swarm:
     """Fetches the missing pieces of one download from every provider at once.
 
-    The adapter of ``core.piece_picker`` (which piece from whom) and
-    ``core.swarm_rules`` (stalls, bans, drops and when to join again, when to give
-    up): it runs the streams, reports what happened with the time, and acts on the
-    answers. One supervisor task wakes on a ``Flag`` (or the next due time); the
-    stream workers of a provider wake on a ``Pulse``; a provider banned or dropped
-    has every one of its workers and streams cancelled at once.
+    The adapter of a picker (which piece from whom) and ``core.swarm_rules``
+    (stalls, bans, drops and when to join again, when to give up): it runs the
+    streams, reports what happened with the time, and acts on the answers. One
+    supervisor task wakes on a ``Flag`` (or the next due time); a provider banned or
+    dropped has every one of its tasks cancelled at once. Subclasses fetch: they
+    start a provider's fetching (``_fetching``), hear its messages (``_heard``) and
+    stop it (``_stopped``).
     """
+
+    block_size = 0  # asked for on the Exchange stream (0: pieces go by GetPieces)
+    TICK = PROVIDER_REFRESH  # the supervisor's longest sleep
+    FIRST_LOOK = PROVIDER_REFRESH  # seconds before the first look for new providers,
+    # doubling up to PROVIDER_REFRESH
 
     def __init__(
         self,
@@ -196,24 +248,18 @@ class Swarm:
         self.download = download
         self.partial = partial
         count = partial.manifest.piece_count
-        self.picker: PiecePicker[str] = PiecePicker(
-            count,
-            partial.have,
-            piece_size=partial.manifest.piece_size,
-            # each downloader of a file begins somewhere else: see the picker's policy
-            start=random.randrange(count) if count else 0,
-        )
+        # each downloader of a file begins somewhere else: see the pickers' policy
+        self.picker = self._new_picker(random.randrange(count) if count else 0)
         self.initial = providers
         self.workers: dict[str, list[asyncio.Task[None]]] = {}  # joining or active providers
         self.changed = Flag()  # the supervisor's wake-up
-        self.woken: dict[str, Pulse] = {}  # each provider's idle workers' wake-up
         self.health = ProviderHealth()
         self.last_record = time.monotonic()
         self.record_lock = asyncio.Lock()
         self.fatal: errors.P2PShareError | None = None
-        self.streams: set[_BatchStream] = set()  # batches being fetched right now
         self.last_progress = time.monotonic()
-        self.haves: dict[str, asyncio.Queue[int]] = {}  # provider -> our Haves to send it
+        # provider -> what we send it on its Exchange stream (our Haves, requests)
+        self.outbox: dict[str, asyncio.Queue[pb.ExchangeMessage]] = {}
         self.polled: set[str] = set()  # providers from before Exchange: asked by GetHave
 
     async def run(self) -> None:
@@ -226,6 +272,7 @@ class Swarm:
             for task in tasks:
                 task.cancel()
             await asyncio.gather(*tasks, return_exceptions=True)
+            await self._ended()
             # however the swarm ends, what was verified is recorded for a resume
             async with self.record_lock:
                 if not self.picker.complete:
@@ -233,8 +280,16 @@ class Swarm:
         if self.fatal is not None:
             raise self.fatal
 
+    def _new_picker(self, start: int) -> Picker:
+        """The subclass's scheduling core, beginning at piece ``start`` (made first, with
+        the subclass's own state)."""
+        raise NotImplementedError
+
+    async def _ended(self) -> None:
+        """The swarm ends: subclasses stop what they run besides the providers' tasks."""
+
     def _add(self, address: str) -> None:
-        """Ask ``address`` what it holds, then start its piece streams."""
+        """Ask ``address`` what it holds, then start fetching from it."""
         if address in self.workers or not self.health.may_join(address, time.monotonic()):
             return
         tasks: list[asyncio.Task[None]] = []
@@ -243,12 +298,14 @@ class Swarm:
 
     async def _join(self, address: str, tasks: list[asyncio.Task[None]]) -> None:
         """Open the exchange with ``address`` (its have-map, then its Haves pushed as
-        they happen), or ask an older peer by GetHave; then start its piece streams."""
+        they happen), or ask an older peer by GetHave; then start fetching from it."""
         stream: ExchangeStream | None = None
         try:
             try:
                 stream, have = await self._open_exchange(address)
             except errors.Unsupported:
+                if self.block_size:
+                    raise
                 have = await self.tools.clients.have(address, self.download.content_id)
                 self.polled.add(address)
         except errors.P2PShareError as exc:
@@ -264,18 +321,18 @@ class Swarm:
                 stream.cancel()
             return
         self.health.joined(address)
-        self.woken[address] = Pulse()
         if stream is not None:
-            queue: asyncio.Queue[int] = asyncio.Queue()
-            self.haves[address] = queue
+            queue: asyncio.Queue[pb.ExchangeMessage] = asyncio.Queue()
+            self.outbox[address] = queue
             tasks.append(asyncio.create_task(self._listen(address, stream)))
             tasks.append(asyncio.create_task(self._tell(stream, queue)))
-        tasks.extend(
-            asyncio.create_task(self._worker(address))
-            for _ in range(self.tools.streams_per_provider)
-        )
+        self._fetching(address, tasks)
         self._show_providers()
         self._notify()
+
+    def _fetching(self, address: str, tasks: list[asyncio.Task[None]]) -> None:
+        """``address`` joined: start fetching from it (its tasks go into ``tasks``)."""
+        raise NotImplementedError
 
     async def _open_exchange(self, address: str) -> tuple[ExchangeStream, PieceSet | None]:
         count = self.partial.manifest.piece_count
@@ -286,12 +343,16 @@ class Swarm:
                 piece_count=count,
                 bitfield=self.partial.have.to_bytes(),
             )
-            opening = pb.ExchangeOpen(content_id=self.download.content_id, have=ours)
+            opening = pb.ExchangeOpen(
+                content_id=self.download.content_id, have=ours, block_size=self.block_size
+            )
             await stream.write(pb.ExchangeMessage(open=opening))
             async with asyncio.timeout(CALL_TIMEOUT):
                 first = await stream.read()
             if first is None or first.WhichOneof("kind") != "bitfield":
                 raise errors.RemoteError(f"peer {address} did not open the exchange")
+            if first.bitfield.block_size != self.block_size:
+                raise errors.Unsupported(f"peer {address} does not serve blocks")
             if first.bitfield.complete:
                 return stream, None
             try:
@@ -306,28 +367,36 @@ class Swarm:
             raise
 
     async def _listen(self, address: str, stream: ExchangeStream) -> None:
-        """The provider's Haves: each piece it verified (or, a super-seeder, offers)."""
+        """The provider's messages: each piece it verified (or, a super-seeder, offers),
+        and whatever the subclass asked of it."""
+        count = self.partial.manifest.piece_count
         try:
             while (message := await stream.read()) is not None:
                 if message.WhichOneof("kind") == "have":
-                    if message.have >= self.partial.manifest.piece_count:
+                    if message.have >= count:
                         raise errors.RemoteError(f"peer {address} announced piece {message.have}")
                     if self.picker.add_have(address, message.have):
-                        # only this provider's workers have something new to ask:
-                        # waking every worker on every Have cost a leecher of a
-                        # loopback swarm half its CPU in picks that found nothing
-                        self.woken[address].fire()
+                        self._news(address)
+                else:
+                    await self._heard(address, message)
             raise errors.Unreachable(f"peer {address} ended the exchange")
         except errors.P2PShareError as exc:
             self._act(address, self.health.failed(address, exc, time.monotonic()), exc)
         finally:
             stream.cancel()
 
-    async def _tell(self, stream: ExchangeStream, queue: asyncio.Queue[int]) -> None:
-        """Our Haves to the provider, in order (a super-seeder offers more on them)."""
+    def _news(self, address: str) -> None:
+        """``address`` holds a piece we miss that it did not before."""
+
+    async def _heard(self, address: str, message: pb.ExchangeMessage) -> None:
+        """A message of ``address`` other than a Have."""
+        raise errors.RemoteError(f"peer {address} sent {message.WhichOneof('kind')} unasked")
+
+    async def _tell(self, stream: ExchangeStream, queue: asyncio.Queue[pb.ExchangeMessage]) -> None:
+        """Our messages to the provider, in order (a super-seeder offers more on our Haves)."""
         with contextlib.suppress(errors.P2PShareError):  # _listen notices the end
             while True:
-                await stream.write(pb.ExchangeMessage(have=await queue.get()))
+                await stream.write(await queue.get())
 
     async def _refresh_haves(self) -> None:
         """Providers still downloading hold more pieces as time goes by: ask again."""
@@ -347,8 +416,7 @@ class Swarm:
         self._wake_workers()
 
     def _wake_workers(self) -> None:
-        for pulse in self.woken.values():
-            pulse.fire()
+        """Pieces may be free to ask for: every provider's fetching looks again."""
 
     def _show_providers(self) -> None:
         # fastest first: what status shows is also whom the swarm leans on
@@ -358,15 +426,18 @@ class Swarm:
     async def _supervise(self) -> None:
         """Join providers as they appear or their wait ends; fail when the rules give up."""
         last_look = last_haves = time.monotonic()
+        look_every = self.FIRST_LOOK
         while not self.picker.complete and self.fatal is None:
             now = time.monotonic()
             due = self.health.next_due(now)
-            await self.changed.wait(PROVIDER_REFRESH if due is None else min(due, PROVIDER_REFRESH))
+            sleep = min(self.TICK, max(0.0, last_look + look_every - now))
+            await self.changed.wait(sleep if due is None else min(due, sleep))
             self.changed.clear()
             if self.picker.complete or self.fatal is not None:
                 return
             self._reap()
             now = time.monotonic()
+            self._tick(now)
             for address in self.health.due(now):
                 self._add(address)
             if self.polled and now - last_haves >= HAVE_REFRESH:
@@ -382,10 +453,14 @@ class Swarm:
                     " run get again to resume)"
                 )
             # look often: a swarm grows as other downloaders of the same file join
-            if now - last_look > PROVIDER_REFRESH:
+            if now - last_look >= look_every:
                 last_look = now
+                look_every = min(2 * look_every, PROVIDER_REFRESH)
                 for address in await self._look_for_providers():
                     self._add(address)
+
+    def _tick(self, now: float) -> None:
+        """The supervisor's regular look (at least every ``TICK`` seconds)."""
 
     def _stalled(self, why: str | None) -> None:
         if self.download.why_stalled != why:
@@ -393,12 +468,12 @@ class Swarm:
             self.download.touch()
 
     def _reap(self) -> None:
-        """Forget providers whose streams all ended with nothing left to ask of them."""
+        """Forget providers whose tasks all ended with nothing left to ask of them."""
         for address in list(self.workers):
             tasks = self.workers[address]
             if all(t.done() for t in tasks):
                 del self.workers[address]
-                self.haves.pop(address, None)
+                self.outbox.pop(address, None)
                 self.polled.discard(address)
                 self.picker.remove_provider(address)
                 self.health.left(address)
@@ -412,14 +487,111 @@ class Swarm:
             return []
         return [a for a in found if a not in self.workers]
 
+    def _act(self, address: str, decision: Decision, exc: errors.P2PShareError) -> None:
+        """Act on the rules' decision to stop asking ``address``: every stream and
+        task of it ends now (the calling task returns by itself)."""
+        if decision.action is Action.FAIL:
+            self.fatal = exc  # disk trouble: no provider can fix it
+        elif decision.action is Action.BAN:
+            # the user is told once (a block picker bans the sender of a bad piece itself)
+            if all(ban.address != address for ban in self.download.banned):
+                log.warning("banning %s: %s", address, decision.reason)
+                self.download.banned.append(Ban(address, decision.reason))
+            self._stop_provider(address, Superseded(f"{address} banned"))
+            self.picker.ban(address)
+        elif decision.action is Action.DROP:
+            if address in self.workers:
+                log.info("dropping %s for %.2f s: %s", address, decision.wait, exc)
+            self._stop_provider(address, errors.Unreachable(f"{address} dropped"))
+            self.picker.remove_provider(address)
+        self._show_providers()
+        self._notify()
+
+    def _stop_provider(self, address: str, why: errors.P2PShareError) -> None:
+        self.outbox.pop(address, None)
+        self.polled.discard(address)
+        current = asyncio.current_task()
+        for task in self.workers.pop(address, []):
+            if task is not current:
+                task.cancel()
+        self._stopped(address, why)
+
+    def _stopped(self, address: str, why: errors.P2PShareError) -> None:
+        """Every task of ``address`` is cancelled: stop what else fetches from it."""
+
+    def _verified(self, address: str, index: int, size: int) -> bool:
+        """Piece ``index`` (``size`` bytes, last from ``address``) is verified on disk;
+        True if the picker took it as new."""
+        self.last_progress = time.monotonic()
+        self.health.delivered(address)
+        if not self._credit(address, index, size):
+            return False
+        self.download.add_bytes(size)
+        # availability pushed as it changes: our downloaders, and our providers (a
+        # super-seeder closes the offer and makes the next)
+        self.tools.announce(self.download.content_id, index)
+        for queue in self.outbox.values():
+            queue.put_nowait(pb.ExchangeMessage(have=index))
+        if self.picker.complete:
+            self.changed.set()  # the supervisor ends the swarm now, not at its next look
+        return True
+
+    def _credit(self, address: str, index: int, size: int) -> bool:
+        """Tell the picker that piece ``index`` is held; True if it is new."""
+        raise NotImplementedError
+
+    async def _maybe_record(self) -> None:
+        if time.monotonic() - self.last_record < RECORD_EVERY or self.record_lock.locked():
+            return
+        async with self.record_lock:
+            await self._save_record()
+
+    async def _save_record(self) -> None:
+        self.last_record = time.monotonic()
+        loop = asyncio.get_running_loop()
+        await loop.run_in_executor(self.tools.disk_pool, self.partial.save_record)
+
+
+class PieceSwarm(Swarm):
+    """Whole pieces by ``GetPieces`` calls: a few stream workers per provider, each
+    asking ``PiecePicker`` for a batch and running it on a thread (``_BatchStream``).
+    The stream workers of a provider wake on a ``Pulse``."""
+
+    def _new_picker(self, start: int) -> PiecePicker[str]:
+        manifest = self.partial.manifest
+        self.pieces: PiecePicker[str] = PiecePicker(
+            manifest.piece_count, self.partial.have, piece_size=manifest.piece_size, start=start
+        )
+        self.woken: dict[str, Pulse] = {}  # each provider's idle workers' wake-up
+        self.streams: set[_BatchStream] = set()  # batches being fetched right now
+        return self.pieces
+
+    def _fetching(self, address: str, tasks: list[asyncio.Task[None]]) -> None:
+        self.woken[address] = Pulse()
+        tasks.extend(
+            asyncio.create_task(self._worker(address))
+            for _ in range(self.tools.streams_per_provider)
+        )
+
+    def _news(self, address: str) -> None:
+        # only this provider's workers have something new to ask: waking every
+        # worker on every Have cost a leecher of a loopback swarm half its CPU in
+        # picks that found nothing
+        self.woken[address].fire()
+
+    def _wake_workers(self) -> None:
+        for pulse in self.woken.values():
+            pulse.fire()
+
     async def _worker(self, address: str) -> None:
-        while not self.picker.complete and self.fatal is None:
+        picker = self.pieces
+        while not picker.complete and self.fatal is None:
             now = time.monotonic()
-            batch = self.picker.pick(
-                address, min(self.tools.pieces_per_request, self.picker.budget(address, now))
+            batch = picker.pick(
+                address, min(self.tools.pieces_per_request, picker.budget(address, now))
             )
             if not batch:
-                if self.picker.is_seeder(address) and not self.picker.wanted_from(address):
+                if picker.is_seeder(address) and not picker.wanted_from(address):
                     return  # a provider still downloading may get what we miss: stay
                 await self.woken[address].wait(1.0)
                 continue
@@ -438,36 +610,11 @@ class Swarm:
                     await asyncio.sleep(decision.wait)
             finally:
                 for index in pending:
-                    self.picker.failed(address, index)
+                    picker.failed(address, index)
                 if pending:  # pieces given back: any provider's idle worker may take them
                     self._wake_workers()
 
-    def _act(self, address: str, decision: Decision, exc: errors.P2PShareError) -> None:
-        """Act on the rules' decision to stop asking ``address``: every stream and
-        worker of it ends now (the calling task returns by itself)."""
-        if decision.action is Action.FAIL:
-            self.fatal = exc  # disk trouble: no provider can fix it
-        elif decision.action is Action.BAN:
-            if not self.picker.is_banned(address):
-                log.warning("banning %s: %s", address, decision.reason)
-                self.download.banned.append(Ban(address, decision.reason))
-            self._stop_provider(address, Superseded(f"{address} banned"))
-            self.picker.ban(address)
-        elif decision.action is Action.DROP:
-            if address in self.workers:
-                log.info("dropping %s for %.2f s: %s", address, decision.wait, exc)
-            self._stop_provider(address, errors.Unreachable(f"{address} dropped"))
-            self.picker.remove_provider(address)
-        self._show_providers()
-        self._notify()
-
-    def _stop_provider(self, address: str, why: errors.P2PShareError) -> None:
-        self.haves.pop(address, None)
-        self.polled.discard(address)
-        current = asyncio.current_task()
-        for task in self.workers.pop(address, []):
-            if task is not current:
-                task.cancel()
+    def _stopped(self, address: str, why: errors.P2PShareError) -> None:
         for stream in list(self.streams):
             if stream.address == address:
                 stream.cancel(why)
@@ -489,8 +636,8 @@ class Swarm:
                 silent_for = time.monotonic() - stream.last_piece
                 if silent_for > stall_after(
                     # the rate before the silence: measured now, the silence would lower it
-                    rate=self.picker.rate_when_last_heard(address),
-                    in_flight=len(self.picker.in_flight(address)),
+                    rate=self.pieces.rate_when_last_heard(address),
+                    in_flight=len(self.pieces.in_flight(address)),
                     piece_size=self.partial.manifest.piece_size,
                 ):
                     stream.cancel(errors.TimedOut(f"peer {address} stalled"))
@@ -503,40 +650,18 @@ class Swarm:
             await self._maybe_record()
         job.result()
 
+    def _credit(self, address: str, index: int, size: int) -> bool:
+        return self.pieces.received(address, index, now=time.monotonic(), size=size)
+
     def _piece_written(self, address: str, index: int) -> None:
         """A verified piece is on disk (called on the loop by a stream thread)."""
-        self.last_progress = time.monotonic()
-        size = self.partial.manifest.piece_length(index)
-        self.health.delivered(address)
-        if self.picker.received(address, index, now=self.last_progress, size=size):
-            self.download.add_bytes(size)
-            # availability pushed as it changes: our downloaders, and our providers (a
-            # super-seeder closes the offer and makes the next)
-            self.tools.announce(self.download.content_id, index)
-            for queue in self.haves.values():
-                queue.put_nowait(index)
-            if self.picker.complete:
-                self.changed.set()  # the supervisor ends the swarm now, not at its next look
-            # endgame: a stream elsewhere that only waits for pieces now held is cancelled
-            for other in self.streams:
-                waiting = tuple(other.pending)  # one C-level copy: safe while its thread runs
-                if (
-                    other.address != address
-                    and waiting
-                    and all(i in self.picker.held for i in waiting)
-                ):
-                    other.cancel(Superseded("pieces arrived from another provider"))
-
-    async def _maybe_record(self) -> None:
-        if time.monotonic() - self.last_record < RECORD_EVERY or self.record_lock.locked():
+        if not self._verified(address, index, self.partial.manifest.piece_length(index)):
             return
-        async with self.record_lock:
-            await self._save_record()
-
-    async def _save_record(self) -> None:
-        self.last_record = time.monotonic()
-        loop = asyncio.get_running_loop()
-        await loop.run_in_executor(self.tools.disk_pool, self.partial.save_record)
+        # endgame: a stream elsewhere that only waits for pieces now held is cancelled
+        for other in self.streams:
+            waiting = tuple(other.pending)  # one C-level copy: safe while its thread runs
+            if other.address != address and waiting and all(i in self.picker.held for i in waiting):
+                other.cancel(Superseded("pieces arrived from another provider"))
 
 
 def _read_outcome(job: asyncio.Future[None]) -> None:
