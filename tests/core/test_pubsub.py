@@ -17,7 +17,20 @@ def test_the_same_change_over_a_second_path_is_a_duplicate() -> None:
     d = ChangeDeduper()
     assert d.is_new(change())
     assert not d.is_new(change())
-    assert not d.is_new(ShareChange(ADDED, CID, "other name.txt", 1, "10.0.0.1:1", hops=3))
+    assert not d.is_new(ShareChange(ADDED, CID, "a.txt", 1, "10.0.0.1:1", hops=3))
+    # the same content under another name is another change (a rename, for folder sync)
+    assert d.is_new(ShareChange(ADDED, CID, "other name.txt", 1, "10.0.0.1:1"))
+
+
+def test_a_new_version_of_the_same_content_is_a_new_change() -> None:
+    from p2pshare.core.sync import FileVersion, Vector
+
+    d = ChangeDeduper()
+    one = FileVersion(CID, 1, Vector({"a": 1}), 0, "a")
+    assert d.is_new(ShareChange(ADDED, CID, "a.txt", 1, "p:1", version=one))
+    assert not d.is_new(ShareChange(ADDED, CID, "a.txt", 1, "p:1", hops=2, version=one))
+    two = FileVersion(CID, 1, Vector({"a": 1, "b": 1}), 0, "a")
+    assert d.is_new(ShareChange(ADDED, CID, "a.txt", 1, "p:1", version=two))
 
 
 def test_a_removal_then_a_new_addition_both_pass_once() -> None:

@@ -156,28 +156,48 @@ class ExchangeMessage(_message.Message):
     def __init__(self, open: _Optional[_Union[ExchangeOpen, _Mapping]] = ..., bitfield: _Optional[_Union[HaveMap, _Mapping]] = ..., have: _Optional[int] = ..., request: _Optional[_Union[BlockRef, _Mapping]] = ..., cancel: _Optional[_Union[BlockRef, _Mapping]] = ..., block: _Optional[_Union[Block, _Mapping]] = ..., refused: _Optional[_Union[BlockRef, _Mapping]] = ..., unchoke: _Optional[bool] = ...) -> None: ...
 
 class SearchRequest(_message.Message):
-    __slots__ = ("query", "limit", "content_id")
+    __slots__ = ("query", "limit", "content_id", "with_versions", "name")
     QUERY_FIELD_NUMBER: _ClassVar[int]
     LIMIT_FIELD_NUMBER: _ClassVar[int]
     CONTENT_ID_FIELD_NUMBER: _ClassVar[int]
+    WITH_VERSIONS_FIELD_NUMBER: _ClassVar[int]
+    NAME_FIELD_NUMBER: _ClassVar[int]
     query: str
     limit: int
     content_id: str
-    def __init__(self, query: _Optional[str] = ..., limit: _Optional[int] = ..., content_id: _Optional[str] = ...) -> None: ...
+    with_versions: bool
+    name: str
+    def __init__(self, query: _Optional[str] = ..., limit: _Optional[int] = ..., content_id: _Optional[str] = ..., with_versions: _Optional[bool] = ..., name: _Optional[str] = ...) -> None: ...
+
+class VersionCounter(_message.Message):
+    __slots__ = ("device", "value")
+    DEVICE_FIELD_NUMBER: _ClassVar[int]
+    VALUE_FIELD_NUMBER: _ClassVar[int]
+    device: str
+    value: int
+    def __init__(self, device: _Optional[str] = ..., value: _Optional[int] = ...) -> None: ...
 
 class SearchHit(_message.Message):
-    __slots__ = ("content_id", "name", "size", "provider", "hops")
+    __slots__ = ("content_id", "name", "size", "provider", "hops", "version", "mtime_ns", "origin", "deleted")
     CONTENT_ID_FIELD_NUMBER: _ClassVar[int]
     NAME_FIELD_NUMBER: _ClassVar[int]
     SIZE_FIELD_NUMBER: _ClassVar[int]
     PROVIDER_FIELD_NUMBER: _ClassVar[int]
     HOPS_FIELD_NUMBER: _ClassVar[int]
+    VERSION_FIELD_NUMBER: _ClassVar[int]
+    MTIME_NS_FIELD_NUMBER: _ClassVar[int]
+    ORIGIN_FIELD_NUMBER: _ClassVar[int]
+    DELETED_FIELD_NUMBER: _ClassVar[int]
     content_id: str
     name: str
     size: int
     provider: PeerInfo
     hops: int
-    def __init__(self, content_id: _Optional[str] = ..., name: _Optional[str] = ..., size: _Optional[int] = ..., provider: _Optional[_Union[PeerInfo, _Mapping]] = ..., hops: _Optional[int] = ...) -> None: ...
+    version: _containers.RepeatedCompositeFieldContainer[VersionCounter]
+    mtime_ns: int
+    origin: str
+    deleted: bool
+    def __init__(self, content_id: _Optional[str] = ..., name: _Optional[str] = ..., size: _Optional[int] = ..., provider: _Optional[_Union[PeerInfo, _Mapping]] = ..., hops: _Optional[int] = ..., version: _Optional[_Iterable[_Union[VersionCounter, _Mapping]]] = ..., mtime_ns: _Optional[int] = ..., origin: _Optional[str] = ..., deleted: _Optional[bool] = ...) -> None: ...
 
 class OverlayQuery(_message.Message):
     __slots__ = ("tag", "query_id", "ttl", "mode", "walkers", "origin", "query", "content_id", "limit", "timeout_ms", "covers")
@@ -242,17 +262,25 @@ class SubscribeRequest(_message.Message):
     def __init__(self, query: _Optional[str] = ..., sender: _Optional[_Union[PeerInfo, _Mapping]] = ...) -> None: ...
 
 class ShareChange(_message.Message):
-    __slots__ = ("kind", "content_id", "name", "size", "provider", "hops")
+    __slots__ = ("kind", "content_id", "name", "size", "provider", "hops", "version", "mtime_ns", "origin", "deleted")
     KIND_FIELD_NUMBER: _ClassVar[int]
     CONTENT_ID_FIELD_NUMBER: _ClassVar[int]
     NAME_FIELD_NUMBER: _ClassVar[int]
     SIZE_FIELD_NUMBER: _ClassVar[int]
     PROVIDER_FIELD_NUMBER: _ClassVar[int]
     HOPS_FIELD_NUMBER: _ClassVar[int]
+    VERSION_FIELD_NUMBER: _ClassVar[int]
+    MTIME_NS_FIELD_NUMBER: _ClassVar[int]
+    ORIGIN_FIELD_NUMBER: _ClassVar[int]
+    DELETED_FIELD_NUMBER: _ClassVar[int]
     kind: ChangeKind
     content_id: str
     name: str
     size: int
     provider: PeerInfo
     hops: int
-    def __init__(self, kind: _Optional[_Union[ChangeKind, str]] = ..., content_id: _Optional[str] = ..., name: _Optional[str] = ..., size: _Optional[int] = ..., provider: _Optional[_Union[PeerInfo, _Mapping]] = ..., hops: _Optional[int] = ...) -> None: ...
+    version: _containers.RepeatedCompositeFieldContainer[VersionCounter]
+    mtime_ns: int
+    origin: str
+    deleted: bool
+    def __init__(self, kind: _Optional[_Union[ChangeKind, str]] = ..., content_id: _Optional[str] = ..., name: _Optional[str] = ..., size: _Optional[int] = ..., provider: _Optional[_Union[PeerInfo, _Mapping]] = ..., hops: _Optional[int] = ..., version: _Optional[_Iterable[_Union[VersionCounter, _Mapping]]] = ..., mtime_ns: _Optional[int] = ..., origin: _Optional[str] = ..., deleted: _Optional[bool] = ...) -> None: ...

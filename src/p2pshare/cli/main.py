@@ -407,6 +407,8 @@ def status(api: ApiOpt = None, config: ConfigOpt = None, as_json: JsonOpt = Fals
         reachable,
         f"neighbours {len(doc['neighbours'])}: {' '.join(doc['neighbours']) or '-'}",
         f"served {_size(doc['bytes_served'])} in {doc['pieces_served']} pieces",
+        _sync_line("syncing", doc.get("pubsub", {}).get("syncing", [])),
+        _sync_line("conflict copies kept", doc.get("pubsub", {}).get("conflicts", [])),
     ):
         if line is not None:
             out.print(shown(line))
@@ -423,6 +425,14 @@ def status(api: ApiOpt = None, config: ConfigOpt = None, as_json: JsonOpt = Fals
                 shown(_note(d)),
             )
         out.print(table)
+
+
+def _sync_line(what: str, paths: list[str]) -> str | None:
+    """A status line of the folder syncs (none when there is nothing to say)."""
+    if not paths:
+        return None
+    more = f" and {len(paths) - 5} more" if len(paths) > 5 else ""
+    return f"{what}: {', '.join(paths[:5])}{more}"
 
 
 def _note(d: dict[str, Any]) -> str:
@@ -454,6 +464,15 @@ def watch(
                 sys.stdout.write(json.dumps(change, ensure_ascii=False) + "\n")
                 sys.stdout.flush()
                 continue
+            if change.get("event") == "sync":
+                out.print(
+                    shown(
+                        f"sync {change.get('action')}: {change.get('name')}"
+                        f"  {change.get('detail') or ''}"
+                    ),
+                    highlight=False,
+                )
+                continue
             sign = "+" if change.get("event") == "added" else "-"
             out.print(
                 shown(
@@ -468,19 +487,39 @@ def watch(
 def subscribe(
     query: Annotated[str, typer.Argument(help="Words or a glob.")],
     into: Annotated[Path, typer.Option("--into", help="Folder to download every match into.")],
+    mirror: Annotated[
+        bool,
+        typer.Option(
+            "--mirror", help="Follow removals too (the file is moved to the kept versions)."
+        ),
+    ] = False,
+    versions: Annotated[
+        int,
+        typer.Option(
+            "--versions",
+            min=0,
+            max=1000,
+            help="Replaced or removed files kept per name in FOLDER/.p2pshare/versions (0: none).",
+        ),
+    ] = 5,
     api: ApiOpt = None,
     config: ConfigOpt = None,
     as_json: JsonOpt = False,
 ) -> None:
-    """Make the peer download every current and future match into a folder (kept
-    across restarts of the peer)."""
+    """Keep a folder in sync with every current and future match: new versions replace
+    the old ones (kept in FOLDER/.p2pshare/versions), local changes that conflict are
+    kept as NAME.sync-conflict-YYYYMMDD-HHMMSS.EXT (kept across restarts of the peer)."""
     folder = str(into.expanduser().absolute())
     with _control(api, config) as client:
-        sub = client.post("/v1/subscriptions", {"query": query, "into": folder})
+        sub = client.post(
+            "/v1/subscriptions",
+            {"query": query, "into": folder, "mirror": mirror, "versions": versions},
+        )
     if as_json:
         _print_json(sub)
     else:
-        out.print(shown(f"subscription {sub['id']}: {sub['query']!r} into {sub['into']}"))
+        how = ", mirrored" if sub.get("mirror") else ""
+        out.print(shown(f"subscription {sub['id']}: {sub['query']!r} into {sub['into']}{how}"))
 
 
 @app.command()
@@ -491,10 +530,25 @@ def subscriptions(api: ApiOpt = None, config: ConfigOpt = None, as_json: JsonOpt
     if as_json:
         _print_json(subs)
         return
-    table = _table("id", "query", "into")
+    table = _table("id", "query", "into", "mirror", "versions kept", "conflicts", "syncing")
     for sub in subs:
-        table.add_row(shown(sub["id"]), shown(sub["query"]), shown(sub["into"]))
+        kind = "two-way" if sub.get("two_way") else "one-way"
+        table.add_row(
+            shown(sub["id"]),
+            shown(sub["query"]),
+            shown(f"{sub['into']} ({kind})"),
+            "yes" if sub.get("mirror") else "no",
+            f"{len(sub.get('kept', []))} (max {sub.get('versions', 5)}/name)",
+            shown(", ".join(sub.get("conflicts", []))) or "-",
+            shown(", ".join(sub.get("syncing", []))) or "-",
+        )
     out.print(table if subs else "no subscriptions")
+    for sub in subs:
+        for event in sub.get("events", [])[-5:]:
+            out.print(
+                shown(f"{sub['id']}: {event['action']} {event['name']}  {event['detail']}"),
+                highlight=False,
+            )
 
 
 @app.command()

@@ -11,6 +11,8 @@ from collections.abc import Hashable
 from dataclasses import dataclass
 from typing import Generic, Literal, TypeVar
 
+from p2pshare.core.sync import FileVersion
+
 __all__ = ["ADDED", "REMOVED", "ChangeDeduper", "Debouncer", "Kind", "ShareChange"]
 
 ADDED: Literal["added"] = "added"
@@ -31,39 +33,52 @@ class ShareChange:
     peer_id: str = ""
     hops: int = 0
     """How far the provider is from the peer that reports the change (0: itself)."""
+    version: FileVersion | None = None
+    """The version of the name after the change (folder sync), when it is known."""
+
+    def stamp(self) -> str:
+        """What tells two changes of one name and content apart: the version."""
+        v = self.version
+        if v is None:
+            return ""
+        counters = ",".join(f"{d}:{n}" for d, n in v.vector.items())
+        return f"{counters}/{v.content_id}/{int(v.deleted)}"
 
     def to_json(self) -> dict[str, object]:
         """The change as ``p2pshare watch --json`` prints it."""
-        return {
+        doc: dict[str, object] = {
             "event": self.kind,
             "content_id": self.content_id,
             "name": self.name,
             "size": self.size,
             "provider": self.provider,
         }
+        if self.version is not None:
+            doc["version"] = self.version.vector.to_json()
+        return doc
 
 
 class ChangeDeduper:
-    """Lets each ``(content_id, provider, kind)`` transition through once.
+    """Lets each ``(content_id, name, provider, version, kind)`` transition through once.
 
-    Remembers the last kind seen per ``(content_id, provider)``: a change that
-    repeats it is a duplicate (the same change over another path, or a relay that
-    came back); a change to the other kind is new. At most ``capacity`` pairs are
-    remembered, the least recently seen forgotten first.
+    Remembers the last kind seen per ``(content_id, name, provider, version)``: a
+    change that repeats it is a duplicate (the same change over another path, or a
+    relay that came back); a change to the other kind, or of another version, is new.
+    At most ``capacity`` keys are remembered, the least recently seen forgotten first.
     """
 
     def __init__(self, capacity: int = 10_000) -> None:
         if capacity < 1:
             raise ValueError("capacity must be >= 1")
         self._capacity = capacity
-        self._last: OrderedDict[tuple[str, str], Kind] = OrderedDict()
+        self._last: OrderedDict[tuple[str, str, str, str], Kind] = OrderedDict()
 
     def __len__(self) -> int:
         return len(self._last)
 
     def is_new(self, change: ShareChange) -> bool:
         """Whether ``change`` is new; remembers it either way."""
-        key = (change.content_id, change.provider)
+        key = (change.content_id, change.name, change.provider, change.stamp())
         last = self._last.get(key)
         self._last[key] = change.kind
         self._last.move_to_end(key)

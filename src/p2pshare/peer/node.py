@@ -6,6 +6,7 @@ decisions live in ``core``."""
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import logging
 import time
 from collections.abc import AsyncIterator
@@ -21,20 +22,25 @@ from p2pshare.config import PeerSettings
 from p2pshare.core.browser_origin import is_loopback
 from p2pshare.core.manifest import Manifest, check_content_id_prefix
 from p2pshare.core.names import parse_query
+from p2pshare.core.paths import check_share_name
 from p2pshare.core.pubsub import ADDED, REMOVED, ShareChange
+from p2pshare.core.sync import FileVersion
 from p2pshare.core.tracker_session import Registration
 from p2pshare.peer.discovery.providers import ProviderLookup
 from p2pshare.peer.discovery.search import NetworkSearch
 from p2pshare.peer.discovery.tracker_session import TrackerSession
 from p2pshare.peer.overlay.network import SAVED_NAME, Overlay
 from p2pshare.peer.overlay.publisher import NeighbourFeeds, Publisher, tracker_changes
-from p2pshare.peer.overlay.subscriptions import CATCH_UP_LIMIT, Subscriptions
+from p2pshare.peer.overlay.subscriptions import CATCH_UP_LIMIT, Subscription, Subscriptions
 from p2pshare.peer.rpc.auth import GrpcAuth, ServerAuth
 from p2pshare.peer.rpc.client import PeerClients
 from p2pshare.peer.rpc.server import PeerService, start_server
 from p2pshare.peer.sharing.hash_cache import HashCache
 from p2pshare.peer.sharing.share import ScanResult, Share, SharedFile
 from p2pshare.peer.sharing.watcher import ShareWatcher
+from p2pshare.peer.sync.engine import MAX_LISTING, FolderSync, SyncEvent, SyncShare
+from p2pshare.peer.sync.store import VersionStore, device_id
+from p2pshare.peer.sync.wire import hit_version
 from p2pshare.peer.transfer.downloads import DownloadManager
 from p2pshare.tracker.client import TrackerClient
 from p2pshare.tracker.client_auth import TrackerAuth
@@ -94,6 +100,9 @@ class PeerNode:
             whole_file_sha256=s.whole_file_sha256,
         )
         self.watcher = ShareWatcher(self.share, self._share_changed)
+        self.versions = VersionStore(self.data_dir / "sync.db", device_id(self.data_dir))
+        self.sync_share = SyncShare(store=self.versions, share=self.share)
+        self._sync_listeners: set[asyncio.Queue[SyncEvent]] = set()
         key = s.network_key
         self.clients = PeerClients(tls=self.tls, auth=GrpcAuth(key) if key else None)
         self.overlay = Overlay(
@@ -105,6 +114,7 @@ class PeerNode:
             seeds=s.seeds,
             learn=s.learn_neighbours,
         )
+        self.overlay.versioned_hits = self._versioned_hits
         self.publisher = Publisher()
         self.feeds = NeighbourFeeds(clients=self.clients, publisher=self.publisher)
         self.overlay.add_listener(self.feeds.neighbour_changed)
@@ -182,7 +192,8 @@ class PeerNode:
             data_dir=self.data_dir,
             search=self._subscription_search,
             changes=self.changes,
-            fetch=self._subscription_fetch,
+            listing=self._sync_listing,
+            folder=self._folder_sync,
             me=lambda: self.address,
         )
 
@@ -192,6 +203,7 @@ class PeerNode:
         s = self.settings
         self.watcher.start()  # before the scan: nothing written meanwhile is missed
         self.scan = await asyncio.to_thread(self.share.scan)
+        self.sync_share.reconcile()  # what changed while the peer was down: new versions
         key = s.network_key
         self._grpc, port = await start_server(
             self.service,
@@ -226,6 +238,7 @@ class PeerNode:
         if self._grpc is not None:
             await self._grpc.stop(grace=1.0)
         await self.clients.close()
+        self.versions.close()
 
     # -- who we are, what we did ----------------------------------------------
 
@@ -306,22 +319,110 @@ class PeerNode:
     # -- publish/subscribe ----------------------------------------------------
 
     def _share_changed(self, removed: list[SharedFile], added: list[SharedFile]) -> None:
-        """The share changed (the watcher, a completed download): tell the tracker and
-        the subscribers."""
-        me = self.me()
+        """The share changed (the watcher, a completed download): record the names'
+        versions, tell the tracker and the subscribers."""
+        versions = {f.name: v for f, v in self.sync_share.changed(removed, added)}
         for kind, files in ((REMOVED, removed), (ADDED, added)):
             for f in files:
-                self.publisher.publish(
-                    ShareChange(
-                        kind=kind,
-                        content_id=f.content_id,
-                        name=f.name,
-                        size=f.size,
-                        provider=me.address,
-                        peer_id=me.peer_id,
-                    )
-                )
+                version = versions.get(f.name)
+                if version is not None and (kind == REMOVED) != version.deleted:
+                    version = None  # the old content of a changed name: no version
+                self._publish(kind, f.content_id, f.name, f.size, version)
         self._files_changed()
+
+    def _publish(
+        self, kind: str, content_id: str, name: str, size: int, version: FileVersion | None
+    ) -> None:
+        me = self.me()
+        self.publisher.publish(
+            ShareChange(
+                kind=ADDED if kind == ADDED else REMOVED,
+                content_id=content_id,
+                name=name,
+                size=size,
+                provider=me.address,
+                peer_id=me.peer_id,
+                version=version,
+            )
+        )
+
+    # -- folder sync ----------------------------------------------------------
+
+    def _versioned_hits(self, request: pb.SearchRequest) -> list[pb.SearchHit]:
+        query = parse_query(request.query) if request.query and not request.name else None
+        return self.sync_share.hits(query, request.name, self.me())
+
+    def _folder_sync(self, sub: Subscription) -> FolderSync:
+        return FolderSync(
+            sub_id=sub.id,
+            folder=Path(sub.into),
+            mirror=sub.mirror,
+            keep=sub.keep,
+            store=self.versions,
+            cache=self.cache,
+            share=self.share,
+            downloads=self.downloads,
+            records=self.data_dir / "downloads",
+            manifest_of=lambda provider, cid: self.clients.manifest(provider, cid),
+            lookup=self._sync_lookup,
+            remember=self._sync_remember,
+            republish=self._sync_republish,
+            on_event=self._sync_event,
+        )
+
+    async def _sync_listing(self, provider: str, query: str) -> list[tuple[str, FileVersion]]:
+        hits = await self.clients.search_share_of(
+            provider, query, limit=MAX_LISTING, with_versions=True
+        )
+        out = []
+        for hit in hits:
+            try:
+                out.append((check_share_name(hit.name), hit_version(hit)))
+            except errors.P2PShareError:
+                continue
+        return out
+
+    async def _sync_lookup(self, provider: str, name: str) -> FileVersion | None:
+        hits = await self.clients.search_share_of(provider, "", name=name, with_versions=True)
+        for hit in hits:
+            if hit.name == name:
+                with contextlib.suppress(errors.P2PShareError):
+                    return hit_version(hit)
+        return None
+
+    def _sync_remember(self, content_id: str, name: str, size: int, provider: str) -> None:
+        self.network_search.remember(
+            SearchHit(
+                content_id=content_id,
+                name=name,
+                size=size,
+                providers=[PeerRef(peer_id="", address=provider)],
+            )
+        )
+
+    def _sync_republish(self, path: Path) -> None:
+        """A name's version changed with no change of its file (vectors merged): publish
+        it again, so the other peers' vectors converge too."""
+        version = self.sync_share.version_of(path)
+        if version is None or version.deleted or not path.is_relative_to(self.share_root):
+            return
+        name = "/".join(path.relative_to(self.share_root).parts)
+        self._publish(ADDED, version.content_id, name, version.size, version)
+
+    def _sync_event(self, event: SyncEvent) -> None:
+        for queue in list(self._sync_listeners):
+            with contextlib.suppress(asyncio.QueueFull):
+                queue.put_nowait(event)
+
+    async def sync_events(self) -> AsyncIterator[SyncEvent]:
+        """What the folder syncs do, as they do it."""
+        queue: asyncio.Queue[SyncEvent] = asyncio.Queue(1000)
+        self._sync_listeners.add(queue)
+        try:
+            while True:
+                yield await queue.get()
+        finally:
+            self._sync_listeners.discard(queue)
 
     async def changes(self, query: str) -> AsyncIterator[ShareChange]:
         """Changes of files matching ``query`` (empty: all) anywhere this peer hears of
@@ -353,19 +454,6 @@ class PeerNode:
     async def _subscription_search(self, query: str) -> list[SearchHit]:
         hits, _ = await self.network_search.search_everywhere(query, CATCH_UP_LIMIT)
         return hits
-
-    def _subscription_fetch(
-        self, content_id: str, name: str, size: int, provider: str, into: Path
-    ) -> None:
-        self.network_search.remember(
-            SearchHit(
-                content_id=content_id,
-                name=name,
-                size=size,
-                providers=[PeerRef(peer_id="", address=provider)],
-            )
-        )
-        self.downloads.start(content_id, into)
 
     # -- finding and fetching -------------------------------------------------
 

@@ -35,6 +35,7 @@ from p2pshare.peer.api import web_page
 from p2pshare.peer.node import PeerNode
 from p2pshare.peer.overlay.subscriptions import Subscription
 from p2pshare.peer.sharing.folders import check_out_folder
+from p2pshare.peer.sync.engine import STATE_DIR, FolderSync
 from p2pshare.peer.transfer.downloads import PiecesDetail
 from p2pshare.peer.transfer.progress import Download
 from p2pshare.peer.transfer.pulse import Pulse
@@ -272,6 +273,12 @@ class SubscribeRequest(_Model):
 
     query: str = Field(min_length=1, max_length=256, description="Words or a glob.")
     into: str = Field(max_length=4096, description="Absolute folder to download into.")
+    mirror: bool = Field(
+        default=False, description="Follow removals too (the file goes to the versions)."
+    )
+    versions: int = Field(
+        default=5, ge=0, le=1000, description="Replaced files kept per name (0: none)."
+    )
 
 
 class FetchedView(_Model):
@@ -280,23 +287,78 @@ class FetchedView(_Model):
     state: str
 
 
+class SyncEventView(_Model):
+    action: str = Field(description="added, replaced, removed, conflict or failed.")
+    name: str
+    detail: str
+    at: float = Field(description="Unix time.")
+    fetched: int = Field(description="Bytes downloaded for it.")
+    reused: int = Field(description="Bytes taken from local files instead.")
+    steps: dict[str, float] = Field(
+        default_factory=dict,
+        description="Unix times of a new version's steps: heard, seeded, downloaded, landed.",
+    )
+
+
 class SubscriptionView(_Model):
     id: str
     query: str
     into: str
+    mirror: bool = False
+    versions: int = Field(default=5, description="Replaced files kept per name.")
+    two_way: bool = Field(
+        default=False, description="The folder is this peer's share: its changes go out too."
+    )
     fetched: list[FetchedView] = Field(
         default_factory=list, description="Downloads into its folder since the peer started."
     )
+    kept: list[str] = Field(
+        default_factory=list, description="Versions kept in .p2pshare/versions/ of the folder."
+    )
+    conflicts: list[str] = Field(
+        default_factory=list, description="Conflict copies made since the peer started."
+    )
+    syncing: list[str] = Field(default_factory=list, description="Names being synced now.")
+    events: list[SyncEventView] = Field(default_factory=list, description="The last ones.")
+    bytes_fetched: int = 0
+    bytes_reused: int = Field(default=0, description="Taken from local files, not fetched.")
 
     @classmethod
-    def of(cls, s: Subscription, downloads: list[Download] | None = None) -> SubscriptionView:
+    def of(
+        cls,
+        s: Subscription,
+        downloads: list[Download] | None = None,
+        folder: FolderSync | None = None,
+    ) -> SubscriptionView:
         into = Path(s.into)
+        incoming = into / STATE_DIR / "incoming"
         fetched = [
             FetchedView(content_id=d.content_id, name=d.name, state=d.state)
             for d in downloads or []
-            if d.out_dir == into
+            if d.out_dir in (into, incoming)
         ]
-        return cls(id=s.id, query=s.query, into=s.into, fetched=fetched)
+        view = cls(
+            id=s.id, query=s.query, into=s.into, mirror=s.mirror, versions=s.keep, fetched=fetched
+        )
+        if folder is not None:
+            view.two_way = folder.two_way
+            view.kept = folder.kept_versions()
+            view.conflicts = list(folder.conflicts)
+            view.syncing = folder.busy()
+            view.events = [
+                SyncEventView(
+                    action=e.action,
+                    name=e.name,
+                    detail=e.detail,
+                    at=e.at,
+                    fetched=e.fetched,
+                    reused=e.reused,
+                    steps=e.steps,
+                )
+                for e in folder.events
+            ]
+            view.bytes_fetched, view.bytes_reused = folder.fetched, folder.reused
+        return view
 
 
 class SubscriptionsView(_Model):
@@ -312,6 +374,13 @@ class PubSubView(_Model):
     relayed: int = Field(description="Changes of other peers passed on.")
     tracker_events: str = Field(description="The tracker's event stream, when one is open.")
     subscriptions: int
+    syncing: list[str] = Field(
+        default_factory=list, description="Names the folder syncs are bringing in now."
+    )
+    conflicts: list[str] = Field(
+        default_factory=list,
+        description="Conflict copies the folder syncs made since the peer started (paths).",
+    )
 
 
 class StatusView(_Model):
@@ -533,30 +602,50 @@ def create_app(
     ) -> StreamingResponse:
         """Server-sent events, one per new or removed match anywhere this peer hears of
         (its share, its neighbours, the tracker): ``data: {"event": "added"|"removed",
-        "content_id", "name", "size", "provider"}``."""
+        "content_id", "name", "size", "provider"}`` (``version``: the name's version
+        vector, when the provider keeps them); and what this peer's folder syncs do:
+        ``event: sync``, ``data: {"event": "sync", "action": "added"|"replaced"|
+        "removed"|"conflict"|"failed", "name", "folder", "subscription", "detail",
+        "at", "fetched", "reused"}`` (names matching ``q``)."""
         changes = node.changes(q)
         first = asyncio.ensure_future(anext(changes))  # a bad query fails here, as a 422
         await asyncio.sleep(0)
         if first.done() and first.exception() is not None:
             raise first.exception()  # type: ignore[misc]
+        wanted = parse_query(q) if q else None
+        syncs = node.sync_events()
 
         async def stream() -> AsyncIterator[bytes]:
             pending = first
+            pending_sync = asyncio.ensure_future(anext(syncs))
             yield b": p2pshare peer events\n\n"
             try:
                 while True:
-                    done, _ = await asyncio.wait({pending}, timeout=KEEPALIVE_SECONDS)
+                    done, _ = await asyncio.wait(
+                        {pending, pending_sync},
+                        timeout=KEEPALIVE_SECONDS,
+                        return_when=asyncio.FIRST_COMPLETED,
+                    )
                     if not done:
                         yield b": keepalive\n\n"
                         continue
-                    change = pending.result()
-                    pending = asyncio.ensure_future(anext(changes))
-                    body = json.dumps(change.to_json(), ensure_ascii=False)
-                    yield f"event: {change.kind}\ndata: {body}\n\n".encode()
+                    if pending_sync in done:
+                        event = pending_sync.result()
+                        pending_sync = asyncio.ensure_future(anext(syncs))
+                        if wanted is None or wanted.matches(event.name):
+                            body = json.dumps(event.to_json(), ensure_ascii=False)
+                            yield f"event: sync\ndata: {body}\n\n".encode()
+                    if pending in done:
+                        change = pending.result()
+                        pending = asyncio.ensure_future(anext(changes))
+                        body = json.dumps(change.to_json(), ensure_ascii=False)
+                        yield f"event: {change.kind}\ndata: {body}\n\n".encode()
             finally:
-                pending.cancel()
-                await asyncio.gather(pending, return_exceptions=True)
+                for p in (pending, pending_sync):
+                    p.cancel()
+                await asyncio.gather(pending, pending_sync, return_exceptions=True)
                 await changes.aclose()  # type: ignore[attr-defined]
+                await syncs.aclose()  # type: ignore[attr-defined]
 
         return StreamingResponse(
             stream(), media_type="text/event-stream", headers={"Cache-Control": "no-cache"}
@@ -566,13 +655,15 @@ def create_app(
     async def subscriptions() -> SubscriptionsView:
         return SubscriptionsView(
             subscriptions=[
-                SubscriptionView.of(s, node.downloads.all()) for s in node.subscriptions.all()
+                SubscriptionView.of(s, node.downloads.all(), node.subscriptions.folders.get(s.id))
+                for s in node.subscriptions.all()
             ]
         )
 
     @app.post("/v1/subscriptions", status_code=201, responses=_errors(400, 422))
     async def subscribe(req: SubscribeRequest) -> SubscriptionView:
-        return SubscriptionView.of(node.subscriptions.add(req.query, req.into))
+        sub = node.subscriptions.add(req.query, req.into, mirror=req.mirror, keep=req.versions)
+        return SubscriptionView.of(sub, folder=node.subscriptions.folders.get(sub.id))
 
     @app.delete("/v1/subscriptions/{sub_id}", responses=_errors(404, 422))
     async def unsubscribe(sub_id: str) -> SubscriptionView:
@@ -619,6 +710,16 @@ def _status(node: PeerNode, *, downloads: bool = True) -> StatusView:
             relayed=node.publisher.relayed,
             tracker_events=node.tracker_events,
             subscriptions=len(node.subscriptions.all()),
+            syncing=[
+                str(Path(f.folder, n))
+                for f in node.subscriptions.folders.values()
+                for n in f.busy()
+            ],
+            conflicts=[
+                str(Path(f.folder, c))
+                for f in node.subscriptions.folders.values()
+                for c in f.conflicts
+            ],
         ),
         pieces_served=uploaded.pieces,
         bytes_served=uploaded.bytes,

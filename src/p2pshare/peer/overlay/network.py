@@ -110,6 +110,8 @@ class Overlay:
     ) -> None:
         self._clients = clients
         self._share = share
+        # folder sync: answers a Search with with_versions (set by the peer)
+        self.versioned_hits: Callable[[pb.SearchRequest], list[pb.SearchHit]] | None = None
         self._me = me
         self._saved_path = saved
         self._seeds = list(seeds)
@@ -298,7 +300,10 @@ class Overlay:
                 self._cancel_downstream(relay)
 
     def local_hits(self, request: pb.SearchRequest | pb.OverlayQuery) -> list[pb.SearchHit]:
-        """What our own share holds for ``request`` (by content id, or by name)."""
+        """What our own share holds for ``request`` (by content id, or by name); with
+        ``with_versions``, each name's version, removed names too (folder sync)."""
+        if isinstance(request, pb.SearchRequest) and request.with_versions:
+            return self.versioned_hits(request) if self.versioned_hits is not None else []
         me = self._me()
         if request.content_id:
             try:

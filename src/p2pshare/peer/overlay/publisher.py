@@ -35,6 +35,7 @@ from p2pshare.core.neighbours import Added, Change, Dropped
 from p2pshare.core.paths import check_share_name
 from p2pshare.core.pubsub import ADDED, REMOVED, ChangeDeduper, Kind, ShareChange
 from p2pshare.peer.rpc.client import PeerClients
+from p2pshare.peer.sync.wire import version_from_pb
 
 __all__ = [
     "MAX_HOPS",
@@ -58,7 +59,7 @@ _PB_KINDS = {ADDED: pb.CHANGE_KIND_ADDED, REMOVED: pb.CHANGE_KIND_REMOVED}
 
 
 def change_to_pb(change: ShareChange) -> pb.ShareChange:
-    return pb.ShareChange(
+    msg = pb.ShareChange(
         kind=_PB_KINDS[change.kind],
         content_id=change.content_id,
         name=change.name,
@@ -66,6 +67,11 @@ def change_to_pb(change: ShareChange) -> pb.ShareChange:
         provider=pb.PeerInfo(peer_id=change.peer_id, address=change.provider),
         hops=change.hops,
     )
+    v = change.version
+    if v is not None:
+        msg.version.extend(pb.VersionCounter(device=d, value=n) for d, n in v.vector.items())
+        msg.mtime_ns, msg.origin, msg.deleted = v.mtime_ns, v.origin, v.deleted
+    return msg
 
 
 def change_from_pb(msg: pb.ShareChange, *, extra_hops: int = 1) -> ShareChange:
@@ -75,6 +81,16 @@ def change_from_pb(msg: pb.ShareChange, *, extra_hops: int = 1) -> ShareChange:
         address = check_address(msg.provider.address)
     except (KeyError, ValueError) as exc:
         raise errors.UsageError(f"malformed change: {exc}") from exc
+    version = None
+    if msg.version:
+        version = version_from_pb(
+            msg.version,
+            content_id=msg.content_id,
+            size=msg.size,
+            mtime_ns=msg.mtime_ns,
+            origin=msg.origin,
+            deleted=msg.deleted,
+        )
     return ShareChange(
         kind=kind,
         content_id=check_content_id(msg.content_id),
@@ -83,6 +99,7 @@ def change_from_pb(msg: pb.ShareChange, *, extra_hops: int = 1) -> ShareChange:
         provider=address,
         peer_id=msg.provider.peer_id[:64],
         hops=msg.hops + extra_hops,
+        version=version,
     )
 
 

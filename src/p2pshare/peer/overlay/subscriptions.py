@@ -1,10 +1,13 @@
 """Subscriptions: keep a local folder in sync with a query (``p2pshare subscribe``).
 
-A subscription is a query and a folder. While the peer runs, every file matching
-the query that is on the network now (a search at start) or is published later (an
-``added`` change, from the tracker or the overlay) is downloaded into the folder.
-Removed files are kept. Subscriptions are saved in ``<data>/subscriptions.json``
-and resumed when the peer starts again.
+A subscription is a query and a folder. While the peer runs, every file matching the
+query is followed by name (``p2pshare.peer.sync.engine.FolderSync``): a new version
+of it published anywhere (a change from the tracker or the overlay, a publisher's
+listing at start) replaces the local one by the rules of ``core.sync``; with
+``mirror`` removals are followed too. The publishers heard of are remembered, so a
+subscriber that was down asks each of them for its listing when it starts again.
+Subscriptions are saved in ``<data>/subscriptions.json`` and resumed when the peer
+starts again.
 """
 
 from __future__ import annotations
@@ -15,13 +18,15 @@ import logging
 import os
 import secrets
 from collections.abc import AsyncIterator, Awaitable, Callable
-from dataclasses import asdict, dataclass
+from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
 from p2pshare import errors
 from p2pshare.core.names import parse_query
-from p2pshare.core.pubsub import ADDED, ShareChange
+from p2pshare.core.pubsub import ShareChange
+from p2pshare.core.sync import FileVersion
 from p2pshare.peer.sharing.folders import check_out_folder
+from p2pshare.peer.sync.engine import FolderSync
 from p2pshare.tracker.models import SearchHit
 
 __all__ = ["CATCH_UP_LIMIT", "SAVED_NAME", "Subscription", "Subscriptions"]
@@ -30,11 +35,16 @@ log = logging.getLogger(__name__)
 
 SAVED_NAME = "subscriptions.json"
 MAX_SUBSCRIPTIONS = 100
+MAX_PUBLISHERS = 64  # remembered per subscription
 CATCH_UP_LIMIT = 500  # current matches fetched when a subscription starts (the tracker's most)
+DEFAULT_KEEP = 5  # versions kept per name (Syncthing's simple versioning)
+MAX_KEEP = 1000
+RETRY = 5.0
 
 Search = Callable[[str], Awaitable[list[SearchHit]]]
 Changes = Callable[[str], AsyncIterator[ShareChange]]
-Fetch = Callable[[str, str, int, str, Path], None]  # content id, name, size, provider, into
+Listing = Callable[[str, str], Awaitable[list[tuple[str, FileVersion]]]]  # provider, query
+MakeFolder = Callable[["Subscription"], FolderSync]
 
 
 @dataclass(frozen=True, slots=True)
@@ -42,6 +52,9 @@ class Subscription:
     id: str
     query: str
     into: str
+    mirror: bool = False
+    keep: int = DEFAULT_KEEP
+    publishers: tuple[str, ...] = field(default=(), compare=False)
 
 
 class Subscriptions:
@@ -53,17 +66,20 @@ class Subscriptions:
         data_dir: Path,
         search: Search,
         changes: Changes,
-        fetch: Fetch,
+        listing: Listing,
+        folder: MakeFolder,
         me: Callable[[], str],
     ) -> None:
         self._data = data_dir
         self._path = data_dir / SAVED_NAME
         self._search = search
         self._changes = changes
-        self._fetch = fetch
+        self._listing = listing
+        self._make_folder = folder
         self._me = me
         self._subs: dict[str, Subscription] = {}
         self._tasks: dict[str, asyncio.Task[None]] = {}
+        self.folders: dict[str, FolderSync] = {}
 
     def start(self) -> None:
         for sub in self._load():
@@ -76,15 +92,25 @@ class Subscriptions:
         for task in tasks:
             task.cancel()
         await asyncio.gather(*tasks, return_exceptions=True)
+        for folder in list(self.folders.values()):
+            await folder.close()
 
     def all(self) -> list[Subscription]:
         return list(self._subs.values())
 
-    def add(self, query: str, into: str) -> Subscription:
+    def add(
+        self, query: str, into: str, *, mirror: bool = False, keep: int = DEFAULT_KEEP
+    ) -> Subscription:
         parse_query(query)
+        if not 0 <= keep <= MAX_KEEP:
+            raise errors.UsageError(f"--versions: keep 0 to {MAX_KEEP} versions per file")
         folder = check_out_folder(into, data_dir=self._data, option="--into")
         for sub in self._subs.values():
             if sub.query == query and sub.into == str(folder):
+                if (sub.mirror, sub.keep) != (mirror, keep):
+                    raise errors.UsageError(
+                        f"subscription {sub.id} has this query and folder already; remove it first"
+                    )
                 return sub
         if len(self._subs) >= MAX_SUBSCRIPTIONS:
             raise errors.UsageError(f"at most {MAX_SUBSCRIPTIONS} subscriptions; remove one")
@@ -92,7 +118,9 @@ class Subscriptions:
             folder.mkdir(parents=True, exist_ok=True)
         except OSError as exc:
             raise errors.UsageError(f"--into: cannot create {folder}: {exc.strerror}") from exc
-        sub = Subscription(id=secrets.token_hex(4), query=query, into=str(folder))
+        sub = Subscription(
+            id=secrets.token_hex(4), query=query, into=str(folder), mirror=mirror, keep=keep
+        )
         self._subs[sub.id] = sub
         self._save()
         self._run(sub)
@@ -108,23 +136,37 @@ class Subscriptions:
         task = self._tasks.pop(sub_id, None)
         if task is not None:
             task.cancel()
+        folder = self.folders.pop(sub_id, None)
+        if folder is not None:
+            asyncio.create_task(folder.close())
         return sub
 
     def _run(self, sub: Subscription) -> None:
+        self.folders[sub.id] = self._make_folder(sub)
         self._tasks[sub.id] = asyncio.create_task(self._follow(sub), name=f"subscription {sub.id}")
 
     async def _follow(self, sub: Subscription) -> None:
-        into = Path(sub.into)
-        changes = self._changes(sub.query)
-        catch_up = asyncio.create_task(self._catch_up(sub, into))
+        folder = self.folders[sub.id]
+        catch_up = asyncio.create_task(self._catch_up(sub, folder))
         try:
-            async for change in changes:
-                if change.kind == ADDED and change.provider != self._me():
-                    self._get(change.content_id, change.name, change.size, change.provider, into)
+            while True:
+                try:
+                    async for change in self._changes(sub.query):
+                        if change.provider == self._me():
+                            continue
+                        self._publisher_seen(sub.id, change.provider, folder)
+                        folder.offer(change.name, change.provider, change.version)
+                except errors.P2PShareError as exc:
+                    log.info("subscription %s: changes failed: %s", sub.id, exc)
+                await asyncio.sleep(RETRY)
         finally:
             catch_up.cancel()
 
-    async def _catch_up(self, sub: Subscription, into: Path) -> None:
+    async def _catch_up(self, sub: Subscription, folder: FolderSync) -> None:
+        """The current versions of every publisher remembered, and of those a search
+        finds now: what changed while this peer was down."""
+        for publisher in sub.publishers:
+            asyncio.create_task(self._list(sub, publisher, folder))
         try:
             hits = await self._search(sub.query)
         except errors.P2PShareError as exc:
@@ -132,21 +174,46 @@ class Subscriptions:
             return
         me = self._me()
         for hit in hits:
-            others = [p.address for p in hit.providers if p.address != me]
-            if others:
-                self._get(hit.content_id, hit.name, hit.size, others[0], into)
+            for provider in (p.address for p in hit.providers if p.address != me):
+                if self._publisher_seen(sub.id, provider, folder):
+                    asyncio.create_task(self._list(sub, provider, folder))
 
-    def _get(self, content_id: str, name: str, size: int, provider: str, into: Path) -> None:
+    async def _list(self, sub: Subscription, provider: str, folder: FolderSync) -> None:
         try:
-            self._fetch(content_id, name, size, provider, into)
+            listing = await self._listing(provider, sub.query)
         except errors.P2PShareError as exc:
-            log.info("subscription: cannot fetch %s: %s", name, exc)
+            log.info("subscription %s: cannot list %s: %s", sub.id, provider, exc)
+            return
+        for name, version in listing:
+            folder.offer(name, provider, version)
+
+    def _publisher_seen(self, sub_id: str, provider: str, folder: FolderSync) -> bool:
+        """Remember ``provider`` as a publisher of the subscription; True if new."""
+        sub = self._subs.get(sub_id)
+        if sub is None or provider in sub.publishers:
+            return False
+        publishers = (*sub.publishers, provider)[-MAX_PUBLISHERS:]
+        self._subs[sub_id] = Subscription(
+            sub.id, sub.query, sub.into, sub.mirror, sub.keep, publishers
+        )
+        try:
+            self._save()
+        except errors.P2PShareError as exc:
+            log.warning("%s", exc)
+        return True
 
     def _load(self) -> list[Subscription]:
         try:
             doc = json.loads(self._path.read_text())
             return [
-                Subscription(id=str(s["id"]), query=str(s["query"]), into=str(s["into"]))
+                Subscription(
+                    id=str(s["id"]),
+                    query=str(s["query"]),
+                    into=str(s["into"]),
+                    mirror=bool(s.get("mirror", False)),
+                    keep=min(max(int(s.get("keep", DEFAULT_KEEP)), 0), MAX_KEEP),
+                    publishers=tuple(str(p) for p in s.get("publishers", []))[-MAX_PUBLISHERS:],
+                )
                 for s in doc["subscriptions"]
             ][:MAX_SUBSCRIPTIONS]
         except FileNotFoundError:
@@ -156,7 +223,11 @@ class Subscriptions:
             return []
 
     def _save(self) -> None:
-        doc = {"subscriptions": [asdict(s) for s in self._subs.values()]}
+        doc = {
+            "subscriptions": [
+                {**asdict(s), "publishers": list(s.publishers)} for s in self._subs.values()
+            ]
+        }
         tmp = self._path.with_name(self._path.name + ".tmp")
         try:
             tmp.write_text(json.dumps(doc, indent=1) + "\n")

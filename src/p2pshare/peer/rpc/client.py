@@ -234,16 +234,20 @@ class PeerClients:
         return PieceCall(call, address)
 
     async def search_share_of(
-        self, address: str, query: str, *, limit: int = 0, timeout: float = CALL_TIMEOUT
+        self,
+        address: str,
+        query: str,
+        *,
+        limit: int = 0,
+        timeout: float = CALL_TIMEOUT,
+        with_versions: bool = False,
+        name: str = "",
     ) -> list[pb.SearchHit]:
-        """The hits of ``address``'s own share for ``query`` (no overlay behind it)."""
+        """The hits of ``address``'s own share for ``query`` (no overlay behind it);
+        ``with_versions``: with their versions, removed names too (of ``name`` only)."""
+        request = pb.SearchRequest(query=query, limit=limit, with_versions=with_versions, name=name)
         with translated(address):
-            return [
-                hit
-                async for hit in self._stub(address).Search(
-                    pb.SearchRequest(query=query, limit=limit), timeout=timeout
-                )
-            ]
+            return [hit async for hit in self._stub(address).Search(request, timeout=timeout)]
 
     def overlay(self, address: str) -> OverlayStream:
         """Open an ``Overlay`` stream to ``address``; it fails on first use if the peer

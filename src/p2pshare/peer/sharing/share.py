@@ -219,6 +219,11 @@ class Share:
         with self._lock:
             return len(self._by_name)
 
+    def named(self, name: str) -> SharedFile | None:
+        """The shared file of this share name, if any."""
+        with self._lock:
+            return self._by_name.get(name)
+
     def get(self, content_id: str) -> SharedFile:
         """A shared file with this content id (any one of several identical ones)."""
         check_content_id(content_id)

@@ -154,21 +154,21 @@ class ShareWatcher:
 
 
 def _diff(before: dict[str, SharedFile], share: Share) -> tuple[list[SharedFile], list[SharedFile]]:
-    """Content ids no longer shared, and shared files new or changed since ``before``."""
+    """Per name: the shared files gone or changed since ``before`` (as they were), and
+    those new or changed (as they are). A rename is the old name removed and the new
+    one added, even with the same content (folder sync follows names)."""
     after = {f.name: f for f in share.files()}
-    still = {f.content_id for f in after.values()}
-    was = {f.content_id for f in before.values()}
-    removed = {
-        f.content_id: f for f in before.values() if f.content_id not in still
-    }  # another name may still share the bytes: then nothing was removed
-    added = {
-        f.content_id: f
+    removed = [
+        f
+        for name, f in before.items()
+        if name not in after or after[name].content_id != f.content_id
+    ]
+    added = [
+        f
         for name, f in after.items()
-        if f.content_id not in was
-        or (name in before and before[name].content_id != f.content_id)
-        or name not in before
-    }
-    return list(removed.values()), list(added.values())
+        if name not in before or before[name].content_id != f.content_id
+    ]
+    return removed, added
 
 
 def _walk(folder: str) -> list[str]:

@@ -77,6 +77,7 @@ class DownloadManager:
         self._swarms: dict[str, Swarm] = {}  # the running (or last) swarm of each download
         self._have: dict[str, bytes] = {}  # verified pieces when the last run ended
         self._delivered: dict[str, dict[str, int]] = {}  # bytes by provider of ended runs
+        self._verified: dict[str, list[int]] = {}  # pieces a caller wrote verified (start)
         self.changed: Callable[[], None] = lambda: None  # told of every change of a download
         self._pool = ThreadPoolExecutor(max(2, os.cpu_count() or 2), "p2pshare-disk")
         self._streams_pool = ThreadPoolExecutor(MAX_STREAMS, "p2pshare-stream")
@@ -110,8 +111,14 @@ class DownloadManager:
         except KeyError:
             raise errors.NotFound(f"no download of {content_id}") from None
 
-    def start(self, content_id: str, out_dir: Path | None = None) -> Download:
-        """Start downloading ``content_id`` into ``out_dir`` (or join the running download)."""
+    def start(
+        self, content_id: str, out_dir: Path | None = None, *, verified: list[int] | None = None
+    ) -> Download:
+        """Start downloading ``content_id`` into ``out_dir`` (or join the running download).
+
+        ``verified``: pieces the caller has just written into the partial file from a
+        verified, unchanged local file, with a record claiming them (folder sync):
+        taken without hashing them again (``PartialDownload.open``)."""
         check_content_id(content_id)
         out = (out_dir or self._default_out).resolve()
         current = self._downloads.get(content_id)
@@ -124,6 +131,9 @@ class DownloadManager:
             return self.resume(content_id)
         download = Download(content_id, out, listener=self._changed)
         self._downloads[content_id] = download
+        self._verified.pop(content_id, None)
+        if verified:
+            self._verified[content_id] = verified
         # an interrupted earlier attempt left the manifest: no need to ask a provider
         earlier = load_record(self._records / f"{content_id}.json")
         manifest = earlier[0] if earlier and earlier[0].content_id == content_id else None
@@ -268,8 +278,12 @@ class DownloadManager:
                 return
             record = self._records / f"{manifest.content_id}.json"
             loop = asyncio.get_running_loop()
+            verified = self._verified.pop(manifest.content_id, [])
             partial = await loop.run_in_executor(
-                self._pool, lambda: PartialDownload.open(manifest, target, record, pool=self._pool)
+                self._pool,
+                lambda: PartialDownload.open(
+                    manifest, target, record, pool=self._pool, verified=verified
+                ),
             )
             self._partials[manifest.content_id] = partial
             self._on_change()  # others may fetch our verified pieces from now on

@@ -9,6 +9,11 @@ Invariants:
   costs a re-fetch of those pieces, never a corrupt result. That is why the
   record needs no ``fsync`` of the partial file, which would hold every download
   to the disk's write speed;
+- the one exception: pieces a caller wrote itself just before, from a local file
+  whose pieces were verified and which has not changed since (folder sync copies
+  the old version of a file into the new one's partial file: ``verified`` of
+  ``open``), are not hashed again, as the share serves a file by its hashes while
+  its size, mtime and inode stay;
 - verified bytes are not thrown away: with its record lost or garbled, a partial
   file is checked piece by piece; a download started again into another folder
   (say, after the first disk filled up) takes the verified pieces of the earlier
@@ -22,6 +27,7 @@ import errno
 import json
 import os
 import threading
+from collections.abc import Collection
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 from typing import Any
@@ -64,9 +70,16 @@ class PartialDownload:
 
     @classmethod
     def open(
-        cls, manifest: Manifest, target: Path, record: Path, *, pool: ThreadPoolExecutor
+        cls,
+        manifest: Manifest,
+        target: Path,
+        record: Path,
+        *,
+        pool: ThreadPoolExecutor,
+        verified: Collection[int] = (),
     ) -> PartialDownload:
-        """Start, or resume what an earlier attempt verified, re-checking every piece."""
+        """Start, or resume what an earlier attempt verified, re-checking every piece
+        but those of ``verified`` the record claims (see the module's invariants)."""
         have = PieceSet(manifest.piece_count)
         earlier = _read_record(record, manifest)
         on_disk = _size_of(partial_path(target))
@@ -89,6 +102,11 @@ class PartialDownload:
                 for i in range(manifest.piece_count)
                 if manifest.piece_offset(i) + manifest.piece_length(i) <= on_disk
             ]
+        trusted = set(verified) if earlier is not None else set()
+        for index in candidates:
+            if index in trusted:
+                have.add(index)
+        candidates = [i for i in candidates if i not in trusted]
         ok = pool.map(lambda i: download._read_verified(download._fd, i) is not None, candidates)
         for index, good in zip(candidates, ok, strict=True):
             if good:

@@ -468,11 +468,17 @@ async function loadSubscriptions() {
 
 function drawSubscription(sub) {
   const fetched = sub.fetched.map((f) => el("li", { text: `${f.name || f.content_id.slice(0, 16)} (${f.state})` }));
+  const events = (sub.events || []).slice(-5).map((e) => el("li", { text: `${e.action} ${e.name} ${e.detail}` }));
+  const how = [sub.two_way ? "two-way" : "one-way", sub.mirror ? "mirror" : "removals kept"];
+  how.push(`${(sub.kept || []).length} versions kept (${sub.versions} per file)`);
   return el(
     "li",
     { class: "card" },
     el("h3", { class: "name", text: sub.query }),
     el("p", { text: `into ${sub.into} · id ${sub.id}` }),
+    el("p", { text: how.join(" · ") }),
+    (sub.conflicts || []).length ? el("p", { text: `conflict copies: ${sub.conflicts.join(", ")}` }) : el("span"),
+    events.length ? el("ul", { class: "fetched" }, ...events) : el("span"),
     fetched.length ? el("ul", { class: "fetched" }, ...fetched) : el("p", { text: "nothing fetched yet" }),
     el("button", {
       type: "button",
@@ -495,7 +501,11 @@ $("sub-form").addEventListener("submit", async (ev) => {
   ev.preventDefault();
   const query = $("sub-query").value.trim();
   try {
-    await call("POST", "/v1/subscriptions", { query, into: $("sub-into").value.trim() });
+    await call("POST", "/v1/subscriptions", {
+      query,
+      into: $("sub-into").value.trim(),
+      mirror: $("sub-mirror").checked,
+    });
     say("sub-state", `subscribed to ${query}`);
     $("sub-query").value = "";
   } catch (err) {
