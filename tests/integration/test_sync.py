@@ -181,14 +181,20 @@ def test_a_subscriber_down_during_changes_catches_up_after_a_restart(
     wait_for(lambda: not (into / "two.dat").exists(), 10, "the removal")
 
 
-def test_a_new_version_while_the_previous_one_still_downloads(
-    net: LocalNetwork, tmp_path: Path
-) -> None:
+def _slow_publisher_and_subscriber(net: LocalNetwork) -> tuple[PeerProc, PeerProc]:
+    """Peer a uploads at 4 MiB/s (a version takes seconds to move); b has a as neighbour."""
     tracker = net.start_tracker()
     slow = {"P2PSHARE_PEER_MAX_UPLOAD_RATE": str(4 * MiB)}
     a = net.start_peer("a", tracker=tracker.url, env=slow)
     b = net.start_peer("b", "--seed", a.address, tracker=tracker.url)
     wait_for(lambda: api(b, "/v1/status")["neighbours"] == [a.address], 10, "b's neighbour")
+    return a, b
+
+
+def test_a_new_version_while_the_previous_one_still_downloads(
+    net: LocalNetwork, tmp_path: Path
+) -> None:
+    a, b = _slow_publisher_and_subscriber(net)
     big = write_random(a.share / "big.iso", 24 * MiB)
     into = tmp_path / "isos"
     subscribe(b, "iso", into)
@@ -255,11 +261,7 @@ def test_three_peers_sync_one_folder_both_ways_and_converge(net: LocalNetwork) -
 def test_the_old_version_stays_readable_until_the_new_one_is_complete(
     net: LocalNetwork, tmp_path: Path
 ) -> None:
-    tracker = net.start_tracker()
-    slow = {"P2PSHARE_PEER_MAX_UPLOAD_RATE": str(4 * MiB)}
-    a = net.start_peer("a", tracker=tracker.url, env=slow)
-    b = net.start_peer("b", "--seed", a.address, tracker=tracker.url)
-    wait_for(lambda: api(b, "/v1/status")["neighbours"] == [a.address], 10, "b's neighbour")
+    a, b = _slow_publisher_and_subscriber(net)
     f = write_random(a.share / "video.mkv", 4 * MiB)
     into = tmp_path / "videos"
     subscribe(b, "video", into, "--versions", "0")
