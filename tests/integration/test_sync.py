@@ -199,7 +199,11 @@ def test_a_new_version_while_the_previous_one_still_downloads(
     into = tmp_path / "isos"
     subscribe(b, "iso", into)
     wait_for(lambda: subscription(b)["syncing"] == ["big.iso"], 10, "the download to start")
-    time.sleep(1.0)  # a few MiB are in
+    wait_for(
+        lambda: any(d["bytes_done"] >= 2 * MiB for d in api(b, "/v1/downloads")),
+        10,
+        "a few MiB of the first version",
+    )
     edit(big, 20 * MiB, os.urandom(MiB))  # the next version, before the first landed
     wait_for(lambda: same_as(into / "big.iso", sha256(big)), 30, "the newest version")
     sub = subscription(b)
