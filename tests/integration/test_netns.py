@@ -61,7 +61,11 @@ def test_a_provider_cut_off_mid_download_is_left_behind_and_used_again_when_back
 
     tracker = net.start_tracker("--host", lab.gateway)
     far = start_peer_in(net, far_host, "far", tracker.url, far_config)
-    net.start_peer("near", "--config", str(slow), tracker=tracker.url)
+    # near at half far's rate: the download outlasts far's return by far (near alone
+    # needs ~45 s), so "used again" is seen before the file is complete
+    slower = tmp_path / "slower.toml"
+    slower.write_text(f"[peer]\npiece_size = {PIECE}\nmax_upload_rate = {1 << 20}\n")
+    net.start_peer("near", "--config", str(slower), tracker=tracker.url)
     fetcher = net.start_peer("fetcher", tracker=tracker.url)
     content_id = api(far, "/v1/files", token=token)["files"][0]["content_id"]
     getting = subprocess.Popen(
