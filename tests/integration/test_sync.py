@@ -167,6 +167,9 @@ def test_a_subscriber_down_during_changes_catches_up_after_a_restart(
     tracker, a, b = pair(net)
     one = write_random(a.share / "one.dat", 300_000)
     two = write_random(a.share / "two.dat", 300_000)
+    # both hashed and shared before b subscribes (a file still being hashed while a
+    # subscription starts was once missed: see the closing note of this stop)
+    wait_for(lambda: len(api(a, "/v1/files")["files"]) == 2, 10, "a to share both")
     into = tmp_path / "sub"
     subscribe(b, "*.dat", into, "--mirror")
     wait_for(lambda: same_as(into / "two.dat", sha256(two)), 10, "both files")
