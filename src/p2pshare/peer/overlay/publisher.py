@@ -35,7 +35,7 @@ from p2pshare.core.neighbours import Added, Change, Dropped
 from p2pshare.core.paths import check_share_name
 from p2pshare.core.pubsub import ADDED, REMOVED, ChangeDeduper, Kind, ShareChange
 from p2pshare.peer.rpc.client import PeerClients
-from p2pshare.peer.sync.wire import version_from_pb
+from p2pshare.peer.sync.wire import hit_version, version_to_pb
 
 __all__ = [
     "MAX_HOPS",
@@ -69,7 +69,7 @@ def change_to_pb(change: ShareChange) -> pb.ShareChange:
     )
     v = change.version
     if v is not None:
-        msg.version.extend(pb.VersionCounter(device=d, value=n) for d, n in v.vector.items())
+        msg.version.extend(version_to_pb(v))
         msg.mtime_ns, msg.origin, msg.deleted = v.mtime_ns, v.origin, v.deleted
     return msg
 
@@ -81,16 +81,7 @@ def change_from_pb(msg: pb.ShareChange, *, extra_hops: int = 1) -> ShareChange:
         address = check_address(msg.provider.address)
     except (KeyError, ValueError) as exc:
         raise errors.UsageError(f"malformed change: {exc}") from exc
-    version = None
-    if msg.version:
-        version = version_from_pb(
-            msg.version,
-            content_id=msg.content_id,
-            size=msg.size,
-            mtime_ns=msg.mtime_ns,
-            origin=msg.origin,
-            deleted=msg.deleted,
-        )
+    version = hit_version(msg) if msg.version else None
     return ShareChange(
         kind=kind,
         content_id=check_content_id(msg.content_id),

@@ -49,7 +49,8 @@ def version_from_pb(
     )
 
 
-def hit_version(hit: pb.SearchHit) -> FileVersion:
+def hit_version(hit: pb.SearchHit | pb.ShareChange) -> FileVersion:
+    """The version a search hit or a share change carries (both have its fields)."""
     return version_from_pb(
         hit.version,
         content_id=hit.content_id,
