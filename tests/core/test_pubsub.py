@@ -31,6 +31,27 @@ def test_a_new_version_of_the_same_content_is_a_new_change() -> None:
     assert not d.is_new(ShareChange(ADDED, CID, "a.txt", 1, "p:1", hops=2, version=one))
     two = FileVersion(CID, 1, Vector({"a": 1, "b": 1}), 0, "a")
     assert d.is_new(ShareChange(ADDED, CID, "a.txt", 1, "p:1", version=two))
+    # the tracker's copy of the change carries no version: it tells nothing new
+    assert not d.is_new(ShareChange(ADDED, CID, "a.txt", 1, "p:1"))
+    # a relay of the first version, late, after a removal and a return: stale
+    assert d.is_new(ShareChange(REMOVED, CID, "a.txt", 1, "p:1"))
+    assert not d.is_new(ShareChange(ADDED, CID, "a.txt", 1, "p:1", hops=3, version=one))
+
+
+def test_a_versioned_change_after_its_unversioned_copy_is_new_only_for_a_sync() -> None:
+    from p2pshare.core.sync import FileVersion, Vector
+
+    one = FileVersion(CID, 1, Vector({"a": 1}), 0, "a")
+    sync, person = ChangeDeduper(), ChangeDeduper(by_version=False)
+    for d in (sync, person):
+        assert d.is_new(ShareChange(ADDED, CID, "a.txt", 1, "p:1"))  # the tracker, first
+    # the neighbour's copy brings the version a folder sync needs; a watcher saw it all
+    assert sync.is_new(ShareChange(ADDED, CID, "a.txt", 1, "p:1", version=one))
+    assert not person.is_new(ShareChange(ADDED, CID, "a.txt", 1, "p:1", version=one))
+    # a rewrite to the same content (a newer vector) is news to a sync only
+    two = FileVersion(CID, 1, Vector({"a": 2}), 0, "a")
+    assert sync.is_new(ShareChange(ADDED, CID, "a.txt", 1, "p:1", version=two))
+    assert not person.is_new(ShareChange(ADDED, CID, "a.txt", 1, "p:1", version=two))
 
 
 def test_a_removal_then_a_new_addition_both_pass_once() -> None:

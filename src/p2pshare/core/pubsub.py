@@ -58,37 +58,50 @@ class ShareChange:
         return doc
 
 
-class ChangeDeduper:
-    """Lets each ``(content_id, name, provider, version, kind)`` transition through once.
+K = TypeVar("K", bound=Hashable)
+S = TypeVar("S")
 
-    Remembers the last kind seen per ``(content_id, name, provider, version)``: a
-    change that repeats it is a duplicate (the same change over another path, or a
-    relay that came back); a change to the other kind, or of another version, is new.
-    At most ``capacity`` keys are remembered, the least recently seen forgotten first.
+
+class ChangeDeduper:
+    """Lets each ``(content_id, name, provider, kind)`` transition through once.
+
+    Remembers the last kind seen per ``(content_id, name, provider)``: a change that
+    repeats it is a duplicate (the same change over another path, or a relay that
+    came back); a change to the other kind is new. With ``by_version`` (relays and
+    folder sync) a change that carries a version not seen yet is new too, since the
+    version is what a sync acts on; a change without one (the tracker's events carry
+    none) repeats whatever was seen of that content. Without ``by_version`` (what a
+    person watches) a new version of the same content is no news. At most
+    ``capacity`` keys of each kind are remembered, the least recently seen first
+    forgotten.
     """
 
-    def __init__(self, capacity: int = 10_000) -> None:
+    def __init__(self, capacity: int = 10_000, *, by_version: bool = True) -> None:
         if capacity < 1:
             raise ValueError("capacity must be >= 1")
         self._capacity = capacity
-        self._last: OrderedDict[tuple[str, str, str, str], Kind] = OrderedDict()
+        self._by_version = by_version
+        self._plain: OrderedDict[tuple[str, str, str], Kind] = OrderedDict()
+        self._versioned: OrderedDict[tuple[str, str, str, str], Kind] = OrderedDict()
 
     def __len__(self) -> int:
-        return len(self._last)
+        return len(self._plain)
 
     def is_new(self, change: ShareChange) -> bool:
         """Whether ``change`` is new; remembers it either way."""
-        key = (change.content_id, change.name, change.provider, change.stamp())
-        last = self._last.get(key)
-        self._last[key] = change.kind
-        self._last.move_to_end(key)
-        while len(self._last) > self._capacity:
-            self._last.popitem(last=False)
-        return last != change.kind
+        key = (change.content_id, change.name, change.provider)
+        new = self._remember(self._plain, key, change.kind)
+        if self._by_version and change.version is not None:
+            new = self._remember(self._versioned, (*key, change.stamp()), change.kind)
+        return new
 
-
-K = TypeVar("K", bound=Hashable)
-S = TypeVar("S")
+    def _remember(self, last: OrderedDict[K, Kind], key: K, kind: Kind) -> bool:
+        before = last.get(key)
+        last[key] = kind
+        last.move_to_end(key)
+        while len(last) > self._capacity:
+            last.popitem(last=False)
+        return before != kind
 
 
 class Debouncer(Generic[K, S]):

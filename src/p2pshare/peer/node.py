@@ -424,12 +424,12 @@ class PeerNode:
         finally:
             self._sync_listeners.discard(queue)
 
-    async def changes(self, query: str) -> AsyncIterator[ShareChange]:
+    async def changes(self, query: str, *, by_version: bool = True) -> AsyncIterator[ShareChange]:
         """Changes of files matching ``query`` (empty: all) anywhere this peer hears of
         them, as they happen: its own share, its neighbours' streams, the tracker's
-        events; each change once."""
+        events; each change once (``by_version``: each version of a name's content)."""
         parsed = parse_query(query) if query else None
-        sub = self.publisher.subscribe(parsed)
+        sub = self.publisher.subscribe(parsed, by_version=by_version)
         feed: asyncio.Task[None] | None = None
         if self._events_http is not None:
             http = self._events_http

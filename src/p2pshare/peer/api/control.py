@@ -607,7 +607,7 @@ def create_app(
         ``event: sync``, ``data: {"event": "sync", "action": "added"|"replaced"|
         "removed"|"conflict"|"failed", "name", "folder", "subscription", "detail",
         "at", "fetched", "reused"}`` (names matching ``q``)."""
-        changes = node.changes(q)
+        changes = node.changes(q, by_version=False)  # a person: a rewrite is no news
         first = asyncio.ensure_future(anext(changes))  # a bad query fails here, as a 422
         await asyncio.sleep(0)
         if first.done() and first.exception() is not None:

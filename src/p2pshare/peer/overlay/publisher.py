@@ -106,13 +106,14 @@ class Subscription:
         query: Query | None,
         *,
         exclude: str = "",
+        by_version: bool = True,
         on_close: Callable[[Subscription], None] = lambda s: None,
     ) -> None:
         self.query = query
         self.exclude = exclude
         self.ended = False
         self._queue: asyncio.Queue[ShareChange | None] = asyncio.Queue(QUEUE_SIZE)
-        self._dedup = ChangeDeduper(DEDUP_CAPACITY // 4)
+        self._dedup = ChangeDeduper(DEDUP_CAPACITY // 4, by_version=by_version)
         self._on_close = on_close
 
     def offer(self, change: ShareChange) -> None:
@@ -175,10 +176,15 @@ class Publisher:
         self.published = 0
         self.relayed = 0
 
-    def subscribe(self, query: Query | None, *, exclude: str = "") -> Subscription:
+    def subscribe(
+        self, query: Query | None, *, exclude: str = "", by_version: bool = True
+    ) -> Subscription:
         """A subscription to changes matching ``query`` (``None``: all), skipping those
-        of provider ``exclude`` (a peer is not told its own changes). Close it."""
-        sub = Subscription(query, exclude=exclude, on_close=self._subs.discard)
+        of provider ``exclude`` (a peer is not told its own changes); ``by_version``:
+        a new version of a name's content is a change (see ``ChangeDeduper``). Close it."""
+        sub = Subscription(
+            query, exclude=exclude, by_version=by_version, on_close=self._subs.discard
+        )
         self._subs.add(sub)
         return sub
 
