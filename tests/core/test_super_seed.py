@@ -44,8 +44,10 @@ def test_an_idle_seeder_offers_beyond_the_spread_limit() -> None:
     seed.has("a", 0)
     seed.has("b", 1)  # both wait for their piece to spread; the uplink idles
     assert seed.idle() == [("a", 2), ("b", 3)]
-    assert seed.idle() == [("a", 4)]  # everyone has an open offer: one more to one
-    assert seed.idle() == [("b", 5)]
+    # everyone has an open offer: one more to each (under loss a connection carries a
+    # few Mbit/s, and an uplink needs many asking at once), up to twice open_offers
+    assert seed.idle() == [("a", 4), ("b", 5)]
+    assert seed.idle() == []
 
 
 def test_every_piece_is_offered_once_before_any_twice_and_the_rarest_again_first() -> None:

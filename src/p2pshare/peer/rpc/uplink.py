@@ -24,7 +24,7 @@ from typing import Protocol
 
 from p2pshare import errors
 from p2pshare._proto import peer_pb2 as pb
-from p2pshare.core.piece_picker import Throughput
+from p2pshare.core.link_use import LinkUse
 from p2pshare.core.rate import TokenBucket
 from p2pshare.core.upload_queue import UploadQueue, limit_for
 
@@ -99,7 +99,8 @@ class Uplink:
         self._rate = rate
         self._on_idle = on_idle
         self._on_block = on_block
-        self._meter = Throughput()
+        self._use = LinkUse()
+        self._looked_at = -IDLE_AGAIN  # when ``on_idle`` was last called
         self._writing: dict[Requester, int] = {}  # blocks handed to each stream, not written
         # when what was handed to gRPC will have crossed the link, at the measured rate
         self._drained_at = 0.0
@@ -111,7 +112,7 @@ class Uplink:
 
     def request(self, requester: Requester, block: Block) -> bool:
         """Queue ``block`` for ``requester``; False: refused, the requester is choked."""
-        rate = self._meter.rate(time.monotonic())
+        rate = self._use.rate(time.monotonic())
         self._queue.max_queued = max(QUEUE_FLOOR, limit_for(rate, ESTIMATE_BLOCK))
         if not self._queue.request(requester, block):
             return False
@@ -143,19 +144,26 @@ class Uplink:
         return self._writing.get(requester, 0) < MAX_WRITING
 
     def _check_idle(self) -> None:
-        """Tell ``on_idle`` once the link idles. A write completes when its bytes are in
-        the socket, seconds before they cross a slow link: told then, a super-seeder
-        offered second copies of pieces while its uplink was still full (1.22 copies)."""
+        """Tell ``on_idle`` once the link idles, or runs well below the rate it has
+        shown (``core.link_use``), at most every ``IDLE_AGAIN`` seconds then. A write
+        completes when its bytes are in the socket, seconds before they cross a slow
+        link: told then, a super-seeder offered second copies of pieces while its
+        uplink was still full (1.22 copies)."""
         if self._idle_timer is not None:  # one look pending at a time
             self._idle_timer.cancel()
             self._idle_timer = None
+        now = time.monotonic()
         # blocks in writing do not count (what they hold is in ``_drained_at``): a
         # connection that died without a word holds its writes until keepalive notices,
         # 40 s, and a super-seeder offered nothing more all that time (netns test)
-        if len(self._queue):
+        if self._use.underused(now):
+            left = self._looked_at + IDLE_AGAIN - now
+        elif len(self._queue):
             return
-        left = self._drained_at - time.monotonic()
+        else:
+            left = self._drained_at - now
         if left <= IDLE_SLACK:
+            self._looked_at = now
             if not self._on_idle():
                 return
             # offers a downloader no longer needs bring no request, and nothing would
@@ -172,8 +180,8 @@ class Uplink:
             requester.fail(exc)
             return
         now = time.monotonic()
-        self._meter.count(len(data), now)
-        rate = self._meter.rate(now)
+        self._use.count(len(data), now)
+        rate = self._use.rate(now)
         if rate > 0:
             self._drained_at = max(now, self._drained_at) + len(data) / rate
         if self._idle_timer is not None:
