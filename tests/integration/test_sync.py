@@ -8,6 +8,7 @@ from __future__ import annotations
 import hashlib
 import json
 import os
+import signal
 import threading
 import time
 from pathlib import Path
@@ -182,6 +183,39 @@ def test_a_subscriber_down_during_changes_catches_up_after_a_restart(
     wait_for(lambda: same_as(into / "one.dat", sha256(one)), 15, "the edit, after the restart")
     wait_for(lambda: same_as(into / "three.dat", sha256(three)), 10, "the new file")
     wait_for(lambda: not (into / "two.dat").exists(), 10, "the removal")
+
+
+def test_files_shared_just_before_a_subscription_starts_all_arrive(
+    net: LocalNetwork, tmp_path: Path
+) -> None:
+    """A subscription's listing of a publisher is taken even when its stream brought
+    a change of that publisher first: a file whose change went out before the stream
+    opened is in that listing. (Once, one.dat was never synced: its change came before
+    the stream opened; two.dat's came on the stream while the search ran, the search
+    then found the publisher "known" and it was never listed.)"""
+    tracker, a, b = pair(net)
+    # a neighbour that does not answer holds b's searches for the overlay's whole
+    # timeout: the stream brings a change of a before the subscription's search ends
+    mute = net.start_peer("mute", "--seed", b.address, tracker=tracker.url)
+    wait_for(lambda: len(api(b, "/v1/status")["neighbours"]) == 2, 10, "b's two neighbours")
+    early = write_random(a.share / "early.dat", 300_000)
+    wait_for(
+        lambda: httpx.get(tracker.url + "/v1/search", params={"q": "early"}).json()["hits"],
+        10,
+        "the tracker to index early.dat (its change is past: no stream will bring it)",
+    )
+    # and some still being hashed when the subscription starts
+    hashing = [write_random(a.share / f"big{i}.dat", 32 * MiB) for i in range(2)]
+    into = tmp_path / "sub"
+    mute.popen.send_signal(signal.SIGSTOP)
+    try:
+        made = httpx.post(b.api + "/v1/subscriptions", json={"query": "*.dat", "into": str(into)})
+        assert made.status_code == 201, made.text
+        late = write_random(a.share / "late.dat", 1000)
+        for f in [late, *hashing, early]:
+            wait_for(lambda f=f: same_as(into / f.name, sha256(f)), 20, f.name)
+    finally:
+        mute.popen.send_signal(signal.SIGCONT)
 
 
 def _slow_publisher_and_subscriber(net: LocalNetwork) -> tuple[PeerProc, PeerProc]:
