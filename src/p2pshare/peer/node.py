@@ -100,7 +100,11 @@ class PeerNode:
             whole_file_sha256=s.whole_file_sha256,
         )
         self.watcher = ShareWatcher(self.share, self._share_changed)
-        self.versions = VersionStore(self.data_dir / "sync.db", device_id(self.data_dir))
+        self.versions = VersionStore(
+            self.data_dir / "sync.db",
+            device_id(self.data_dir),
+            tombstone_days=self.settings.sync_tombstone_days,
+        )
         self.sync_share = SyncShare(store=self.versions, share=self.share)
         self._sync_listeners: set[asyncio.Queue[SyncEvent]] = set()
         key = s.network_key
