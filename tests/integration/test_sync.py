@@ -218,6 +218,24 @@ def test_files_shared_just_before_a_subscription_starts_all_arrive(
         mute.popen.send_signal(signal.SIGCONT)
 
 
+def test_a_second_subscription_into_a_subscribed_folder_is_refused_with_a_clear_error(
+    net: LocalNetwork, tmp_path: Path
+) -> None:
+    peer = net.start_peer("b")
+    subscribe(peer, "*.dat", tmp_path / "sync" / "music")
+    inside = cli(
+        "subscribe", "rock", "--into", str(tmp_path / "sync" / "music" / "rock"), "--api", peer.api
+    )
+    assert inside.returncode != 0 and "Traceback" not in inside.stderr
+    assert "is inside the folder of subscription" in inside.stderr, inside.stderr
+    holding = httpx.post(
+        peer.api + "/v1/subscriptions", json={"query": "rock", "into": str(tmp_path / "sync")}
+    )
+    assert 400 <= holding.status_code < 500
+    assert "holds the folder of subscription" in holding.text, holding.text
+    assert len(api(peer, "/v1/subscriptions")["subscriptions"]) == 1
+
+
 def _slow_publisher_and_subscriber(net: LocalNetwork) -> tuple[PeerProc, PeerProc]:
     """Peer a uploads at 4 MiB/s (a version takes seconds to move); b has a as neighbour."""
     tracker = net.start_tracker()

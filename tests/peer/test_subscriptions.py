@@ -9,6 +9,9 @@ from collections.abc import AsyncIterator, Callable
 from pathlib import Path
 from typing import Any, cast
 
+import pytest
+
+from p2pshare import errors
 from p2pshare.core.pubsub import ADDED, ShareChange
 from p2pshare.core.sync import FileVersion
 from p2pshare.peer.overlay.subscriptions import Subscription, Subscriptions
@@ -117,4 +120,23 @@ async def test_a_publisher_heard_on_the_stream_first_is_listed_all_the_same(
     await settle()
     assert net.log.count(f"list {A}") == 1 and f"list {B}" in net.log
     assert [s.publishers for s in subs.all()] == [(A, B)]
+    await subs.close()
+
+
+async def test_a_folder_the_same_as_inside_or_holding_another_subscriptions_is_refused(
+    tmp_path: Path,
+) -> None:
+    subs = subscriptions(Net(), tmp_path)
+    home = tmp_path / "home"
+    first = subs.add("*.dat", str(home / "music"))
+    assert subs.add("*.dat", str(home / "music")) == first  # the same one again: itself
+    for into, how in [
+        (home / "music", "is the folder of"),
+        (home / "music" / "rock", "is inside the folder of"),
+        (home, "holds the folder of"),
+    ]:
+        with pytest.raises(errors.UsageError, match=f"{how} subscription {first.id}"):
+            subs.add("*.mp3", str(into))
+    beside = subs.add("*.mp3", str(home / "musicals"))  # a namesake, not inside
+    assert [s.id for s in subs.all()] == [first.id, beside.id]
     await subs.close()

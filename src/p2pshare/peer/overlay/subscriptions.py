@@ -135,6 +135,7 @@ class Subscriptions:
                         f"subscription {sub.id} has this query and folder already; remove it first"
                     )
                 return sub
+        self._check_apart(folder)
         if len(self._subs) >= MAX_SUBSCRIPTIONS:
             raise errors.UsageError(f"at most {MAX_SUBSCRIPTIONS} subscriptions; remove one")
         try:
@@ -148,6 +149,24 @@ class Subscriptions:
         self._save()
         self._run(sub)
         return sub
+
+    def _check_apart(self, folder: Path) -> None:
+        """One folder, one subscription: two writing into the same files would race."""
+        for sub in self._subs.values():
+            other = Path(os.path.realpath(sub.into))
+            if folder == other:
+                how = "is the folder of"
+            elif folder.is_relative_to(other):
+                how = "is inside the folder of"
+            elif other.is_relative_to(folder):
+                how = "holds the folder of"
+            else:
+                continue
+            raise errors.UsageError(
+                f"--into: {folder} {how} subscription {sub.id} ({sub.query!r} into {sub.into});"
+                " two subscriptions may not share files: pick another folder, or remove that"
+                " subscription first"
+            )
 
     def remove(self, sub_id: str) -> Subscription:
         sub = self._subs.pop(sub_id, None)
