@@ -168,8 +168,8 @@ def test_a_subscriber_down_during_changes_catches_up_after_a_restart(
     tracker, a, b = pair(net)
     one = write_random(a.share / "one.dat", 300_000)
     two = write_random(a.share / "two.dat", 300_000)
-    # both hashed and shared before b subscribes (a file still being hashed while a
-    # subscription starts was once missed: see the closing note of this stop)
+    # both shared before b subscribes: this test is about the restart (a file shared
+    # just before a subscription starts: test_files_shared_just_before_...)
     wait_for(lambda: len(api(a, "/v1/files")["files"]) == 2, 10, "a to share both")
     into = tmp_path / "sub"
     subscribe(b, "*.dat", into, "--mirror")
