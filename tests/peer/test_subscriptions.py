@@ -92,7 +92,7 @@ async def test_no_listing_is_taken_before_the_change_stream_is_open(tmp_path: Pa
     net = Net()
     subs = subscriptions(net, tmp_path)
     subs.add("*.dat", str(tmp_path / "into"))
-    net.found, net.answer = [hit(A)], asyncio.Event()
+    net.found = [hit(A)]
     net.answer.set()
     await settle()
     assert net.log == []  # neither search nor listing while the stream is not open
