@@ -6,6 +6,9 @@ of it published anywhere (a change from the tracker or the overlay, a publisher'
 listing at start) replaces the local one by the rules of ``core.sync``; with
 ``mirror`` removals are followed too. The publishers heard of are remembered, so a
 subscriber that was down asks each of them for its listing when it starts again.
+Listings are taken once the change stream is open (and again each time it re-opens),
+and a publisher first heard of on the stream is listed as well: a change made just
+before a subscription starts is in a listing or on the stream, never in neither.
 Subscriptions are saved in ``<data>/subscriptions.json`` and resumed when the peer
 starts again.
 """
