@@ -1,7 +1,8 @@
 """Folder sync with real peers (issue 16): a subscribed folder follows its publishers'
 edits, appends, truncations, renames and removals, keeps replaced versions, keeps a
-local change that conflicts as a conflict copy, catches up after a restart, and three
-peers syncing one folder both ways converge after concurrent edits."""
+local change that conflicts as a conflict copy, catches up after a restart, gets the
+files shared just before it started, refuses a second subscription into its folder,
+and three peers syncing one folder both ways converge after concurrent edits."""
 
 from __future__ import annotations
 
