@@ -17,8 +17,17 @@ timed by the subscriber's clock). Measured per run:
 
 Each copy is then compared with the publisher's file (SHA-256).
 
+The page cache (``--cache``): a subscriber's old copy may or may not be in memory
+when a change comes, and copying its unchanged pieces costs much more from the disk.
+``cold`` runs start with the page cache dropped (``sync; echo 3 >
+/proc/sys/vm/drop_caches``, root only), then the publisher's file read once (it is
+the file just worked on): every subscriber's old copy comes from the disk. ``warm``
+runs drop nothing (the old copies are what the previous run wrote, mostly cached).
+``both`` (the default) alternates, cold first; each row says which it was. The same
+for both tools.
+
     .venv/bin/python bench/sync.py [--quick] [--size-mib 256] [--change-mib 1]
-        [--subscribers 5] [--runs 3] [--markdown bench/SYNC.md]
+        [--subscribers 5] [--runs 4] [--cache both|cold|warm] [--markdown bench/SYNC.md]
 
 Every process started here runs in its own process group and is stopped on exit
 (also on failure, timeout or Ctrl-C); their group ids are in bench/work/sync/pids.
@@ -301,6 +310,20 @@ class SyncthingTool:
         ]
 
 
+def drop_caches(keep: Path) -> bool:
+    """Drop the page cache (False if not allowed), then read ``keep`` back into it."""
+    os.sync()
+    try:
+        Path("/proc/sys/vm/drop_caches").write_text("3\n")
+    except OSError as exc:
+        log(f"cannot drop the page cache ({exc}): a warm run instead")
+        return False
+    with keep.open("rb") as f:
+        while f.read(8 << 20):
+            pass
+    return True
+
+
 def run_tool(tool: Any, args: argparse.Namespace) -> dict[str, Any]:
     size, change = args.size_mib * MIB, args.change_mib * MIB
     piece = MIB
@@ -310,6 +333,9 @@ def run_tool(tool: Any, args: argparse.Namespace) -> dict[str, Any]:
     log(f"{tool.name}: first version at every subscriber {first:.2f} s after the start")
     for r in range(args.runs):
         time.sleep(args.settle)
+        cold = args.cache == "cold" or (args.cache == "both" and r % 2 == 0)
+        cold = cold and drop_caches(tool.src)
+        load = os.getloadavg()[0]
         busy = cpu_busy()
         tool.before_change()
         offset = (size // 2 // piece) * piece + piece // 3 + r * 7 * piece
@@ -343,12 +369,15 @@ def run_tool(tool: Any, args: argparse.Namespace) -> dict[str, Any]:
             "max_ratio": round(max(fetched) / (touched * piece), 3),
             "steps_median_s": steps,
             "cpu_busy_before_pct": busy,
+            "load_average_1min": round(load, 2),
+            "cache": "cold" if cold else "warm",
             "identical": True,
         }
         out["runs"].append(row)
         log(
-            f"{tool.name} run {r + 1}: every subscriber in {row['seconds_to_last']} s (median "
-            f"{row['seconds_median']}), received {max(fetched) / MIB:.2f} MiB at most for "
+            f"{tool.name} run {r + 1} ({row['cache']}): every subscriber in "
+            f"{row['seconds_to_last']} s (median {row['seconds_median']}), received "
+            f"{max(fetched) / MIB:.2f} MiB at most for "
             f"{touched} changed MiB pieces ({row['max_ratio']} x); steps {steps}"
         )
     return out
@@ -373,7 +402,18 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
 
 def markdown(res: dict[str, Any]) -> str:
     m = res["machine"]
-    rows = [["tool", "run", "to every subscriber (s)", "median (s)", "received / changed pieces"]]
+    rows = [
+        [
+            "tool",
+            "run",
+            "cache",
+            "load",
+            "to every subscriber (s)",
+            "median (s)",
+            "received / changed pieces",
+            "median steps: heard, seeded, downloaded, landed (s)",
+        ]
+    ]
     verdict = []
     for t in res["tools"]:
         for i, r in enumerate(t["runs"], 1):
@@ -381,10 +421,13 @@ def markdown(res: dict[str, Any]) -> str:
                 [
                     t["tool"],
                     str(i),
+                    r.get("cache", "warm"),
+                    f"{r.get('load_average_1min', 0):.1f}",
                     f"{r['seconds_to_last']:.2f}",
                     f"{r['seconds_median']:.2f}",
                     f"{max(r['fetched_bytes']) / MIB:.2f} / "
                     f"{r['changed_pieces_bytes'] / MIB:.0f} MiB ({r['max_ratio']:.2f} x)",
+                    ", ".join(f"{v:.2f}" for v in r["steps_median_s"].values()),
                 ]
             )
         worst_t = max(r["seconds_to_last"] for r in t["runs"])
@@ -409,7 +452,13 @@ def main() -> int:
     p.add_argument("--size-mib", type=int, default=256)
     p.add_argument("--change-mib", type=int, default=1)
     p.add_argument("--subscribers", type=int, default=5)
-    p.add_argument("--runs", type=int, default=3)
+    p.add_argument("--runs", type=int, default=4)
+    p.add_argument(
+        "--cache",
+        choices=("both", "cold", "warm"),
+        default="both",
+        help="drop the page cache before each run (cold), never (warm), or every other run",
+    )
     p.add_argument("--settle", type=float, default=3.0, help="seconds between runs")
     p.add_argument("--quick", action="store_true", help="32 MiB, 2 subscribers, 1 run")
     p.add_argument("--markdown", type=Path, help="append the results as markdown here")

@@ -267,6 +267,13 @@ class PeerSettings(_NetworkSettings):
         description="Take the peers that neighbours list in Hello as candidate neighbours"
         " (false: only the tracker's sample, the saved list, seeds and peers that call).",
     )
+    sync_tombstone_days: float = Field(
+        30.0,
+        gt=0,
+        le=36500,
+        description="Days a removed file's version is remembered (folder sync) before it"
+        " expires from <data>/sync.db.",
+    )
     log_level: LogLevel = Field("warning", description="debug, info, warning or error.")
 
     @field_validator("seeds", "api_allowed_hosts", mode="before")

@@ -24,6 +24,7 @@ from p2pshare.core.sync import (
     is_conflict_name,
     kept_version_name,
     plan_pieces,
+    retry_delay,
     versions_to_prune,
 )
 
@@ -245,3 +246,10 @@ def test_one_way_a_subscriber_always_ends_with_upstream() -> None:
     ):
         got = decide(local, upstream, mirror=True, two_way=False)
         assert isinstance(got, Replace)
+
+
+def test_a_failed_download_is_retried_later_with_each_failure_in_a_row() -> None:
+    assert [retry_delay(n) for n in range(1, 10)] == [5, 10, 20, 40, 80, 160, 320, 600, 600]
+    assert retry_delay(10_000) == 600  # no overflow however long it fails
+    assert retry_delay(0) == 0  # no failure: no wait
+    assert retry_delay(3, first=1, most=3) == 3

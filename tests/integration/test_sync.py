@@ -1,13 +1,15 @@
 """Folder sync with real peers (issue 16): a subscribed folder follows its publishers'
 edits, appends, truncations, renames and removals, keeps replaced versions, keeps a
-local change that conflicts as a conflict copy, catches up after a restart, and three
-peers syncing one folder both ways converge after concurrent edits."""
+local change that conflicts as a conflict copy, catches up after a restart, gets the
+files shared just before it started, refuses a second subscription into its folder,
+and three peers syncing one folder both ways converge after concurrent edits."""
 
 from __future__ import annotations
 
 import hashlib
 import json
 import os
+import signal
 import threading
 import time
 from pathlib import Path
@@ -167,8 +169,8 @@ def test_a_subscriber_down_during_changes_catches_up_after_a_restart(
     tracker, a, b = pair(net)
     one = write_random(a.share / "one.dat", 300_000)
     two = write_random(a.share / "two.dat", 300_000)
-    # both hashed and shared before b subscribes (a file still being hashed while a
-    # subscription starts was once missed: see the closing note of this stop)
+    # both shared before b subscribes: this test is about the restart (a file shared
+    # just before a subscription starts: test_files_shared_just_before_...)
     wait_for(lambda: len(api(a, "/v1/files")["files"]) == 2, 10, "a to share both")
     into = tmp_path / "sub"
     subscribe(b, "*.dat", into, "--mirror")
@@ -182,6 +184,57 @@ def test_a_subscriber_down_during_changes_catches_up_after_a_restart(
     wait_for(lambda: same_as(into / "one.dat", sha256(one)), 15, "the edit, after the restart")
     wait_for(lambda: same_as(into / "three.dat", sha256(three)), 10, "the new file")
     wait_for(lambda: not (into / "two.dat").exists(), 10, "the removal")
+
+
+def test_files_shared_just_before_a_subscription_starts_all_arrive(
+    net: LocalNetwork, tmp_path: Path
+) -> None:
+    """A subscription's listing of a publisher is taken even when its stream brought
+    a change of that publisher first: a file whose change went out before the stream
+    opened is in that listing. (Once, one.dat was never synced: its change came before
+    the stream opened; two.dat's came on the stream while the search ran, the search
+    then found the publisher "known" and it was never listed.)"""
+    tracker, a, b = pair(net)
+    # a neighbour that does not answer holds b's searches for the overlay's whole
+    # timeout: the stream brings a change of a before the subscription's search ends
+    mute = net.start_peer("mute", "--seed", b.address, tracker=tracker.url)
+    wait_for(lambda: len(api(b, "/v1/status")["neighbours"]) == 2, 10, "b's two neighbours")
+    early = write_random(a.share / "early.dat", 300_000)
+    wait_for(
+        lambda: httpx.get(tracker.url + "/v1/search", params={"q": "early"}).json()["hits"],
+        10,
+        "the tracker to index early.dat (its change is past: no stream will bring it)",
+    )
+    # and some still being hashed when the subscription starts
+    hashing = [write_random(a.share / f"big{i}.dat", 32 * MiB) for i in range(2)]
+    into = tmp_path / "sub"
+    mute.popen.send_signal(signal.SIGSTOP)
+    try:
+        made = httpx.post(b.api + "/v1/subscriptions", json={"query": "*.dat", "into": str(into)})
+        assert made.status_code == 201, made.text
+        late = write_random(a.share / "late.dat", 1000)
+        for f in [late, *hashing, early]:
+            wait_for(lambda f=f: same_as(into / f.name, sha256(f)), 20, f.name)
+    finally:
+        mute.popen.send_signal(signal.SIGCONT)
+
+
+def test_a_second_subscription_into_a_subscribed_folder_is_refused_with_a_clear_error(
+    net: LocalNetwork, tmp_path: Path
+) -> None:
+    peer = net.start_peer("b")
+    subscribe(peer, "*.dat", tmp_path / "sync" / "music")
+    inside = cli(
+        "subscribe", "rock", "--into", str(tmp_path / "sync" / "music" / "rock"), "--api", peer.api
+    )
+    assert inside.returncode != 0 and "Traceback" not in inside.stderr
+    assert "is inside the folder of subscription" in inside.stderr, inside.stderr
+    holding = httpx.post(
+        peer.api + "/v1/subscriptions", json={"query": "rock", "into": str(tmp_path / "sync")}
+    )
+    assert 400 <= holding.status_code < 500
+    assert "holds the folder of subscription" in holding.text, holding.text
+    assert len(api(peer, "/v1/subscriptions")["subscriptions"]) == 1
 
 
 def _slow_publisher_and_subscriber(net: LocalNetwork) -> tuple[PeerProc, PeerProc]:

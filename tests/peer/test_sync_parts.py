@@ -4,6 +4,7 @@ file from local files, and names that would lead out of a folder."""
 from __future__ import annotations
 
 import os
+import sqlite3
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 from typing import Any
@@ -156,3 +157,48 @@ def test_versions_from_the_network_are_bounded() -> None:
         made([pb.VersionCounter(device=f"d{i}", value=1) for i in range(65)])
     with pytest.raises(errors.P2PShareError):
         version_from_pb([], content_id="nope", size=1, mtime_ns=0, origin="x", deleted=False)
+
+
+def test_tombstones_expire_after_their_days_and_versions_of_files_stay(tmp_path: Path) -> None:
+    day = 86400.0
+    now = [1_000_000.0]
+    store = VersionStore(tmp_path / "sync.db", "dev", tombstone_days=30, clock=lambda: now[0])
+    gone, kept, live = tmp_path / "gone", tmp_path / "kept", tmp_path / "live"
+    live.write_text("x")
+    for path in (gone, kept, live):
+        store.local(path, "a" * 64, 1)
+    store.local(gone, None)  # removed at day 0
+    now[0] += 10 * day
+    store.local(kept, None)  # removed at day 10
+    now[0] += 21 * day  # day 31: the first tombstone is past 30 days
+    store.put(tmp_path / "other", store.local(live, "a" * 64, 1)[0], None)  # a write looks
+    assert store.get(gone) is None
+    kept_entry, live_entry = store.get(kept), store.get(live)
+    assert kept_entry is not None and kept_entry.version.deleted
+    assert live_entry is not None and not live_entry.version.deleted
+    now[0] += 10 * day
+    assert store.expire() == 1 and store.get(kept) is None
+    assert store.get(live) is not None  # a file's version never expires
+    store.close()
+
+
+def test_a_sync_db_of_an_earlier_version_is_taken_and_its_tombstones_count_from_now(
+    tmp_path: Path,
+) -> None:
+    db = sqlite3.connect(tmp_path / "sync.db")
+    db.execute(
+        "CREATE TABLE versions (path TEXT PRIMARY KEY, content_id TEXT NOT NULL, size INTEGER"
+        " NOT NULL, vector TEXT NOT NULL, mtime_ns INTEGER NOT NULL, origin TEXT NOT NULL,"
+        " deleted INTEGER NOT NULL, file_size INTEGER NOT NULL, file_mtime INTEGER NOT NULL,"
+        " file_inode INTEGER NOT NULL)"
+    )
+    db.execute("INSERT INTO versions VALUES ('/x/gone', '', 0, '{\"d\": 2}', 1, 'd', 1, -1, 0, 0)")
+    db.commit()
+    db.close()
+    now = [5_000_000_000.0]
+    store = VersionStore(tmp_path / "sync.db", "dev", clock=lambda: now[0])
+    entry = store.get(Path("/x/gone"))
+    assert entry is not None and entry.version.deleted and entry.version.vector == Vector({"d": 2})
+    now[0] += 31 * 86400.0
+    assert store.expire() == 1
+    store.close()

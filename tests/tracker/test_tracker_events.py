@@ -148,3 +148,17 @@ async def test_the_search_cache_and_the_event_stream_read_one_feed(registry, tmp
     db.close()
     assert "feed" in tables and not {"changes", "index_events"} & tables
     await it.aclose()  # type: ignore[attr-defined]
+
+
+async def test_a_stream_misses_nothing_after_its_first_line(registry) -> None:
+    """The subscriber joins before the first byte goes out: a client that has read
+    the first line, then searched the index, gets every change after that search."""
+    hub = EventHub(registry, poll=0.01)
+    body = hub.stream(None)
+    assert (await anext(body)).startswith(b":")
+    assert hub.subscribers == 1
+    registry.register("10.0.0.1:1", [entry(1, "a.txt")], NOW)  # before the next read
+    chunks = [await asyncio.wait_for(anext(body), 5) for _ in range(2)]
+    assert b"event: peer_joined" in chunks[0] and b'"name":"a.txt"' in chunks[1]
+    await body.aclose()  # type: ignore[attr-defined]
+    assert hub.subscribers == 0

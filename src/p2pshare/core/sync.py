@@ -45,11 +45,14 @@ __all__ = [
     "is_conflict_name",
     "kept_version_name",
     "plan_pieces",
+    "retry_delay",
     "versions_to_prune",
 ]
 
 CONFLICT_MARK = ".sync-conflict-"
 MAX_COUNTERS = 64  # a vector from the network with more is refused (check_vector)
+RETRY_FIRST = 5.0  # seconds before a version whose download failed is tried again
+RETRY_MOST = 600.0  # the wait doubles with each failure in a row, up to this
 
 
 class Order(Enum):
@@ -283,6 +286,15 @@ def versions_to_prune(kept: Sequence[str], name: str, keep: int) -> list[str]:
         (m.group(1), int((m.group(2) or "-1")[1:]), k) for k in kept if (m := pattern.fullmatch(k))
     )
     return [k for *_, k in mine[: max(len(mine) - max(keep, 0), 0)]]
+
+
+def retry_delay(failures: int, *, first: float = RETRY_FIRST, most: float = RETRY_MOST) -> float:
+    """Seconds before a name whose download failed ``failures`` times in a row (1: the
+    first failure) is tried again: ``first``, doubling with each failure, ``most`` at
+    most. A success starts the count again."""
+    if failures < 1:
+        return 0.0
+    return min(first * 2.0 ** min(failures - 1, 64), most)
 
 
 # -- pieces -------------------------------------------------------------------------

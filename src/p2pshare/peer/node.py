@@ -9,7 +9,7 @@ import asyncio
 import contextlib
 import logging
 import time
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Callable
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -100,7 +100,11 @@ class PeerNode:
             whole_file_sha256=s.whole_file_sha256,
         )
         self.watcher = ShareWatcher(self.share, self._share_changed)
-        self.versions = VersionStore(self.data_dir / "sync.db", device_id(self.data_dir))
+        self.versions = VersionStore(
+            self.data_dir / "sync.db",
+            device_id(self.data_dir),
+            tombstone_days=self.settings.sync_tombstone_days,
+        )
         self.sync_share = SyncShare(store=self.versions, share=self.share)
         self._sync_listeners: set[asyncio.Queue[SyncEvent]] = set()
         key = s.network_key
@@ -424,21 +428,27 @@ class PeerNode:
         finally:
             self._sync_listeners.discard(queue)
 
-    async def changes(self, query: str, *, by_version: bool = True) -> AsyncIterator[ShareChange]:
+    async def changes(
+        self, query: str, *, by_version: bool = True, on_open: Callable[[], None] = lambda: None
+    ) -> AsyncIterator[ShareChange]:
         """Changes of files matching ``query`` (empty: all) anywhere this peer hears of
         them, as they happen: its own share, its neighbours' streams, the tracker's
-        events; each change once (``by_version``: each version of a name's content)."""
+        events; each change once (``by_version``: each version of a name's content).
+        ``on_open`` is called once every source is open (the tracker's stream: at each
+        connection): a listing taken after it misses nothing the stream does not bring."""
         parsed = parse_query(query) if query else None
         sub = self.publisher.subscribe(parsed, by_version=by_version)
         feed: asyncio.Task[None] | None = None
-        if self._events_http is not None:
+        if self._events_http is None:
+            on_open()
+        else:
             http = self._events_http
 
             def state(s: str) -> None:
                 self.tracker_events = s
 
             async def pump() -> None:
-                async for change in tracker_changes(http, query, on_state=state):
+                async for change in tracker_changes(http, query, on_state=state, on_open=on_open):
                     sub.offer(change)
 
             feed = asyncio.create_task(pump(), name="tracker events")

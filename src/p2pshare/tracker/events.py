@@ -129,10 +129,21 @@ class EventHub:
     async def subscribe(self, query: ParsedQuery | None) -> AsyncIterator[IndexEvent | None]:
         """Events from now on that match ``query`` (``None``: all); ``None`` once this
         subscriber was dropped for falling behind (then the iteration ends)."""
+        sub = self._join(query)
+        try:
+            async for event in self._events(sub):
+                yield event
+        finally:
+            self._subscribers.discard(sub)
+
+    def _join(self, query: ParsedQuery | None) -> _Subscriber:
         sub = _Subscriber(query)
         self._subscribers.add(sub)
+        self._start()
+        return sub
+
+    async def _events(self, sub: _Subscriber) -> AsyncIterator[IndexEvent | None]:
         try:
-            self._start()
             while True:
                 event = await sub.queue.get()
                 yield event
@@ -142,11 +153,15 @@ class EventHub:
             self._subscribers.discard(sub)
 
     async def stream(self, query: ParsedQuery | None) -> AsyncIterator[bytes]:
-        """The SSE body: events, a comment every ``KEEPALIVE_SECONDS`` of silence."""
-        yield b": p2pshare tracker events\n\n"
-        events = self.subscribe(query).__aiter__()
+        """The SSE body: events, a comment every ``KEEPALIVE_SECONDS`` of silence.
+        The subscriber joins before the first byte (the comment) goes out, so a client
+        that has read it misses no later change: it may then search the index and
+        follow the stream with nothing falling between the two (folder sync does)."""
+        sub = self._join(query)
+        events = self._events(sub).__aiter__()
         next_event: asyncio.Task[IndexEvent | None] | None = None
         try:
+            yield b": p2pshare tracker events\n\n"
             while True:
                 if next_event is None:
                     next_event = asyncio.ensure_future(events.__anext__())
@@ -169,6 +184,7 @@ class EventHub:
                 with contextlib.suppress(BaseException):
                     await next_event
             await events.aclose()  # type: ignore[attr-defined]
+            self._subscribers.discard(sub)
 
 
 def install(app: FastAPI, registry: Registry) -> None:

@@ -253,10 +253,16 @@ class NeighbourFeeds:
 
 
 async def tracker_changes(
-    http: httpx.AsyncClient, query: str, *, on_state: Callable[[str], None] = lambda s: None
+    http: httpx.AsyncClient,
+    query: str,
+    *,
+    on_state: Callable[[str], None] = lambda s: None,
+    on_open: Callable[[], None] = lambda: None,
 ) -> AsyncIterator[ShareChange]:
     """The file changes of the tracker's ``/v1/events?q=query``, reconnecting while it is
-    down (``on_state`` hears ``ok`` or why not); malformed events are skipped."""
+    down (``on_state`` hears ``ok`` or why not); malformed events are skipped.
+    ``on_open`` is called at each connection once the tracker's first line is read:
+    from then on no change is missed (the tracker subscribes before it sends it)."""
     delay = RETRY_MIN
     params = {"q": query} if query else {}
     while True:
@@ -267,7 +273,11 @@ async def tracker_changes(
                 on_state("ok")
                 delay = RETRY_MIN
                 data: list[str] = []
+                opened = False
                 async for line in r.aiter_lines():
+                    if not opened:
+                        opened = True
+                        on_open()
                     if line.startswith("data:"):
                         data.append(line[5:].strip())
                     elif not line and data:

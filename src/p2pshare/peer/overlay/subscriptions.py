@@ -6,6 +6,9 @@ of it published anywhere (a change from the tracker or the overlay, a publisher'
 listing at start) replaces the local one by the rules of ``core.sync``; with
 ``mirror`` removals are followed too. The publishers heard of are remembered, so a
 subscriber that was down asks each of them for its listing when it starts again.
+Listings are taken once the change stream is open (and again each time it re-opens),
+and a publisher first heard of on the stream is listed as well: a change made just
+before a subscription starts is in a listing or on the stream, never in neither.
 Subscriptions are saved in ``<data>/subscriptions.json`` and resumed when the peer
 starts again.
 """
@@ -13,6 +16,7 @@ starts again.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import json
 import logging
 import os
@@ -20,6 +24,7 @@ import secrets
 from collections.abc import AsyncIterator, Awaitable, Callable
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
+from typing import Protocol
 
 from p2pshare import errors
 from p2pshare.core.names import parse_query
@@ -40,9 +45,20 @@ CATCH_UP_LIMIT = 500  # current matches fetched when a subscription starts (the 
 DEFAULT_KEEP = 5  # versions kept per name (Syncthing's simple versioning)
 MAX_KEEP = 1000
 RETRY = 5.0
+OPEN_WAIT = 5.0  # seconds the first catch-up waits for the change stream to open
+MAX_LISTED = 1024  # publishers listed per opening of the stream
 
 Search = Callable[[str], Awaitable[list[SearchHit]]]
-Changes = Callable[[str], AsyncIterator[ShareChange]]
+
+
+class Changes(Protocol):
+    """A change stream (``PeerNode.changes``): ``on_open`` once no change is missed."""
+
+    def __call__(
+        self, query: str, *, on_open: Callable[[], None]
+    ) -> AsyncIterator[ShareChange]: ...
+
+
 Listing = Callable[[str, str], Awaitable[list[tuple[str, FileVersion]]]]  # provider, query
 MakeFolder = Callable[["Subscription"], FolderSync]
 
@@ -55,6 +71,16 @@ class Subscription:
     mirror: bool = False
     keep: int = DEFAULT_KEEP
     publishers: tuple[str, ...] = field(default=(), compare=False)
+
+
+@dataclass
+class _Run:
+    """One run of a subscription: its stream's openings, the publishers listed since
+    the last, the listings under way."""
+
+    opened: asyncio.Event = field(default_factory=asyncio.Event)
+    listed: set[str] = field(default_factory=set)
+    tasks: set[asyncio.Task[None]] = field(default_factory=set)
 
 
 class Subscriptions:
@@ -112,6 +138,7 @@ class Subscriptions:
                         f"subscription {sub.id} has this query and folder already; remove it first"
                     )
                 return sub
+        self._check_apart(folder)
         if len(self._subs) >= MAX_SUBSCRIPTIONS:
             raise errors.UsageError(f"at most {MAX_SUBSCRIPTIONS} subscriptions; remove one")
         try:
@@ -125,6 +152,24 @@ class Subscriptions:
         self._save()
         self._run(sub)
         return sub
+
+    def _check_apart(self, folder: Path) -> None:
+        """One folder, one subscription: two writing into the same files would race."""
+        for sub in self._subs.values():
+            other = Path(os.path.realpath(sub.into))
+            if folder == other:
+                how = "is the folder of"
+            elif folder.is_relative_to(other):
+                how = "is inside the folder of"
+            elif other.is_relative_to(folder):
+                how = "holds the folder of"
+            else:
+                continue
+            raise errors.UsageError(
+                f"--into: {folder} {how} subscription {sub.id} ({sub.query!r} into {sub.into});"
+                " two subscriptions may not share files: pick another folder, or remove that"
+                " subscription first"
+            )
 
     def remove(self, sub_id: str) -> Subscription:
         sub = self._subs.pop(sub_id, None)
@@ -146,27 +191,48 @@ class Subscriptions:
         self._tasks[sub.id] = asyncio.create_task(self._follow(sub), name=f"subscription {sub.id}")
 
     async def _follow(self, sub: Subscription) -> None:
+        """The change stream, and each publisher's listing taken once the stream is
+        open (again at each re-opening): a change made just before the subscription
+        started is in the one or the other. A publisher first heard of on the stream
+        is listed too (what it changed before the stream opened)."""
         folder = self.folders[sub.id]
-        catch_up = asyncio.create_task(self._catch_up(sub, folder))
+        run = _Run()
+        catch_up = asyncio.create_task(self._catch_ups(sub, folder, run))
         try:
             while True:
                 try:
-                    async for change in self._changes(sub.query):
+                    async for change in self._changes(sub.query, on_open=run.opened.set):
                         if change.provider == self._me():
                             continue
-                        self._publisher_seen(sub.id, change.provider, folder)
+                        self._publisher_seen(sub.id, change.provider)
                         folder.offer(change.name, change.provider, change.version)
+                        self._list_once(sub, change.provider, folder, run)
                 except errors.P2PShareError as exc:
                     log.info("subscription %s: changes failed: %s", sub.id, exc)
                 await asyncio.sleep(RETRY)
         finally:
             catch_up.cancel()
+            for task in list(run.tasks):
+                task.cancel()
 
-    async def _catch_up(self, sub: Subscription, folder: FolderSync) -> None:
+    async def _catch_ups(self, sub: Subscription, folder: FolderSync, run: _Run) -> None:
+        """A catch-up each time the change stream (re)opens; the first one after
+        ``OPEN_WAIT`` seconds at most (the tracker may be down: the overlay is not)."""
+        wait: float | None = OPEN_WAIT
+        while True:
+            with contextlib.suppress(TimeoutError):
+                async with asyncio.timeout(wait):
+                    await run.opened.wait()
+            wait = None
+            run.opened.clear()
+            run.listed.clear()
+            await self._catch_up(sub, folder, run)
+
+    async def _catch_up(self, sub: Subscription, folder: FolderSync, run: _Run) -> None:
         """The current versions of every publisher remembered, and of those a search
-        finds now: what changed while this peer was down."""
-        for publisher in sub.publishers:
-            asyncio.create_task(self._list(sub, publisher, folder))
+        finds now: what changed while this peer was down, or before the stream opened."""
+        for publisher in self._subs.get(sub.id, sub).publishers:
+            self._list_once(sub, publisher, folder, run)
         try:
             hits = await self._search(sub.query)
         except errors.P2PShareError as exc:
@@ -175,8 +241,17 @@ class Subscriptions:
         me = self._me()
         for hit in hits:
             for provider in (p.address for p in hit.providers if p.address != me):
-                if self._publisher_seen(sub.id, provider, folder):
-                    asyncio.create_task(self._list(sub, provider, folder))
+                self._publisher_seen(sub.id, provider)
+                self._list_once(sub, provider, folder, run)
+
+    def _list_once(self, sub: Subscription, provider: str, folder: FolderSync, run: _Run) -> None:
+        """List ``provider``'s versions, unless listed since the stream last opened."""
+        if provider in run.listed or len(run.listed) >= MAX_LISTED:
+            return
+        run.listed.add(provider)
+        task = asyncio.create_task(self._list(sub, provider, folder))
+        run.tasks.add(task)
+        task.add_done_callback(run.tasks.discard)
 
     async def _list(self, sub: Subscription, provider: str, folder: FolderSync) -> None:
         try:
@@ -187,7 +262,7 @@ class Subscriptions:
         for name, version in listing:
             folder.offer(name, provider, version)
 
-    def _publisher_seen(self, sub_id: str, provider: str, folder: FolderSync) -> bool:
+    def _publisher_seen(self, sub_id: str, provider: str) -> bool:
         """Remember ``provider`` as a publisher of the subscription; True if new."""
         sub = self._subs.get(sub_id)
         if sub is None or provider in sub.publishers:

@@ -20,6 +20,7 @@ import contextlib
 import logging
 import os
 import shutil
+import stat
 import time
 from collections import deque
 from collections.abc import Awaitable, Callable
@@ -43,6 +44,7 @@ from p2pshare.core.sync import (
     conflict_name,
     decide,
     kept_version_name,
+    retry_delay,
     versions_to_prune,
 )
 from p2pshare.peer.sharing.hash_cache import HashCache
@@ -71,7 +73,8 @@ STATE_DIR = ".p2pshare"  # inside a synced folder: incoming/ and versions/
 MAX_LISTING = 100_000  # versions asked of one publisher at once
 MAX_SOURCES = 64  # local files looked at for pieces of a new version (besides the old one)
 EVENTS_KEPT = 50
-RETRY = 60.0  # seconds before a version whose download failed is tried again
+MAX_READ_AHEAD = 4  # replaced files read ahead at once
+MAX_FAILING = 10_000  # names whose failures in a row are counted (for the back-off)
 
 
 @dataclass(frozen=True)
@@ -266,6 +269,8 @@ class FolderSync:
         self.reused = 0
         self._closed = False
         self._retries: list[asyncio.TimerHandle] = []
+        self._failures: dict[str, int] = {}  # name: downloads failed in a row
+        self._reading: set[asyncio.Task[None]] = set()  # read-ahead of replaced files
 
     @property
     def incoming(self) -> Path:
@@ -449,6 +454,7 @@ class FolderSync:
     async def _start(
         self, name: str, path: Path, provider: str, remote: FileVersion, decision: Replace
     ) -> _Fetch | None:
+        self._read_ahead(path)
         try:
             manifest = await self._manifest_of(provider, remote.content_id)
         except errors.P2PShareError as exc:
@@ -475,6 +481,26 @@ class FolderSync:
         )
         made.steps["seeded"] = time.time()
         return made
+
+    def _read_ahead(self, path: Path) -> None:
+        """Have the kernel start reading the file a new version replaces (its unchanged
+        pieces are copied once the manifest is in): the copy then finds the pages in
+        the cache or on their way, not all still on the disk."""
+        if not hasattr(os, "posix_fadvise") or len(self._reading) >= MAX_READ_AHEAD:
+            return
+
+        def advise() -> None:
+            with contextlib.suppress(OSError):
+                fd = os.open(path, os.O_RDONLY | os.O_NOFOLLOW | os.O_NONBLOCK)
+                try:
+                    if stat.S_ISREG(os.fstat(fd).st_mode):
+                        os.posix_fadvise(fd, 0, 0, os.POSIX_FADV_WILLNEED)
+                finally:
+                    os.close(fd)
+
+        task = asyncio.create_task(asyncio.to_thread(advise))  # it may block on the disk
+        self._reading.add(task)
+        task.add_done_callback(self._reading.discard)
 
     def _downloads_of(self, content_id: str) -> Download | None:
         try:
@@ -564,8 +590,8 @@ class FolderSync:
         await self._drop([d for d in fetch.given_up if d.content_id != download.content_id])
         if download.state != "complete" or download.path is None:
             if download.state == "failed":
-                self._event("failed", name, f"{download.error}; again in {RETRY:.0f} s")
-                self._retry(name, fetch.provider, fetch.remote)
+                delay = self._retry(name, fetch.provider, fetch.remote)
+                self._event("failed", name, f"{download.error}; again in {delay:.0f} s")
             else:  # cancelled by the user: until the next version
                 self._event("failed", name, download.state)
             return
@@ -596,6 +622,7 @@ class FolderSync:
             self._store.put(path, remote, stat_key(path))
             self._event("failed", name, f"cannot move the new version into place: {exc}")
             return
+        self._failures.pop(name, None)
         fetched = download.received + sum(d.received for d in fetch.given_up)
         self.fetched += fetched
         self.reused += fetch.reused
@@ -607,11 +634,18 @@ class FolderSync:
             action, detail = ("replaced" if existed else "added"), f"from {fetch.provider}"
         self._event(action, name, detail, fetched, fetch.reused, fetch.steps)
 
-    def _retry(self, name: str, provider: str, version: FileVersion) -> None:
-        """Offer a version whose download failed again later (Syncthing retries too)."""
+    def _retry(self, name: str, provider: str, version: FileVersion) -> float:
+        """Offer a version whose download failed again later (Syncthing retries too),
+        later with each failure in a row (``core.sync.retry_delay``); the delay."""
+        failures = self._failures.pop(name, 0) + 1
+        self._failures[name] = failures  # the most recent last
+        while len(self._failures) > MAX_FAILING:
+            del self._failures[next(iter(self._failures))]
+        delay = retry_delay(failures)
         loop = asyncio.get_running_loop()
         self._retries = [r for r in self._retries if not r.cancelled()][-100:]
-        self._retries.append(loop.call_later(RETRY, self.offer, name, provider, version))
+        self._retries.append(loop.call_later(delay, self.offer, name, provider, version))
+        return delay
 
     def _install(
         self, staged: Path, path: Path, name: str, conflict: bool, old_mtime: float

@@ -1,6 +1,8 @@
 """The version of every file this peer shares or syncs (``core.sync.FileVersion``),
 by absolute path, in ``<data>/sync.db``; removed files stay as tombstones so a
-removal can be told from a file never seen. The device id of this peer is in
+removal can be told from a file never seen, for ``tombstone_days`` (30) after they
+were recorded: then they expire, so the file stays bounded (a peer down for longer
+may bring a removed name back, as a new file). The device id of this peer is in
 ``<data>/sync-id``.
 
 Used from the asyncio loop only (one connection, no lock).
@@ -13,14 +15,17 @@ import os
 import secrets
 import sqlite3
 import time
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass, replace
 from pathlib import Path
 
 from p2pshare import errors
 from p2pshare.core.sync import FileVersion, Vector
 
-__all__ = ["Entry", "VersionStore", "device_id"]
+__all__ = ["TOMBSTONE_DAYS", "Entry", "VersionStore", "device_id"]
+
+TOMBSTONE_DAYS = 30.0  # a removed name's version is kept this long after it was recorded
+EXPIRE_EVERY = 3600.0  # seconds between looks for expired tombstones
 
 _SCHEMA = """
 CREATE TABLE IF NOT EXISTS versions (
@@ -33,9 +38,13 @@ CREATE TABLE IF NOT EXISTS versions (
     deleted    INTEGER NOT NULL,
     file_size  INTEGER NOT NULL,  -- the local file as last seen (-1: none)
     file_mtime INTEGER NOT NULL,
-    file_inode INTEGER NOT NULL
+    file_inode INTEGER NOT NULL,
+    recorded   REAL NOT NULL DEFAULT 0  -- unix time it was written: tombstones expire by it
 )
 """
+_COLUMNS = (
+    "path, content_id, size, vector, mtime_ns, origin, deleted, file_size, file_mtime, file_inode"
+)
 
 
 def device_id(data_dir: Path) -> str:
@@ -72,24 +81,43 @@ def stat_key(path: Path) -> tuple[int, int, int] | None:
 
 
 class VersionStore:
-    def __init__(self, db_path: Path, device: str) -> None:
+    def __init__(
+        self,
+        db_path: Path,
+        device: str,
+        *,
+        tombstone_days: float = TOMBSTONE_DAYS,
+        clock: Callable[[], float] = time.time,
+    ) -> None:
         self.device = device
+        self._keep = tombstone_days * 86400.0
+        self._clock = clock
+        self._expired_at = 0.0
         self._db = sqlite3.connect(db_path, isolation_level=None, check_same_thread=False)
         self._db.execute("PRAGMA journal_mode=WAL")
         self._db.execute("PRAGMA synchronous=NORMAL")
         self._db.execute(_SCHEMA)
+        columns = {row[1] for row in self._db.execute("PRAGMA table_info(versions)")}
+        if "recorded" not in columns:  # a sync.db of an earlier version: its rows count from now
+            self._db.execute("ALTER TABLE versions ADD COLUMN recorded REAL NOT NULL DEFAULT 0")
+        self._db.execute("UPDATE versions SET recorded = ? WHERE recorded = 0", (clock(),))
+        self.expire()
 
     def close(self) -> None:
         self._db.close()
 
     def get(self, path: Path) -> Entry | None:
-        row = self._db.execute("SELECT * FROM versions WHERE path = ?", (str(path),)).fetchone()
+        row = self._db.execute(
+            f"SELECT {_COLUMNS} FROM versions WHERE path = ?", (str(path),)
+        ).fetchone()
         return None if row is None else _entry(row)
 
     def put(self, path: Path, version: FileVersion, file: tuple[int, int, int] | None) -> None:
         size, mtime, inode = file if file is not None else (-1, 0, 0)
+        now = self._clock()
         self._db.execute(
-            "INSERT OR REPLACE INTO versions VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
+            f"INSERT OR REPLACE INTO versions ({_COLUMNS}, recorded)"
+            " VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
             (
                 str(path),
                 version.content_id,
@@ -101,14 +129,26 @@ class VersionStore:
                 size,
                 mtime,
                 inode,
+                now,
             ),
         )
+        if now - self._expired_at >= EXPIRE_EVERY:
+            self.expire()
+
+    def expire(self) -> int:
+        """Forget the tombstones recorded more than ``tombstone_days`` ago; how many."""
+        now = self._clock()
+        self._expired_at = now
+        gone = self._db.execute(
+            "DELETE FROM versions WHERE deleted = 1 AND recorded < ?", (now - self._keep,)
+        )
+        return gone.rowcount
 
     def under(self, folder: Path) -> Iterator[tuple[Path, Entry]]:
         """Every path recorded below ``folder``."""
         prefix = str(folder).rstrip(os.sep) + os.sep
         rows = self._db.execute(
-            "SELECT * FROM versions WHERE path >= ? AND path < ? ORDER BY path",
+            f"SELECT {_COLUMNS} FROM versions WHERE path >= ? AND path < ? ORDER BY path",
             (prefix, prefix[:-1] + chr(ord(os.sep) + 1)),
         ).fetchall()
         for row in rows:
