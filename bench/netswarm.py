@@ -27,7 +27,7 @@ one copy of the payload reads about 1.03). ``--hard``: 12 downloaders with uplin
 joining late and one leaving mid-way (the clock stops with the last of the others).
 
     bench/run netswarm [--runs N] [--size-mib N] [--downloaders N] [--uplink-mbit X]
-        [--hard] [--delay-ms D] [--only p2pshare,aria2,nginx] [--markdown FILE]
+        [--seeder-mbit X] [--hard] [--delay-ms D] [--only p2pshare,aria2,nginx] [--markdown FILE]
 
 Needs root (network namespaces). No added delay unless ``--delay-ms`` (this kernel
 has no netem: each host's link then runs through a user-space forwarder, see
@@ -761,6 +761,9 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--downloaders", type=int, default=None, help="default 6 (--hard: 12)")
     ap.add_argument("--uplink-mbit", type=float, default=40.0, help="every host's upload")
     ap.add_argument(
+        "--seeder-mbit", type=float, default=None, help="the seeder's upload (default: as all)"
+    )
+    ap.add_argument(
         "--hard",
         action="store_true",
         help="12 downloaders, uplinks 10/40/100 Mbit/s, 1%% loss, one late, one leaving",
@@ -787,15 +790,16 @@ def main(argv: list[str] | None = None) -> int:
         return 1
     n = args.downloaders or (12 if args.hard else 6)
     size = args.size_mib * MIB
+    seeder_mbit = args.seeder_mbit or args.uplink_mbit
     if args.hard:
         uplinks = [(10.0, 40.0, 100.0)[i % 3] for i in range(n)]
         loss = 1.0 if args.loss_pct is None else args.loss_pct
-        bed = Testbed(size, args.uplink_mbit, uplinks, loss)
+        bed = Testbed(size, seeder_mbit, uplinks, loss)
         t = bed.t_min()
         bed.late, bed.late_s = n - 1, round(0.3 * t, 1)
         bed.leaver, bed.leave_s = n - 2, round(0.5 * t, 1)
     else:
-        bed = Testbed(size, args.uplink_mbit, [args.uplink_mbit] * n, args.loss_pct or 0.0)
+        bed = Testbed(size, seeder_mbit, [args.uplink_mbit] * n, args.loss_pct or 0.0)
     bed.delay_ms = args.delay_ms
     log2 = (args.bt_piece_kib * 1024).bit_length() - 1
     if 1 << log2 != args.bt_piece_kib * 1024:
