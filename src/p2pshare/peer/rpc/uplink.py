@@ -89,16 +89,18 @@ class Uplink:
         rate: TokenBucket,
         on_idle: Callable[[], bool],
         on_block: Callable[[int, bool], None] = lambda size, last: None,
+        clock: Callable[[], float] = time.monotonic,
     ) -> None:
-        """``on_idle``: nothing queued or being written (True: it offered pieces, which may
-        bring requests); ``on_block``: a block of this many bytes goes out (True: the last
-        of its piece)."""
+        """``on_idle``: the link has room (True: it offered pieces, which may bring
+        requests); ``on_block``: a block of this many bytes goes out (True: the last of
+        its piece)."""
         self._queue: UploadQueue[Requester, Block] = UploadQueue(
             max_queued=QUEUE_FLOOR, group=lambda block: block[0]
         )
         self._rate = rate
         self._on_idle = on_idle
         self._on_block = on_block
+        self._clock = clock
         self._use = LinkUse()
         self._looked_at = -IDLE_AGAIN  # when ``on_idle`` was last called
         self._writing: dict[Requester, int] = {}  # blocks handed to each stream, not written
@@ -112,7 +114,7 @@ class Uplink:
 
     def request(self, requester: Requester, block: Block) -> bool:
         """Queue ``block`` for ``requester``; False: refused, the requester is choked."""
-        rate = self._use.rate(time.monotonic())
+        rate = self._use.rate(self._clock())
         self._queue.max_queued = max(QUEUE_FLOOR, limit_for(rate, ESTIMATE_BLOCK))
         if not self._queue.request(requester, block):
             return False
@@ -152,7 +154,7 @@ class Uplink:
         if self._idle_timer is not None:  # one look pending at a time
             self._idle_timer.cancel()
             self._idle_timer = None
-        now = time.monotonic()
+        now = self._clock()
         # blocks in writing do not count (what they hold is in ``_drained_at``): a
         # connection that died without a word holds its writes until keepalive notices,
         # 40 s, and a super-seeder offered nothing more all that time (netns test)
@@ -179,7 +181,7 @@ class Uplink:
             self._queue.drop(requester)
             requester.fail(exc)
             return
-        now = time.monotonic()
+        now = self._clock()
         self._use.count(len(data), now)
         rate = self._use.rate(now)
         if rate > 0:
