@@ -31,6 +31,7 @@ import subprocess
 import sys
 import threading
 import time
+import urllib.error
 import urllib.parse
 import urllib.request
 from collections.abc import Callable, Iterator, Sequence
@@ -292,6 +293,37 @@ def fresh_dir(p: Path) -> Path:
     return p
 
 
+def write_random(path: Path, size: int) -> None:
+    """``path`` = ``size`` random bytes, written 16 MiB at a time."""
+    with path.open("wb") as out:
+        left = size
+        while left:
+            n = min(left, 16 * MIB)
+            out.write(os.urandom(n))
+            left -= n
+
+
+def http_json(
+    method: str,
+    url: str,
+    body: Any = None,
+    timeout: float = 30,
+    token: str | None = None,
+) -> Any:
+    """The JSON answer of one HTTP call; ``BenchError`` with the body on an error status."""
+    data = None if body is None else json.dumps(body).encode()
+    req = urllib.request.Request(url, data=data, method=method)
+    if data is not None:
+        req.add_header("Content-Type", "application/json")
+    if token:
+        req.add_header("Authorization", f"Bearer {token}")
+    try:
+        with urllib.request.urlopen(req, timeout=timeout) as resp:
+            return json.loads(resp.read())
+    except urllib.error.HTTPError as exc:
+        raise BenchError(f"{method} {url}: {exc.code} {exc.read()[:300]!r}") from None
+
+
 def make_source(size: int) -> Path:
     """bench/work/src-<size>/data-<size>.bin of random bytes, made once and reused."""
     label = f"{size // MIB}M"
@@ -303,12 +335,7 @@ def make_source(size: int) -> Path:
     else:
         log(f"writing {size // MIB} MiB of random bytes to {f.relative_to(ROOT)}")
         tmp = f.with_suffix(".tmp")
-        with tmp.open("wb") as out:
-            left = size
-            while left:
-                n = min(left, 16 * MIB)
-                out.write(os.urandom(n))
-                left -= n
+        write_random(tmp, size)
         tmp.rename(f)
     # Warm the page cache once: every tool then reads the source from memory.
     with f.open("rb") as src:

@@ -70,6 +70,7 @@ from bench import (  # noqa: E402
     cpu_busy,
     drop_outputs,
     fresh_dir,
+    http_json,
     info_hash,
     machine_info,
     make_source,
@@ -432,7 +433,7 @@ class Aria2Run(Run):
         url = f"http://{self.downloaders[i].address}:{ARIA2_RPC_PORT}/jsonrpc"
         body = {"jsonrpc": "2.0", "id": "b", "method": method,
                 "params": [f"token:{self.secret}", *params]}  # fmt: skip
-        return _json("POST", url, body, timeout=5)["result"]
+        return http_json("POST", url, body, timeout=5)["result"]
 
     def begin(self, i: int) -> None:
         options = {
@@ -525,7 +526,7 @@ class P2PRun(Run):
         _wait(shared, 120, "the seeder to share the file", self.peers["seed"])
         providers = f"{self.turl}/v1/files/{{}}/providers"
         _wait(
-            lambda: bool(_json("GET", providers.format(self.cid))["providers"]),
+            lambda: bool(http_json("GET", providers.format(self.cid))["providers"]),
             60,
             "the tracker to list the seeder",
             tracker,
@@ -538,7 +539,7 @@ class P2PRun(Run):
         return f"http://{h.address}:{API_PORT}"
 
     def call(self, method: str, h: Host, path: str, body: Any = None, timeout: float = 30) -> Any:
-        return _json(method, self.api(h) + path, body, timeout, token=self.token)
+        return http_json(method, self.api(h) + path, body, timeout, token=self.token)
 
     def begin(self, i: int) -> None:
         h = self.downloaders[i]
@@ -589,22 +590,6 @@ class P2PRun(Run):
 
 
 # ---------------------------------------------------------------- helpers
-
-
-def _json(
-    method: str, url: str, body: Any = None, timeout: float = 30, token: str | None = None
-) -> Any:
-    data = None if body is None else json.dumps(body).encode()
-    req = urllib.request.Request(url, data=data, method=method)
-    if data is not None:
-        req.add_header("Content-Type", "application/json")
-    if token:
-        req.add_header("Authorization", f"Bearer {token}")
-    try:
-        with urllib.request.urlopen(req, timeout=timeout) as resp:
-            return json.loads(resp.read())
-    except urllib.error.HTTPError as exc:
-        raise BenchError(f"{method} {url}: {exc.code} {exc.read()[:300]!r}") from None
 
 
 def _http_ok(url: str, method: str = "GET") -> bool:

@@ -62,6 +62,7 @@ from bench import (  # noqa: E402
     fmt,
     free_port,
     fresh_dir,
+    http_json,
     info_hash,
     machine_info,
     make_source,
@@ -331,20 +332,6 @@ class Aria2Swarm:
 
 
 # ---------------------------------------------------------------- p2pshare
-
-
-def http_json(
-    method: str, url: str, body: dict[str, Any] | None = None, timeout: float = 30
-) -> Any:
-    data = None if body is None else json.dumps(body).encode()
-    req = urllib.request.Request(url, data=data, method=method)
-    if data is not None:
-        req.add_header("Content-Type", "application/json")
-    try:
-        with urllib.request.urlopen(req, timeout=timeout) as resp:
-            return json.loads(resp.read())
-    except urllib.error.HTTPError as exc:
-        raise BenchError(f"{method} {url}: {exc.code} {exc.read()[:300]!r}") from None
 
 
 class P2PSwarm:

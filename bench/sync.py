@@ -63,9 +63,11 @@ from bench import (  # noqa: E402
     cpu_busy,
     free_port,
     fresh_dir,
+    http_json,
     machine_info,
     table,
     wait_line,
+    write_random,
 )
 
 SWORK = WORK / "sync"
@@ -78,24 +80,6 @@ def log(msg: str) -> None:
     print(f"[sync {time.strftime('%H:%M:%S')}] {msg}", flush=True)
 
 
-def http(method: str, url: str, body: dict[str, Any] | None = None) -> Any:
-    data = json.dumps(body).encode() if body is not None else None
-    req = urllib.request.Request(url, data=data, method=method)
-    if data is not None:
-        req.add_header("Content-Type", "application/json")
-    with urllib.request.urlopen(req, timeout=10) as r:
-        return json.loads(r.read())
-
-
-def write_random(path: Path, size: int) -> None:
-    with path.open("wb") as f:
-        left = size
-        while left:
-            n = min(left, 16 * MIB)
-            f.write(os.urandom(n))
-            left -= n
-
-
 def sha256(path: Path) -> str:
     h = hashlib.sha256()
     with path.open("rb") as f:
@@ -105,7 +89,7 @@ def sha256(path: Path) -> str:
 
 
 def events(api: str) -> list[dict[str, Any]]:
-    subs = http("GET", api + "/v1/subscriptions")["subscriptions"]
+    subs = http_json("GET", api + "/v1/subscriptions", timeout=10)["subscriptions"]
     return subs[0]["events"] if subs else []
 
 
@@ -167,7 +151,9 @@ class P2PTool:
         self.apis = [self._peer(f"sub{i}", tracker, pub_addr)[1] for i in range(self.n)]
         start = time.time()
         for api, folder in zip(self.apis, self.folders, strict=True):
-            http("POST", api + "/v1/subscriptions", {"query": NAME, "into": str(folder)})
+            http_json(
+                "POST", api + "/v1/subscriptions", {"query": NAME, "into": str(folder)}, timeout=10
+            )
         first = wait_events(self.apis, "added", [0] * self.n, 300)
         return max(e["at"] for e in first) - start
 
