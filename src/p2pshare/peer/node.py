@@ -23,7 +23,7 @@ from p2pshare.core.browser_origin import is_loopback
 from p2pshare.core.manifest import Manifest, check_content_id_prefix
 from p2pshare.core.names import parse_query
 from p2pshare.core.paths import check_share_name
-from p2pshare.core.pubsub import ADDED, REMOVED, ShareChange
+from p2pshare.core.pubsub import ADDED, REMOVED, Kind, ShareChange
 from p2pshare.core.sync import FileVersion
 from p2pshare.core.tracker_session import Registration
 from p2pshare.peer.discovery.providers import ProviderLookup
@@ -335,12 +335,12 @@ class PeerNode:
         self._files_changed()
 
     def _publish(
-        self, kind: str, content_id: str, name: str, size: int, version: FileVersion | None
+        self, kind: Kind, content_id: str, name: str, size: int, version: FileVersion | None
     ) -> None:
         me = self.me()
         self.publisher.publish(
             ShareChange(
-                kind=ADDED if kind == ADDED else REMOVED,
+                kind=kind,
                 content_id=content_id,
                 name=name,
                 size=size,

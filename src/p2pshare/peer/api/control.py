@@ -33,7 +33,7 @@ from p2pshare.core.names import parse_query
 from p2pshare.core.query_router import DEFAULT_TTL, MAX_TTL, MAX_WALKERS
 from p2pshare.peer.api import web_page
 from p2pshare.peer.node import PeerNode
-from p2pshare.peer.overlay.subscriptions import Subscription
+from p2pshare.peer.overlay.subscriptions import DEFAULT_KEEP, MAX_KEEP, Subscription
 from p2pshare.peer.sharing.folders import check_out_folder
 from p2pshare.peer.sync.engine import STATE_DIR, FolderSync
 from p2pshare.peer.transfer.downloads import PiecesDetail
@@ -277,7 +277,10 @@ class SubscribeRequest(_Model):
         default=False, description="Follow removals too (the file goes to the versions)."
     )
     versions: int = Field(
-        default=5, ge=0, le=1000, description="Replaced files kept per name (0: none)."
+        default=DEFAULT_KEEP,
+        ge=0,
+        le=MAX_KEEP,
+        description="Replaced files kept per name (0: none).",
     )
 
 
@@ -305,7 +308,7 @@ class SubscriptionView(_Model):
     query: str
     into: str
     mirror: bool = False
-    versions: int = Field(default=5, description="Replaced files kept per name.")
+    versions: int = Field(default=DEFAULT_KEEP, description="Replaced files kept per name.")
     two_way: bool = Field(
         default=False, description="The folder is this peer's share: its changes go out too."
     )

@@ -20,7 +20,6 @@ import contextlib
 import logging
 import os
 import shutil
-import stat
 import time
 from collections import deque
 from collections.abc import Awaitable, Callable
@@ -52,20 +51,12 @@ from p2pshare.peer.sharing.hashing import hash_file
 from p2pshare.peer.sharing.share import Share, SharedFile
 from p2pshare.peer.sync.pieces import Source, seed_partial
 from p2pshare.peer.sync.store import VersionStore, stat_key
-from p2pshare.peer.sync.wire import hit_version, version_from_pb, version_to_pb
+from p2pshare.peer.sync.wire import version_to_pb
 from p2pshare.peer.transfer.downloads import DownloadManager
 from p2pshare.peer.transfer.partial import load_record, partial_path, recorded_pieces
 from p2pshare.peer.transfer.progress import Download
 
-__all__ = [
-    "STATE_DIR",
-    "FolderSync",
-    "SyncEvent",
-    "SyncShare",
-    "hit_version",
-    "version_from_pb",
-    "version_to_pb",
-]
+__all__ = ["STATE_DIR", "FolderSync", "SyncEvent", "SyncShare"]
 
 log = logging.getLogger(__name__)
 
@@ -73,7 +64,6 @@ STATE_DIR = ".p2pshare"  # inside a synced folder: incoming/ and versions/
 MAX_LISTING = 100_000  # versions asked of one publisher at once
 MAX_SOURCES = 64  # local files looked at for pieces of a new version (besides the old one)
 EVENTS_KEPT = 50
-MAX_READ_AHEAD = 4  # replaced files read ahead at once
 MAX_FAILING = 10_000  # names whose failures in a row are counted (for the back-off)
 
 
@@ -123,13 +113,15 @@ class SyncShare:
         """After a scan: a version for every shared file, a tombstone for every file
         recorded below the share that is gone (changes made while the peer was down)."""
         root = self.share.root
-        present = {f.path for f in self.share.files()}
-        for f in self.share.files():
-            self.store.local(f.path, f.content_id, f.size)
-        for path, entry in list(self.store.under(root)):
-            gone = path not in present and not os.path.lexists(path)
-            if gone and not entry.version.deleted and not _hidden(root, path):
-                self.store.local(path, None)
+        files = self.share.files()
+        present = {f.path for f in files}
+        with self.store.transaction():  # one commit: a first start records every file
+            for f in files:
+                self.store.local(f.path, f.content_id, f.size)
+            for path, entry in list(self.store.under(root)):
+                gone = path not in present and not os.path.lexists(path)
+                if gone and not entry.version.deleted and not _hidden(root, path):
+                    self.store.local(path, None)
 
     def changed(
         self, removed: list[SharedFile], added: list[SharedFile]
@@ -270,7 +262,6 @@ class FolderSync:
         self._closed = False
         self._retries: list[asyncio.TimerHandle] = []
         self._failures: dict[str, int] = {}  # name: downloads failed in a row
-        self._reading: set[asyncio.Task[None]] = set()  # read-ahead of replaced files
 
     @property
     def incoming(self) -> Path:
@@ -454,7 +445,6 @@ class FolderSync:
     async def _start(
         self, name: str, path: Path, provider: str, remote: FileVersion, decision: Replace
     ) -> _Fetch | None:
-        self._read_ahead(path)
         try:
             manifest = await self._manifest_of(provider, remote.content_id)
         except errors.P2PShareError as exc:
@@ -482,26 +472,6 @@ class FolderSync:
         made.steps["seeded"] = time.time()
         return made
 
-    def _read_ahead(self, path: Path) -> None:
-        """Have the kernel start reading the file a new version replaces (its unchanged
-        pieces are copied once the manifest is in): the copy then finds the pages in
-        the cache or on their way, not all still on the disk."""
-        if not hasattr(os, "posix_fadvise") or len(self._reading) >= MAX_READ_AHEAD:
-            return
-
-        def advise() -> None:
-            with contextlib.suppress(OSError):
-                fd = os.open(path, os.O_RDONLY | os.O_NOFOLLOW | os.O_NONBLOCK)
-                try:
-                    if stat.S_ISREG(os.fstat(fd).st_mode):
-                        os.posix_fadvise(fd, 0, 0, os.POSIX_FADV_WILLNEED)
-                finally:
-                    os.close(fd)
-
-        task = asyncio.create_task(asyncio.to_thread(advise))  # it may block on the disk
-        self._reading.add(task)
-        task.add_done_callback(self._reading.discard)
-
     def _downloads_of(self, content_id: str) -> Download | None:
         try:
             return self._downloads.get(content_id)
@@ -525,7 +495,7 @@ class FolderSync:
     ) -> tuple[PiecePlan, list[int]] | None:
         size = manifest.piece_size
         base = self._source(base_path, size)
-        others = [s for p in self._partials() if (s := self._partial_source(p, size))]
+        others = [s for r in self._partials() if (s := _partial_source(*r, size))]
         for path in paths:  # only those hashed already: no reading of every file
             with contextlib.suppress(OSError):
                 found = self._cache.get(path, os.stat(path, follow_symlinks=False), name="x")
@@ -551,27 +521,16 @@ class FolderSync:
             verified_as=after if after == before else None,
         )
 
-    def _partials(self) -> list[Path]:
-        """Records of downloads into this folder's incoming/ (versions given up)."""
+    def _partials(self) -> list[tuple[Path, Manifest, Path]]:
+        """Downloads into this folder's incoming/ (versions given up): each record,
+        its manifest and its target."""
         incoming = str(self.incoming.resolve())
         out = []
         for record in self._records.glob("*.json"):
             loaded = load_record(record)
             if loaded is not None and str(loaded[1]).startswith(incoming + os.sep):
-                out.append(record)
+                out.append((record, *loaded))
         return out
-
-    def _partial_source(self, record: Path, piece_size: int) -> Source | None:
-        loaded = load_record(record)
-        if loaded is None or loaded[0].piece_size != piece_size:
-            return None
-        manifest, target = loaded
-        have = recorded_pieces(record, manifest)
-        hashes = [h if i in have else b"" for i, h in enumerate(manifest.piece_hashes)]
-        part = partial_path(target)
-        if not part.is_file():
-            return None
-        return Source(part, hashes, manifest.piece_size, manifest.size)
 
     async def _give_up(self, fetch: _Fetch) -> None:
         """Stop a download of a version that is no longer wanted; its verified pieces
@@ -738,6 +697,20 @@ class FolderSync:
         self.events.append(event)
         log.info("sync %s: %s %r %s", self.sub_id, action, name, detail)
         self._on_event(event)
+
+
+def _partial_source(
+    record: Path, manifest: Manifest, target: Path, piece_size: int
+) -> Source | None:
+    """The verified pieces of a download's partial file, as a source of pieces."""
+    if manifest.piece_size != piece_size:
+        return None
+    have = recorded_pieces(record, manifest)
+    hashes = [h if i in have else b"" for i, h in enumerate(manifest.piece_hashes)]
+    part = partial_path(target)
+    if not part.is_file():
+        return None
+    return Source(part, hashes, manifest.piece_size, manifest.size)
 
 
 def _moment(t: float) -> tuple[int, int, int, int, int, int]:
