@@ -117,8 +117,8 @@ class PeerNode:
             capacity=s.neighbours,
             seeds=s.seeds,
             learn=s.learn_neighbours,
+            versioned_hits=self._versioned_hits,
         )
-        self.overlay.versioned_hits = self._versioned_hits
         self.publisher = Publisher()
         self.feeds = NeighbourFeeds(clients=self.clients, publisher=self.publisher)
         self.overlay.add_listener(self.feeds.neighbour_changed)

@@ -107,11 +107,13 @@ class Overlay:
         rng: random.Random | None = None,
         tick: float = TICK,
         max_relays: int = MAX_RELAYS,
+        versioned_hits: Callable[[pb.SearchRequest], list[pb.SearchHit]] = lambda r: [],
     ) -> None:
+        """``versioned_hits``: the answer to a ``Search`` with ``with_versions`` (folder
+        sync: every name's version, removed ones too)."""
         self._clients = clients
         self._share = share
-        # folder sync: answers a Search with with_versions (set by the peer)
-        self.versioned_hits: Callable[[pb.SearchRequest], list[pb.SearchHit]] | None = None
+        self._versioned_hits = versioned_hits
         self._me = me
         self._saved_path = saved
         self._seeds = list(seeds)
@@ -303,7 +305,7 @@ class Overlay:
         """What our own share holds for ``request`` (by content id, or by name); with
         ``with_versions``, each name's version, removed names too (folder sync)."""
         if isinstance(request, pb.SearchRequest) and request.with_versions:
-            return self.versioned_hits(request) if self.versioned_hits is not None else []
+            return self._versioned_hits(request)
         me = self._me()
         if request.content_id:
             try:
