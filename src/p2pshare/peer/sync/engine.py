@@ -20,6 +20,7 @@ import contextlib
 import logging
 import os
 import shutil
+import stat
 import time
 from collections import deque
 from collections.abc import Awaitable, Callable
@@ -479,16 +480,17 @@ class FolderSync:
             return None
 
     def _candidates(self, content_id: str, base: Path) -> list[Path]:
-        """Local files that may hold pieces of a new version: those of this folder
-        (the same content first: a rename) and the versions kept. Hashed ones only."""
+        """Files of this folder that may hold pieces of a new version (the same content
+        first: a rename). The versions kept are looked at later, in ``_seed``."""
         same: list[Path] = []
         other: list[Path] = []
         for path, entry in self._store.under(self.folder):
             v = entry.version
-            if path != base and not v.deleted and entry.file is not None:
+            # a removed name whose file is still there is being moved to the versions
+            moving = v.deleted and os.path.lexists(path)
+            if path != base and ((not v.deleted and entry.file is not None) or moving):
                 (same if v.content_id == content_id else other).append(path)
-        kept = [self.versions_dir.joinpath(*k.split("/")) for k in self.kept_versions()]
-        return (same + other[:MAX_SOURCES] + kept[:MAX_SOURCES])[: 2 * MAX_SOURCES]
+        return (same + other[:MAX_SOURCES])[:MAX_SOURCES]
 
     def _seed(
         self, manifest: Manifest, target: Path, record: Path, base_path: Path, paths: list[Path]
@@ -496,14 +498,36 @@ class FolderSync:
         size = manifest.piece_size
         base = self._source(base_path, size)
         others = [s for r in self._partials() if (s := _partial_source(*r, size))]
-        for path in paths:  # only those hashed already: no reading of every file
-            with contextlib.suppress(OSError):
-                found = self._cache.get(path, os.stat(path, follow_symlinks=False), name="x")
-                if found is not None and found.piece_size == size:
-                    others.append(Source(path, found.piece_hashes, size, found.size))
-        if base is None and not others:
+        try:
+            others += [s for p in paths if (s := self._hashed_source(p, size))]
+            # the versions kept are listed only now: a file of the folder removed
+            # meanwhile (a rename is a removal and an addition, handled at once) is
+            # linked into the versions before it is unlinked, so it was either opened
+            # above or is found here (the whole file was fetched again before)
+            kept = [self.versions_dir.joinpath(*k.split("/")) for k in self.kept_versions()]
+            others += [s for p in kept[:MAX_SOURCES] if (s := self._hashed_source(p, size))]
+            if base is None and not others:
+                return None
+            return seed_partial(manifest, target, record, base, others)
+        finally:
+            for source in others:
+                if source.fd is not None:
+                    os.close(source.fd)
+
+    def _hashed_source(self, path: Path, piece_size: int) -> Source | None:
+        """``path``, opened, as a source of pieces if its hashes are cached (no reading
+        of every file of the folder)."""
+        try:
+            fd = os.open(path, os.O_RDONLY | os.O_NOFOLLOW | os.O_NONBLOCK)
+        except OSError:
             return None
-        return seed_partial(manifest, target, record, base, others)
+        with contextlib.suppress(OSError):
+            st = os.fstat(fd)
+            found = self._cache.get(path, st, name="x") if stat.S_ISREG(st.st_mode) else None
+            if found is not None and found.piece_size == piece_size:
+                return Source(path, found.piece_hashes, piece_size, found.size, fd=fd)
+        os.close(fd)
+        return None
 
     def _source(self, path: Path, piece_size: int) -> Source | None:
         if not path.is_file() or path.is_symlink():
@@ -569,7 +593,6 @@ class FolderSync:
         except OSError as exc:
             self._event("failed", name, f"cannot finish: {exc}")
             return
-        self._cache.put(path, st, replace(fetch.manifest, name=name))  # no hashing again
         existed = path.is_file()
         old_mtime = os.stat(path).st_mtime if existed else 0.0
         self._store.put(path, remote, (st.st_size, st.st_mtime_ns, st.st_ino))
@@ -581,6 +604,10 @@ class FolderSync:
             self._store.put(path, remote, stat_key(path))
             self._event("failed", name, f"cannot move the new version into place: {exc}")
             return
+        # its hashes, so it is not hashed again; only now: the replaced file's hashes,
+        # under the same path, went with it into the versions (put before, they were
+        # gone, and no kept version could lend its pieces to a later one)
+        self._cache.put(path, st, replace(fetch.manifest, name=name))
         self._failures.pop(name, None)
         fetched = download.received + sum(d.received for d in fetch.given_up)
         self.fetched += fetched
@@ -634,11 +661,14 @@ class FolderSync:
         while kept.exists():  # more than one version in a second: -2, -3...
             n += 1
             kept = self.versions_dir.joinpath(*kept_version_name(name, when, n).split("/"))
-        _link_or_copy(path, kept)
+        known: Manifest | None = None
         with contextlib.suppress(OSError):  # its pieces may serve a later version
             st = os.stat(path)
             known = self._cache.get(path, st, name=name)
-            if known is not None:
+            if known is not None:  # before the link appears (it has the same size, mtime
+                self._cache.put(kept, st, known)  # and inode): a version seeded now finds it
+        if not _link_or_copy(path, kept) and known is not None:  # a copy: its own inode
+            with contextlib.suppress(OSError):
                 self._cache.put(kept, os.stat(kept), known)
         siblings = ["/".join(p.relative_to(self.versions_dir).parts) for p in kept.parent.iterdir()]
         for old in versions_to_prune(siblings, name, self.keep):
@@ -718,8 +748,11 @@ def _moment(t: float) -> tuple[int, int, int, int, int, int]:
     return (y, mo, d, h, mi, sec)
 
 
-def _link_or_copy(src: Path, dst: Path) -> None:
+def _link_or_copy(src: Path, dst: Path) -> bool:
+    """``dst`` the same file as ``src`` (a hard link: True) or a copy of it (False)."""
     try:
         os.link(src, dst)
+        return True
     except OSError:
         shutil.copy2(src, dst)
+        return False
