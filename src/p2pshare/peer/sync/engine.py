@@ -52,12 +52,20 @@ from p2pshare.peer.sharing.hashing import hash_file
 from p2pshare.peer.sharing.share import Share, SharedFile
 from p2pshare.peer.sync.pieces import Source, seed_partial
 from p2pshare.peer.sync.store import VersionStore, stat_key
-from p2pshare.peer.sync.wire import version_to_pb
+from p2pshare.peer.sync.wire import hit_version, version_from_pb, version_to_pb
 from p2pshare.peer.transfer.downloads import DownloadManager
 from p2pshare.peer.transfer.partial import load_record, partial_path, recorded_pieces
 from p2pshare.peer.transfer.progress import Download
 
-__all__ = ["STATE_DIR", "FolderSync", "SyncEvent", "SyncShare"]
+__all__ = [
+    "STATE_DIR",
+    "FolderSync",
+    "SyncEvent",
+    "SyncShare",
+    "hit_version",
+    "version_from_pb",
+    "version_to_pb",
+]
 
 log = logging.getLogger(__name__)
 
@@ -65,6 +73,7 @@ STATE_DIR = ".p2pshare"  # inside a synced folder: incoming/ and versions/
 MAX_LISTING = 100_000  # versions asked of one publisher at once
 MAX_SOURCES = 64  # local files looked at for pieces of a new version (besides the old one)
 EVENTS_KEPT = 50
+MAX_READ_AHEAD = 4  # replaced files read ahead at once
 MAX_FAILING = 10_000  # names whose failures in a row are counted (for the back-off)
 
 
@@ -114,15 +123,13 @@ class SyncShare:
         """After a scan: a version for every shared file, a tombstone for every file
         recorded below the share that is gone (changes made while the peer was down)."""
         root = self.share.root
-        files = self.share.files()
-        present = {f.path for f in files}
-        with self.store.transaction():  # one commit: a first start records every file
-            for f in files:
-                self.store.local(f.path, f.content_id, f.size)
-            for path, entry in list(self.store.under(root)):
-                gone = path not in present and not os.path.lexists(path)
-                if gone and not entry.version.deleted and not _hidden(root, path):
-                    self.store.local(path, None)
+        present = {f.path for f in self.share.files()}
+        for f in self.share.files():
+            self.store.local(f.path, f.content_id, f.size)
+        for path, entry in list(self.store.under(root)):
+            gone = path not in present and not os.path.lexists(path)
+            if gone and not entry.version.deleted and not _hidden(root, path):
+                self.store.local(path, None)
 
     def changed(
         self, removed: list[SharedFile], added: list[SharedFile]
@@ -263,6 +270,7 @@ class FolderSync:
         self._closed = False
         self._retries: list[asyncio.TimerHandle] = []
         self._failures: dict[str, int] = {}  # name: downloads failed in a row
+        self._reading: set[asyncio.Task[None]] = set()  # read-ahead of replaced files
 
     @property
     def incoming(self) -> Path:
@@ -446,6 +454,7 @@ class FolderSync:
     async def _start(
         self, name: str, path: Path, provider: str, remote: FileVersion, decision: Replace
     ) -> _Fetch | None:
+        self._read_ahead(path)
         try:
             manifest = await self._manifest_of(provider, remote.content_id)
         except errors.P2PShareError as exc:
@@ -473,6 +482,26 @@ class FolderSync:
         made.steps["seeded"] = time.time()
         return made
 
+    def _read_ahead(self, path: Path) -> None:
+        """Have the kernel start reading the file a new version replaces (its unchanged
+        pieces are copied once the manifest is in): the copy then finds the pages in
+        the cache or on their way, not all still on the disk."""
+        if not hasattr(os, "posix_fadvise") or len(self._reading) >= MAX_READ_AHEAD:
+            return
+
+        def advise() -> None:
+            with contextlib.suppress(OSError):
+                fd = os.open(path, os.O_RDONLY | os.O_NOFOLLOW | os.O_NONBLOCK)
+                try:
+                    if stat.S_ISREG(os.fstat(fd).st_mode):
+                        os.posix_fadvise(fd, 0, 0, os.POSIX_FADV_WILLNEED)
+                finally:
+                    os.close(fd)
+
+        task = asyncio.create_task(asyncio.to_thread(advise))  # it may block on the disk
+        self._reading.add(task)
+        task.add_done_callback(self._reading.discard)
+
     def _downloads_of(self, content_id: str) -> Download | None:
         try:
             return self._downloads.get(content_id)
@@ -480,54 +509,31 @@ class FolderSync:
             return None
 
     def _candidates(self, content_id: str, base: Path) -> list[Path]:
-        """Files of this folder that may hold pieces of a new version (the same content
-        first: a rename). The versions kept are looked at later, in ``_seed``."""
+        """Local files that may hold pieces of a new version: those of this folder
+        (the same content first: a rename) and the versions kept. Hashed ones only."""
         same: list[Path] = []
         other: list[Path] = []
         for path, entry in self._store.under(self.folder):
             v = entry.version
-            # a removed name whose file is still there is being moved to the versions
-            moving = v.deleted and os.path.lexists(path)
-            if path != base and ((not v.deleted and entry.file is not None) or moving):
+            if path != base and not v.deleted and entry.file is not None:
                 (same if v.content_id == content_id else other).append(path)
-        return (same + other[:MAX_SOURCES])[:MAX_SOURCES]
+        kept = [self.versions_dir.joinpath(*k.split("/")) for k in self.kept_versions()]
+        return (same + other[:MAX_SOURCES] + kept[:MAX_SOURCES])[: 2 * MAX_SOURCES]
 
     def _seed(
         self, manifest: Manifest, target: Path, record: Path, base_path: Path, paths: list[Path]
     ) -> tuple[PiecePlan, list[int]] | None:
         size = manifest.piece_size
         base = self._source(base_path, size)
-        others = [s for r in self._partials() if (s := _partial_source(*r, size))]
-        try:
-            others += [s for p in paths if (s := self._hashed_source(p, size))]
-            # the versions kept are listed only now: a file of the folder removed
-            # meanwhile (a rename is a removal and an addition, handled at once) is
-            # linked into the versions before it is unlinked, so it was either opened
-            # above or is found here (the whole file was fetched again before)
-            kept = [self.versions_dir.joinpath(*k.split("/")) for k in self.kept_versions()]
-            others += [s for p in kept[:MAX_SOURCES] if (s := self._hashed_source(p, size))]
-            if base is None and not others:
-                return None
-            return seed_partial(manifest, target, record, base, others)
-        finally:
-            for source in others:
-                if source.fd is not None:
-                    os.close(source.fd)
-
-    def _hashed_source(self, path: Path, piece_size: int) -> Source | None:
-        """``path``, opened, as a source of pieces if its hashes are cached (no reading
-        of every file of the folder)."""
-        try:
-            fd = os.open(path, os.O_RDONLY | os.O_NOFOLLOW | os.O_NONBLOCK)
-        except OSError:
+        others = [s for p in self._partials() if (s := self._partial_source(p, size))]
+        for path in paths:  # only those hashed already: no reading of every file
+            with contextlib.suppress(OSError):
+                found = self._cache.get(path, os.stat(path, follow_symlinks=False), name="x")
+                if found is not None and found.piece_size == size:
+                    others.append(Source(path, found.piece_hashes, size, found.size))
+        if base is None and not others:
             return None
-        with contextlib.suppress(OSError):
-            st = os.fstat(fd)
-            found = self._cache.get(path, st, name="x") if stat.S_ISREG(st.st_mode) else None
-            if found is not None and found.piece_size == piece_size:
-                return Source(path, found.piece_hashes, piece_size, found.size, fd=fd)
-        os.close(fd)
-        return None
+        return seed_partial(manifest, target, record, base, others)
 
     def _source(self, path: Path, piece_size: int) -> Source | None:
         if not path.is_file() or path.is_symlink():
@@ -545,16 +551,27 @@ class FolderSync:
             verified_as=after if after == before else None,
         )
 
-    def _partials(self) -> list[tuple[Path, Manifest, Path]]:
-        """Downloads into this folder's incoming/ (versions given up): each record,
-        its manifest and its target."""
+    def _partials(self) -> list[Path]:
+        """Records of downloads into this folder's incoming/ (versions given up)."""
         incoming = str(self.incoming.resolve())
         out = []
         for record in self._records.glob("*.json"):
             loaded = load_record(record)
             if loaded is not None and str(loaded[1]).startswith(incoming + os.sep):
-                out.append((record, *loaded))
+                out.append(record)
         return out
+
+    def _partial_source(self, record: Path, piece_size: int) -> Source | None:
+        loaded = load_record(record)
+        if loaded is None or loaded[0].piece_size != piece_size:
+            return None
+        manifest, target = loaded
+        have = recorded_pieces(record, manifest)
+        hashes = [h if i in have else b"" for i, h in enumerate(manifest.piece_hashes)]
+        part = partial_path(target)
+        if not part.is_file():
+            return None
+        return Source(part, hashes, manifest.piece_size, manifest.size)
 
     async def _give_up(self, fetch: _Fetch) -> None:
         """Stop a download of a version that is no longer wanted; its verified pieces
@@ -593,6 +610,7 @@ class FolderSync:
         except OSError as exc:
             self._event("failed", name, f"cannot finish: {exc}")
             return
+        self._cache.put(path, st, replace(fetch.manifest, name=name))  # no hashing again
         existed = path.is_file()
         old_mtime = os.stat(path).st_mtime if existed else 0.0
         self._store.put(path, remote, (st.st_size, st.st_mtime_ns, st.st_ino))
@@ -604,10 +622,6 @@ class FolderSync:
             self._store.put(path, remote, stat_key(path))
             self._event("failed", name, f"cannot move the new version into place: {exc}")
             return
-        # its hashes, so it is not hashed again; only now: the replaced file's hashes,
-        # under the same path, went with it into the versions (put before, they were
-        # gone, and no kept version could lend its pieces to a later one)
-        self._cache.put(path, st, replace(fetch.manifest, name=name))
         self._failures.pop(name, None)
         fetched = download.received + sum(d.received for d in fetch.given_up)
         self.fetched += fetched
@@ -661,14 +675,11 @@ class FolderSync:
         while kept.exists():  # more than one version in a second: -2, -3...
             n += 1
             kept = self.versions_dir.joinpath(*kept_version_name(name, when, n).split("/"))
-        known: Manifest | None = None
+        _link_or_copy(path, kept)
         with contextlib.suppress(OSError):  # its pieces may serve a later version
             st = os.stat(path)
             known = self._cache.get(path, st, name=name)
-            if known is not None:  # before the link appears (it has the same size, mtime
-                self._cache.put(kept, st, known)  # and inode): a version seeded now finds it
-        if not _link_or_copy(path, kept) and known is not None:  # a copy: its own inode
-            with contextlib.suppress(OSError):
+            if known is not None:
                 self._cache.put(kept, os.stat(kept), known)
         siblings = ["/".join(p.relative_to(self.versions_dir).parts) for p in kept.parent.iterdir()]
         for old in versions_to_prune(siblings, name, self.keep):
@@ -729,30 +740,13 @@ class FolderSync:
         self._on_event(event)
 
 
-def _partial_source(
-    record: Path, manifest: Manifest, target: Path, piece_size: int
-) -> Source | None:
-    """The verified pieces of a download's partial file, as a source of pieces."""
-    if manifest.piece_size != piece_size:
-        return None
-    have = recorded_pieces(record, manifest)
-    hashes = [h if i in have else b"" for i, h in enumerate(manifest.piece_hashes)]
-    part = partial_path(target)
-    if not part.is_file():
-        return None
-    return Source(part, hashes, manifest.piece_size, manifest.size)
-
-
 def _moment(t: float) -> tuple[int, int, int, int, int, int]:
     y, mo, d, h, mi, sec = time.localtime(t)[:6]
     return (y, mo, d, h, mi, sec)
 
 
-def _link_or_copy(src: Path, dst: Path) -> bool:
-    """``dst`` the same file as ``src`` (a hard link: True) or a copy of it (False)."""
+def _link_or_copy(src: Path, dst: Path) -> None:
     try:
         os.link(src, dst)
-        return True
     except OSError:
         shutil.copy2(src, dst)
-        return False

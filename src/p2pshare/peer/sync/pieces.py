@@ -10,7 +10,6 @@ trusted because it was copied.
 
 from __future__ import annotations
 
-import contextlib
 import logging
 import os
 from collections.abc import Sequence
@@ -38,9 +37,6 @@ class Source:
     verified_as: tuple[int, int, int] | None = None
     """(size, mtime_ns, inode) of the file when its hashes were verified: if it is so
     before and after the copy, the pieces copied from it need no hashing again."""
-    fd: int | None = None
-    """The file, opened by the caller when it looked the hashes up (it closes it): the
-    pieces are read from that file even if the path was renamed or removed since."""
 
 
 def seed_partial(
@@ -55,40 +51,8 @@ def seed_partial(
     """
     size = manifest.piece_size
     sources = [s for s in ([base] if base else []) + list(others) if s.piece_size == size]
-    # each source open before the plan: one renamed or removed meanwhile (a folder
-    # sync moves a removed file into its versions) is read through its descriptor or
-    # left out, not a reason to fetch the whole file
-    fds = {i: s.fd for i, s in enumerate(sources) if s.fd is not None}
-    opened = _open_all(sources, fds)
-    try:
-        return _seed(manifest, target, record, base, sources, fds | opened)
-    finally:
-        for fd in opened.values():
-            os.close(fd)
-
-
-def _open_all(sources: Sequence[Source], already: dict[int, int]) -> dict[int, int]:
-    """Descriptors of the sources not ``already`` open, by index (those that open)."""
-    fds: dict[int, int] = {}
-    for i, source in enumerate(sources):
-        if i not in already:
-            with contextlib.suppress(OSError):
-                fds[i] = os.open(source.path, os.O_RDONLY | os.O_NOFOLLOW)
-    return fds
-
-
-def _seed(
-    manifest: Manifest,
-    target: Path,
-    record: Path,
-    base: Source | None,
-    sources: Sequence[Source],
-    fds: dict[int, int],
-) -> tuple[PiecePlan, list[int]]:
-    size = manifest.piece_size
     usable = [
-        [(h, i * size) for i, h in enumerate(s.piece_hashes) if i * size < s.size and k in fds]
-        for k, s in enumerate(sources)
+        [(h, i * size) for i, h in enumerate(s.piece_hashes) if i * size < s.size] for s in sources
     ]
     base_hashes = base.piece_hashes if base is not None and base.piece_size == size else ()
     plan = plan_pieces(manifest.piece_hashes, base_hashes, usable)
@@ -103,15 +67,20 @@ def _seed(
             _copy_whole(base.path, partial.partial, manifest.size)
             if base.verified_as is not None and before == base.verified_as == _stat_key(base.path):
                 trusted = list(plan.same)
+        fds: dict[int, int] = {}
         out = os.open(partial.partial, os.O_WRONLY | os.O_NOFOLLOW)
         try:
             for index, (source, offset) in plan.copy.items():
+                if source not in fds:
+                    fds[source] = os.open(sources[source].path, os.O_RDONLY | os.O_NOFOLLOW)
                 data = os.pread(fds[source], manifest.piece_length(index), offset)
                 os.pwrite(out, data, manifest.piece_offset(index))
             if hasattr(os, "posix_fadvise"):  # to the disk now: the final fsync waits less
                 os.posix_fadvise(out, 0, 0, os.POSIX_FADV_DONTNEED)
         finally:
             os.close(out)
+            for fd in fds.values():
+                os.close(fd)
         partial.save_record()
     except OSError as exc:  # nothing lost: the pieces will be fetched
         log.info("cannot reuse local pieces for %r: %s", manifest.name, exc)

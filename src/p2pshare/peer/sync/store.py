@@ -10,7 +10,6 @@ Used from the asyncio loop only (one connection, no lock).
 
 from __future__ import annotations
 
-import contextlib
 import json
 import os
 import secrets
@@ -107,18 +106,6 @@ class VersionStore:
     def close(self) -> None:
         self._db.close()
 
-    @contextlib.contextmanager
-    def transaction(self) -> Iterator[None]:
-        """The writes inside as one commit (a start records every shared file: one by
-        one, 20,000 took 0.61 s on the event loop; in one commit about half that)."""
-        self._db.execute("BEGIN")
-        try:
-            yield
-        except BaseException:
-            self._db.execute("ROLLBACK")
-            raise
-        self._db.execute("COMMIT")
-
     def get(self, path: Path) -> Entry | None:
         row = self._db.execute(
             f"SELECT {_COLUMNS} FROM versions WHERE path = ?", (str(path),)
@@ -167,7 +154,9 @@ class VersionStore:
         for row in rows:
             yield Path(row[0]), _entry(row)
 
-    def local(self, path: Path, content_id: str | None, size: int = 0) -> tuple[FileVersion, bool]:
+    def local(
+        self, path: Path, content_id: str | None, size: int = 0, *, now: float | None = None
+    ) -> tuple[FileVersion, bool]:
         """Record what is at ``path`` now (``content_id`` ``None``: nothing); a content
         other than the recorded one is a local change: a new version of this device.
         Returns the version and whether it is new."""
@@ -182,7 +171,7 @@ class VersionStore:
                     self.put(path, old, file)
                 return old, False
         before = entry.version.vector if entry is not None else Vector()
-        mtime_ns = file[1] if file is not None else int(self._clock() * 1e9)
+        mtime_ns = file[1] if file is not None else int((now or time.time()) * 1e9)
         made = FileVersion(
             content_id=content_id or "",
             size=size if content_id is not None else 0,
