@@ -153,13 +153,28 @@ class _Edge:
             return
         start = time.perf_counter()
         status = 500
-        started = False
+        started = counted = False
+
+        def count() -> None:
+            nonlocal counted
+            if counted:
+                return
+            counted = True
+            route = scope.get("route")
+            path = getattr(route, "path", None) or "unmatched"
+            method = scope.get("method", "")
+            self.requests.labels(path, method, str(status)).inc()
+            self.latency.labels(path, method).observe(time.perf_counter() - start)
 
         async def send_wrapper(message: Message) -> None:
             nonlocal status, started
             if message["type"] == "http.response.start":
                 status = message["status"]
                 started = True
+            elif message["type"] == "http.response.body" and not message.get("more_body"):
+                # counted before the last byte leaves: a client that has its answer and
+                # scrapes another worker at once finds the request in the metrics
+                count()
             await send(message)
 
         received = 0
@@ -190,11 +205,7 @@ class _Edge:
                 raise
             await error_response(413, exc.detail)(scope, receive, send_wrapper)
         finally:
-            route = scope.get("route")
-            path = getattr(route, "path", None) or "unmatched"
-            method = scope.get("method", "")
-            self.requests.labels(path, method, str(status)).inc()
-            self.latency.labels(path, method).observe(time.perf_counter() - start)
+            count()  # no answer went out whole (an error): counted all the same
 
 
 _HEARTBEAT_ROUTE = "/v1/peers/{peer_id}/heartbeat"
